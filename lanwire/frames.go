@@ -1,0 +1,209 @@
+// Package lanwire owns the LAN link protocol: the JSON frames a master and
+// the LAN manager exchange over the WebSocket at /v1/link, the need and
+// service-record types they share with the LAN manager's admin API and
+// needs files, and the strict decoder both sides use for untrusted input.
+//
+// Every frame is one WebSocket text message holding an Envelope:
+//
+//	{"type":"claim","data":{"instance":"web1"}}
+//
+// Masters authenticate at the upgrade with "Authorization: Bearer <token>".
+// Keep-alive uses WebSocket ping/pong control frames.
+package lanwire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Path is the HTTP path of the link endpoint.
+const Path = "/v1/link"
+
+// DefaultPort is the LAN manager's default listening port.
+const DefaultPort = 23552
+
+// MaxFrameSize bounds one frame; larger frames are refused unread.
+const MaxFrameSize = 1 << 20
+
+// Frame types sent by a master.
+const (
+	TypeHello       = "hello"        // Hello: first frame of every session
+	TypeClaim       = "claim"        // Claim: bid for a need
+	TypeSpawned     = "spawned"      // Spawned: child up, please check and publish
+	TypeSpawnFailed = "spawn_failed" // SpawnFailed: a granted need could not start
+	TypeDown        = "down"         // Down: a child of a need died or was stopped
+	TypeCapacity    = "capacity"     // Capacity: free capacity changed
+)
+
+// Frame types sent by the LAN manager.
+const (
+	TypeWelcome  = "welcome"  // Welcome: answer to hello
+	TypeNeeds    = "needs"    // Needs: the unsatisfied needs this master may claim
+	TypeGrant    = "grant"    // Grant: the claim won; run the need
+	TypeDeny     = "deny"     // Deny: the claim lost or is not allowed
+	TypeApproved = "approved" // Approved: ports reachable, service published
+	TypeRejected = "rejected" // Rejected: port check failed; stop the child
+	TypeStop     = "stop"     // Stop: the need is gone or owned elsewhere
+	TypeError    = "error"    // Error: the previous frame was refused
+)
+
+// Envelope is the outer shape of every frame.
+type Envelope struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Ports maps a protocol name ("tcp", "http", "ws") to a port.
+type Ports map[string]uint16
+
+// MachineConstraint pins a need to one machine id and/or to masters whose
+// address is the given IP or inside the given CIDR.
+type MachineConstraint struct {
+	ID      string `json:"id,omitempty"`
+	Address string `json:"address,omitempty"`
+}
+
+// Need is a service that should run somewhere on the LAN. The instance name
+// is its key: at most one need and one service per instance.
+type Need struct {
+	Instance   string            `json:"instance"`
+	Module     string            `json:"module"`
+	Properties map[string]string `json:"properties,omitempty"`
+	// Protocols the service wants a port for.
+	Protocols []string `json:"protocols,omitempty"`
+	// FixedPorts pins ports by protocol; each must also be in Protocols.
+	FixedPorts Ports              `json:"fixedports,omitempty"`
+	Machine    *MachineConstraint `json:"machine,omitempty"`
+	// TimeoutMS bounds grant-to-spawned; 0 means DefaultNeedTimeout.
+	TimeoutMS int64 `json:"timeoutms,omitempty"`
+}
+
+// DefaultNeedTimeout is how long a granted need may take to be spawned.
+const DefaultNeedTimeout = 60 * time.Second
+
+// Timeout returns the need's grant timeout.
+func (n Need) Timeout() time.Duration {
+	if n.TimeoutMS <= 0 {
+		return DefaultNeedTimeout
+	}
+	return time.Duration(n.TimeoutMS) * time.Millisecond
+}
+
+// ServiceRecord is a published, reachable service.
+type ServiceRecord struct {
+	Instance    string            `json:"instance"`
+	Module      string            `json:"module"`
+	MachineID   string            `json:"machine"`
+	Address     string            `json:"address"`
+	Ports       Ports             `json:"ports,omitempty"`
+	PID         int               `json:"pid"`
+	Properties  map[string]string `json:"properties,omitempty"`
+	StartedAt   time.Time         `json:"startedat"`
+	PublishedAt time.Time         `json:"publishedat"`
+}
+
+// Capacity is what a master can still take on.
+type Capacity struct {
+	// MaxProcesses is the most need children the master runs; 0: unlimited.
+	MaxProcesses int `json:"maxprocesses"`
+	Running      int `json:"running"`
+	// FreePorts per protocol in the master's port ranges.
+	FreePorts map[string]int `json:"freeports,omitempty"`
+}
+
+// RunningService is a need child a master runs, reported in Hello so the
+// LAN manager can reconcile after a reconnect without restarting it.
+type RunningService struct {
+	Instance  string    `json:"instance"`
+	Module    string    `json:"module"`
+	PID       int       `json:"pid"`
+	Ports     Ports     `json:"ports,omitempty"`
+	StartedAt time.Time `json:"startedat"`
+}
+
+// Hello introduces a master.
+type Hello struct {
+	MachineID string `json:"machine"`
+	// Address other machines reach the master's children on.
+	Address  string           `json:"address"`
+	Modules  []string         `json:"modules"`
+	Capacity Capacity         `json:"capacity"`
+	Running  []RunningService `json:"running,omitempty"`
+	Version  string           `json:"version,omitempty"`
+}
+
+// Claim bids for an unsatisfied need.
+type Claim struct {
+	Instance string `json:"instance"`
+}
+
+// Spawned reports a granted need's child is up on the given ports.
+type Spawned struct {
+	Instance  string    `json:"instance"`
+	PID       int       `json:"pid"`
+	Ports     Ports     `json:"ports,omitempty"`
+	StartedAt time.Time `json:"startedat"`
+}
+
+// SpawnFailed gives a granted need back.
+type SpawnFailed struct {
+	Instance string `json:"instance"`
+	Error    string `json:"error"`
+}
+
+// Down reports that a need child is gone.
+type Down struct {
+	Instance string `json:"instance"`
+	PID      int    `json:"pid"`
+	ExitCode int    `json:"exitcode"`
+	Signal   string `json:"signal,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// Welcome accepts a hello.
+type Welcome struct {
+	SessionID   string `json:"session"`
+	HeartbeatMS int64  `json:"heartbeatms"`
+	GraceMS     int64  `json:"gracems"`
+}
+
+// Needs lists every unsatisfied, ungranted need this master may claim now.
+// It replaces the previous list.
+type Needs struct {
+	Needs []Need `json:"needs"`
+}
+
+// Grant gives a need to the master that claimed it.
+type Grant struct {
+	Need Need `json:"need"`
+}
+
+// Deny refuses a claim.
+type Deny struct {
+	Instance string `json:"instance"`
+	Reason   string `json:"reason"`
+}
+
+// Approved says the service was published.
+type Approved struct {
+	Service ServiceRecord `json:"service"`
+}
+
+// Rejected says the port check failed; the master stops the child.
+type Rejected struct {
+	Instance string `json:"instance"`
+	Reason   string `json:"reason"`
+}
+
+// Stop tells the master to stop a need child it runs.
+type Stop struct {
+	Instance string `json:"instance"`
+	Reason   string `json:"reason"`
+}
+
+// Error answers a frame that was refused; the state is unchanged.
+type Error struct {
+	// Ref is the type of the refused frame, when it could be read.
+	Ref     string `json:"ref,omitempty"`
+	Message string `json:"message"`
+}
