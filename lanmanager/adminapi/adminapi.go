@@ -1,0 +1,66 @@
+// Package adminapi owns the JSON types and error kinds of the LAN manager's
+// admin HTTP API, shared by the server (lanmanager) and its Go client
+// (lanmanager/adminclient) so the two cannot drift apart.
+package adminapi
+
+import (
+	"errors"
+	"time"
+
+	"github.com/allex-go/allex/lanwire"
+)
+
+// Need states reported in NeedStatus.State.
+const (
+	StatePending   = "pending"   // waiting for a master to claim it
+	StateGranted   = "granted"   // a master won the claim and is spawning it
+	StateSatisfied = "satisfied" // a published service runs for it
+)
+
+// Service event types.
+const (
+	EventUp   = "up"
+	EventDown = "down"
+)
+
+// Error kinds; the server maps them to HTTP statuses and the client maps
+// statuses back, so errors.Is works on both sides of the wire.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrInvalid      = errors.New("invalid request")
+)
+
+// NeedStatus is one need and where it stands.
+type NeedStatus struct {
+	Need      lanwire.Need `json:"need"`
+	State     string       `json:"state"`
+	Machine   string       `json:"machine,omitempty"`
+	Attempts  int          `json:"attempts"`
+	NotBefore time.Time    `json:"notbefore,omitzero"`
+	LastError string       `json:"lasterror,omitempty"`
+	// Origin is "api" or "file:<path>" (needs files are merged declaratively).
+	Origin string `json:"origin,omitempty"`
+}
+
+// ServiceEvent is one line of the /v1/services/watch stream.
+type ServiceEvent struct {
+	Type    string                `json:"type"`
+	Service lanwire.ServiceRecord `json:"service"`
+}
+
+// MachineInfo describes a master known to the LAN manager.
+type MachineInfo struct {
+	ID        string           `json:"id"`
+	Address   string           `json:"address,omitempty"`
+	Connected bool             `json:"connected"`
+	Capacity  lanwire.Capacity `json:"capacity"`
+	Services  int              `json:"services"`
+	LastSeen  time.Time        `json:"lastseen,omitzero"`
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
