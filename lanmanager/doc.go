@@ -1,0 +1,50 @@
+// Package lanmanager owns the LAN manager server: the set of needs
+// (services that should run somewhere on the LAN), the registry of running
+// services, the WebSocket link masters bid and report on, and the admin
+// HTTP API. One HTTP server on one address carries all of it.
+//
+// # Link
+//
+// Masters connect to GET /v1/link (see package lanwire for the frames) with
+// "Authorization: Bearer <token>"; the token is checked before the upgrade.
+// State changes are serialized under one mutex, so exactly one master wins
+// each need; port checks run outside it. A master that stays silent for
+// three heartbeats is dropped; its granted-but-unspawned needs are offered
+// again at once and its services stay published for the grace period, after
+// which they are treated as down (removed, need recreated).
+//
+// # Admin API
+//
+// Every endpoint except /healthz needs the same bearer token. Errors are
+// JSON {"error": "..."} with 400 (bad input), 401 (token), 404 (unknown),
+// 409 (instance already a need or service). Request bodies are limited to
+// 1 MiB.
+//
+//	GET    /healthz                    "ok", no auth
+//	GET    /v1/needs                   []adminapi.NeedStatus (pending, granted, satisfied)
+//	POST   /v1/needs                   body lanwire.Need (strict) → 201 NeedStatus
+//	DELETE /v1/needs/{instance}        removes the need, or stops and removes its service
+//	GET    /v1/services?module=&instance=  []lanwire.ServiceRecord
+//	GET    /v1/services/{instance}     lanwire.ServiceRecord
+//	GET    /v1/services/watch?module=  newline-delimited adminapi.ServiceEvent: one "up"
+//	                                   per current service, then live "up"/"down" events
+//	GET    /v1/machines                []adminapi.MachineInfo
+//
+// # Needs files
+//
+// Needs files hold {"needs":[<lanwire.Need>...]}, parsed strictly. Several
+// files are layered: a later file's need replaces an earlier one with the
+// same instance. At startup they are merged declaratively into the store:
+// a file need that is neither stored nor running is added; a stored pending
+// need from a file whose definition changed is updated; needs and services
+// that came from a file ("file:<path>" origin) but are in none of the files
+// any more are removed. Needs added through the API (origin "api") are
+// never touched by files.
+//
+// # Persistence
+//
+// Needs and services live in a bbolt database in the data directory (or in
+// memory). Grants are not persisted: after a restart granted needs are
+// pending again, every known machine gets the grace period to reconnect and
+// re-adopt its running children through its hello.
+package lanmanager
