@@ -1,0 +1,555 @@
+package lanlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/allex-go/allex/lanwire"
+)
+
+// Link states reported by State and Handler.LinkState.
+const (
+	StateConnecting   = "connecting"
+	StateConnected    = "connected"
+	StateDisconnected = "disconnected"
+)
+
+// Defaults for the zero Config fields.
+const (
+	DefaultHeartbeat      = 5 * time.Second
+	DefaultBackoffInitial = 250 * time.Millisecond
+	DefaultBackoffMax     = 10 * time.Second
+	DefaultDialTimeout    = 5 * time.Second
+)
+
+// QueueSize bounds the frames Send may queue ahead of the network.
+const QueueSize = 256
+
+const (
+	// A session that stayed up this long was healthy, so the next failure
+	// starts the backoff from the beginning again.
+	backoffResetAfter = 10 * time.Second
+	// minHeartbeat keeps a silly welcome from turning pings into a busy loop.
+	minHeartbeat = 10 * time.Millisecond
+	// closeWait is how long a clean stop waits for the LAN manager to
+	// answer our close frame before dropping the connection.
+	closeWait = time.Second
+)
+
+var (
+	// ErrNotConnected is returned by Send when there is no welcomed session;
+	// the next session's hello carries the state instead.
+	ErrNotConnected = errors.New("lanlink: not connected to the LAN manager")
+	// ErrQueueFull is returned by Send when the session's queue is full.
+	ErrQueueFull = errors.New("lanlink: send queue full")
+	// ErrUnauthorized is wrapped by the session error when the LAN manager
+	// answers the upgrade with HTTP 401.
+	ErrUnauthorized = errors.New("LAN manager refused the token (HTTP 401)")
+)
+
+// Handler is the agent's side of the link. All its methods are called from
+// the goroutine running Run, one at a time, so they never overlap; they
+// should return quickly, because the session does not read while they run.
+type Handler interface {
+	// Hello builds the hello frame for each new session. An empty Address is
+	// filled with the local IP of the connection. Running lists the need
+	// children currently up, for reconciliation: they are not restarted.
+	Hello() lanwire.Hello
+	// HandleFrame gets each valid frame from the LAN manager in arrival
+	// order; payload is the pointer lanwire.Decode returned (*lanwire.Needs,
+	// *lanwire.Grant, *lanwire.Error, ...). The welcome is not passed on.
+	HandleFrame(typ string, payload any)
+	// LinkState reports StateConnecting, StateConnected and
+	// StateDisconnected; err says why a session ended or could not start,
+	// and is nil when Run stops because its context is done.
+	LinkState(state string, err error)
+}
+
+// Config configures a Link. Zero durations and port take the defaults.
+type Config struct {
+	// Address is the LAN manager's host name or IP.
+	Address string
+	// Port is the LAN manager's port; 0 means lanwire.DefaultPort.
+	Port int
+	// Token is sent as "Authorization: Bearer <token>".
+	Token   string
+	Handler Handler
+	Logger  hclog.Logger
+	// Heartbeat is the ping period; the welcome's heartbeatms overrides it.
+	// The read deadline is three heartbeats.
+	Heartbeat time.Duration
+	// BackoffInitial and BackoffMax bound the jittered reconnect delay.
+	BackoffInitial, BackoffMax time.Duration
+	// DialTimeout bounds the dial and upgrade, and then the wait for the
+	// welcome.
+	DialTimeout time.Duration
+}
+
+// Link is the master's connection to the LAN manager.
+type Link struct {
+	cfg    Config
+	log    hclog.Logger
+	url    string
+	header http.Header
+	dialer *websocket.Dialer
+
+	mu        sync.Mutex
+	running   bool
+	state     string
+	sessionID string
+	out       chan []byte // queue of the welcomed session, nil when none
+}
+
+// New checks cfg and returns a Link; Run starts it.
+func New(cfg Config) (*Link, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("lanlink: config: no handler")
+	}
+	host, err := checkAddress(cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("lanlink: config: address: %w", err)
+	}
+	if cfg.Port == 0 {
+		cfg.Port = lanwire.DefaultPort
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("lanlink: config: port %d: want 1-65535", cfg.Port)
+	}
+	if err := checkToken(cfg.Token); err != nil {
+		return nil, fmt.Errorf("lanlink: config: token: %w", err)
+	}
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"heartbeat", &cfg.Heartbeat, DefaultHeartbeat},
+		{"backoff initial", &cfg.BackoffInitial, DefaultBackoffInitial},
+		{"backoff max", &cfg.BackoffMax, DefaultBackoffMax},
+		{"dial timeout", &cfg.DialTimeout, DefaultDialTimeout},
+	}
+	for _, d := range durations {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("lanlink: config: %s %v: must not be negative", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.Heartbeat < minHeartbeat {
+		return nil, fmt.Errorf("lanlink: config: heartbeat %v: want at least %v", cfg.Heartbeat, minHeartbeat)
+	}
+	if cfg.BackoffInitial > cfg.BackoffMax {
+		return nil, fmt.Errorf("lanlink: config: backoff initial %v exceeds backoff max %v", cfg.BackoffInitial, cfg.BackoffMax)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	u := url.URL{Scheme: "ws", Host: net.JoinHostPort(host, strconv.Itoa(cfg.Port)), Path: lanwire.Path}
+	return &Link{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		url:    u.String(),
+		header: http.Header{"Authorization": {"Bearer " + cfg.Token}},
+		dialer: &websocket.Dialer{HandshakeTimeout: cfg.DialTimeout},
+		state:  StateDisconnected,
+	}, nil
+}
+
+func checkAddress(a string) (string, error) {
+	if a == "" {
+		return "", errors.New("empty")
+	}
+	h := strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+	if ip, err := netip.ParseAddr(h); err == nil {
+		return ip.String(), nil
+	}
+	// Not an IP, so it must be a plain host name; anything else would be
+	// silently reinterpreted by URL parsing (ports, paths, user info).
+	if strings.ContainsAny(h, ":/@?#[] \t\r\n") {
+		return "", fmt.Errorf("%q is neither an IP nor a host name", a)
+	}
+	return h, nil
+}
+
+func checkToken(t string) error {
+	if t == "" {
+		return errors.New("empty (the LAN manager requires a bearer token)")
+	}
+	for _, c := range t {
+		if c <= ' ' || c == 0x7f {
+			return errors.New("contains spaces or control characters")
+		}
+	}
+	return nil
+}
+
+// State returns the current link state.
+func (l *Link) State() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state
+}
+
+// SessionID returns the id of the welcomed session, or "" when there is none.
+func (l *Link) SessionID() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sessionID
+}
+
+// masterFrame reports whether the agent may Send typ; hello belongs to the
+// Link.
+func masterFrame(typ string) bool {
+	switch typ {
+	case lanwire.TypeClaim, lanwire.TypeSpawned, lanwire.TypeSpawnFailed, lanwire.TypeDown, lanwire.TypeCapacity:
+		return true
+	}
+	return false
+}
+
+// Send queues a claim, spawned, spawn_failed, down or capacity frame for the
+// current session without waiting for the network. The frame is checked
+// the way the LAN manager will check it, so a bad one fails here. It
+// returns ErrNotConnected when no session is welcomed and ErrQueueFull when
+// the queue is full. Frames still queued when a session ends are dropped:
+// the next hello carries the state instead.
+func (l *Link) Send(typ string, payload any) error {
+	if !masterFrame(typ) {
+		return fmt.Errorf("lanlink: send %q: not a frame a master sends (want claim, spawned, spawn_failed, down or capacity)", typ)
+	}
+	b, err := lanwire.Encode(typ, payload)
+	if err != nil {
+		return fmt.Errorf("lanlink: send: %w", err)
+	}
+	if _, _, err := lanwire.Decode(b); err != nil {
+		return fmt.Errorf("lanlink: send %q: %w", typ, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.out == nil {
+		return ErrNotConnected
+	}
+	select {
+	case l.out <- b:
+		return nil
+	default:
+		return fmt.Errorf("lanlink: send %q: %w (%d frames)", typ, ErrQueueFull, cap(l.out))
+	}
+}
+
+// Run connects to the LAN manager and keeps reconnecting until ctx is done,
+// then closes the session cleanly and returns nil. A Link runs once at a
+// time.
+func (l *Link) Run(ctx context.Context) error {
+	l.mu.Lock()
+	if l.running {
+		l.mu.Unlock()
+		return errors.New("lanlink: already running")
+	}
+	l.running = true
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.running = false
+		l.mu.Unlock()
+	}()
+
+	backoff := time.Duration(0)
+	for {
+		l.setState(StateConnecting, nil)
+		lasted, err := l.session(ctx)
+		if ctx.Err() != nil {
+			l.setState(StateDisconnected, nil)
+			return nil
+		}
+		l.setState(StateDisconnected, err)
+		switch {
+		case errors.Is(err, ErrUnauthorized):
+			l.log.Error("LAN manager refused the token; check the master's LAN token", "url", l.url, "error", err)
+			backoff = l.cfg.BackoffMax
+		case lasted > backoffResetAfter:
+			l.log.Warn("LAN link lost", "url", l.url, "after", lasted, "error", err)
+			backoff = l.cfg.BackoffInitial
+		default:
+			l.log.Warn("LAN link failed", "url", l.url, "error", err)
+			backoff = nextBackoff(backoff, l.cfg.BackoffInitial, l.cfg.BackoffMax)
+		}
+		wait := jitter(backoff)
+		l.log.Debug("LAN link reconnecting", "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			l.setState(StateDisconnected, nil)
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// nextBackoff doubles the previous delay within [initial, max].
+func nextBackoff(prev, initial, limit time.Duration) time.Duration {
+	if prev < initial {
+		return initial
+	}
+	if prev > limit/2 {
+		return limit
+	}
+	return prev * 2
+}
+
+// jitter spreads reconnects of many masters after a LAN manager restart:
+// the result is in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (l *Link) setState(state string, err error) {
+	l.mu.Lock()
+	changed := l.state != state || err != nil
+	l.state = state
+	if state != StateConnected {
+		l.sessionID = ""
+	}
+	l.mu.Unlock()
+	if changed {
+		l.cfg.Handler.LinkState(state, err)
+	}
+}
+
+// session runs one connection until it fails or ctx is done. It returns how
+// long the session was welcomed and why it ended.
+func (l *Link) session(ctx context.Context) (time.Duration, error) {
+	dctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
+	conn, resp, err := l.dialer.DialContext(dctx, l.url, l.header)
+	cancel()
+	if err != nil {
+		return 0, dialError(l.url, resp, err)
+	}
+	defer conn.Close()
+	conn.SetReadLimit(lanwire.MaxFrameSize)
+
+	// The handshake's reads and writes only know deadlines; closing the
+	// connection is what makes a stop interrupt them.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	welcome, err := l.handshake(conn)
+	if !stop() {
+		return 0, fmt.Errorf("handshake: %w", ctx.Err())
+	}
+	if err != nil {
+		return 0, err
+	}
+	heartbeat := l.cfg.Heartbeat
+	if welcome.HeartbeatMS > 0 {
+		heartbeat = max(time.Duration(welcome.HeartbeatMS)*time.Millisecond, minHeartbeat)
+	}
+	readWait := 3 * heartbeat
+	conn.SetPongHandler(func(string) error {
+		return conn.SetReadDeadline(time.Now().Add(readWait))
+	})
+
+	out := make(chan []byte, QueueSize)
+	start := time.Now()
+	l.mu.Lock()
+	l.out = out
+	l.sessionID = welcome.SessionID
+	l.mu.Unlock()
+	l.log.Info("LAN link connected", "url", l.url, "session", welcome.SessionID, "heartbeat", heartbeat)
+	l.setState(StateConnected, nil)
+
+	var cause firstError
+	readDone := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		if err := l.writeLoop(ctx, conn, out, heartbeat, readDone); err != nil {
+			cause.set(err)
+			// Wakes the reader: the session is over.
+			conn.Close()
+		}
+	}()
+
+	cause.set(l.readLoop(conn, readWait))
+	l.mu.Lock()
+	l.out = nil
+	l.mu.Unlock()
+	close(readDone)
+	// Unblocks a writer stuck on a LAN manager that stopped reading.
+	conn.Close()
+	<-writerDone
+	return time.Since(start), cause.get()
+}
+
+// firstError keeps the error that ended a session: whichever of the reader
+// and the writer fails first, since the other then fails on the closed
+// connection.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+func dialError(u string, resp *http.Response, err error) error {
+	if resp == nil {
+		return fmt.Errorf("dial %s: %w", u, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return fmt.Errorf("dial %s: %w", u, ErrUnauthorized)
+	}
+	return fmt.Errorf("dial %s: upgrade refused with HTTP %s: %w", u, resp.Status, err)
+}
+
+// handshake sends the hello and waits for the welcome.
+func (l *Link) handshake(conn *websocket.Conn) (*lanwire.Welcome, error) {
+	hello := l.cfg.Handler.Hello()
+	if hello.Address == "" {
+		ap, err := netip.ParseAddrPort(conn.LocalAddr().String())
+		if err != nil {
+			return nil, fmt.Errorf("hello: local address %q: %w", conn.LocalAddr(), err)
+		}
+		hello.Address = ap.Addr().Unmap().WithZone("").String()
+	}
+	if err := hello.Validate(); err != nil {
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	b, err := lanwire.Encode(lanwire.TypeHello, &hello)
+	if err != nil {
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	deadline := time.Now().Add(l.cfg.DialTimeout)
+	if err := conn.SetWriteDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		return nil, fmt.Errorf("hello: write: %w", err)
+	}
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("welcome: %w", err)
+	}
+	mt, msg, err := conn.ReadMessage()
+	if err != nil {
+		return nil, fmt.Errorf("welcome: read: %w", err)
+	}
+	if mt != websocket.TextMessage {
+		return nil, fmt.Errorf("welcome: got a binary message, want a welcome frame")
+	}
+	typ, payload, err := lanwire.Decode(msg)
+	if err != nil {
+		return nil, fmt.Errorf("welcome: %w", err)
+	}
+	switch p := payload.(type) {
+	case *lanwire.Welcome:
+		return p, nil
+	case *lanwire.Error:
+		return nil, fmt.Errorf("welcome: LAN manager refused the hello: %s", p.Message)
+	}
+	return nil, fmt.Errorf("welcome: got a %q frame first, want welcome", typ)
+}
+
+// lanManagerFrame reports whether typ is handed to the handler during a
+// session; the welcome only opens one.
+func lanManagerFrame(typ string) bool {
+	switch typ {
+	case lanwire.TypeNeeds, lanwire.TypeGrant, lanwire.TypeDeny, lanwire.TypeApproved,
+		lanwire.TypeRejected, lanwire.TypeStop, lanwire.TypeError:
+		return true
+	}
+	return false
+}
+
+// readLoop delivers frames until the connection breaks. A bad frame is the
+// LAN manager's bug, not a broken connection, so it is logged and skipped.
+func (l *Link) readLoop(conn *websocket.Conn, readWait time.Duration) error {
+	for {
+		if err := conn.SetReadDeadline(time.Now().Add(readWait)); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		mt, msg, err := conn.ReadMessage()
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if mt != websocket.TextMessage {
+			l.log.Warn("LAN manager sent a binary message; skipped", "bytes", len(msg))
+			continue
+		}
+		typ, payload, err := lanwire.Decode(msg)
+		if err != nil {
+			l.log.Warn("LAN manager sent a bad frame; skipped", "type", typ, "error", err)
+			continue
+		}
+		if !lanManagerFrame(typ) {
+			l.log.Warn("LAN manager sent a frame not meant for a master; skipped", "type", typ)
+			continue
+		}
+		l.cfg.Handler.HandleFrame(typ, payload)
+	}
+}
+
+// writeLoop is the session's only writer: queued frames, pings, and the
+// close frame when ctx is done.
+func (l *Link) writeLoop(ctx context.Context, conn *websocket.Conn, out <-chan []byte, heartbeat time.Duration, readDone <-chan struct{}) error {
+	ping := time.NewTicker(heartbeat)
+	defer ping.Stop()
+	writeWait := 3 * heartbeat
+	for {
+		select {
+		case <-readDone:
+			return nil
+		case <-ctx.Done():
+			msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "master stopping")
+			if err := conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
+				conn.Close()
+				return nil
+			}
+			t := time.NewTimer(closeWait)
+			select {
+			case <-readDone:
+			case <-t.C:
+				conn.Close()
+			}
+			t.Stop()
+			return nil
+		case b := <-out:
+			if err := conn.SetWriteDeadline(time.Now().Add(writeWait)); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+		case <-ping.C:
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+		}
+	}
+}
