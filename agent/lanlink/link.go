@@ -364,6 +364,16 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(readWait))
 	})
+	// The LAN manager's own pings prove it alive as well as its pongs do.
+	conn.SetPingHandler(func(data string) error {
+		if err := conn.SetReadDeadline(time.Now().Add(readWait)); err != nil {
+			return err
+		}
+		// A failed pong means a broken connection, which the writer and
+		// the next read report; failing here would only hide their cause.
+		_ = conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(readWait))
+		return nil
+	})
 
 	out := make(chan []byte, QueueSize)
 	start := time.Now()

@@ -667,6 +667,29 @@ func TestStalledLANManager(t *testing.T) {
 	}
 }
 
+func TestOversizeFrameBreaksSession(t *testing.T) {
+	checkLeaks(t)
+	s := newLAN(t, func(n int, c *websocket.Conn) {
+		welcome(t, c, n, 0)
+		if n == 1 {
+			// Over the read limit: the client must not buffer it.
+			big := make([]byte, lanwire.MaxFrameSize+1)
+			for i := range big {
+				big[i] = ' '
+			}
+			_ = c.WriteMessage(websocket.TextMessage, big)
+		}
+		_ = drain(c, nil)
+	})
+	l, rec := newLink(t, s)
+	start(t, l)
+	eventually(t, "second session", func() bool { return l.SessionID() == "s-2" })
+	errs := rec.disconnects()
+	if len(errs) != 1 || !errors.Is(errs[0], websocket.ErrReadLimit) {
+		t.Fatalf("disconnects = %v, want one read limit error", errs)
+	}
+}
+
 func TestWelcomeRequired(t *testing.T) {
 	tests := []struct {
 		name    string
