@@ -1,0 +1,46 @@
+//go:build unix
+
+package spawner
+
+import (
+	"errors"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// sysProcAttr puts the child in a process group of its own so the whole
+// tree it spawns can be signalled at once.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
+
+// terminate asks the child's whole group to stop.
+func terminate(p *os.Process) error {
+	return signalGroup(p.Pid, unix.SIGTERM)
+}
+
+// killGroup kills every member of the child's group. The group id is the
+// leader's pid; the kernel does not reuse a pid while a group with that id
+// still exists, so this is safe even after the leader has been reaped.
+func killGroup(p *os.Process) error {
+	return signalGroup(p.Pid, unix.SIGKILL)
+}
+
+func signalGroup(pgid int, sig unix.Signal) error {
+	err := unix.Kill(-pgid, sig)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// exitInfo returns the exit code (-1 when killed by a signal) and the name
+// of the signal, if any.
+func exitInfo(ps *os.ProcessState) (int, string) {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return -1, unix.SignalName(ws.Signal())
+	}
+	return ps.ExitCode(), ""
+}

@@ -1,0 +1,24 @@
+//go:build windows
+
+package spawner
+
+import (
+	"os"
+	"syscall"
+)
+
+// Windows has no process groups to signal; the fallback only reaches the
+// main process.
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+func terminate(p *os.Process) error { return p.Kill() }
+
+func killGroup(p *os.Process) error {
+	err := p.Kill()
+	if err == os.ErrProcessDone {
+		return nil
+	}
+	return err
+}
+
+func exitInfo(ps *os.ProcessState) (int, string) { return ps.ExitCode(), "" }

@@ -1,0 +1,614 @@
+package spawner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// ErrNotRunning is returned by Restart when Run is not (or no longer) running.
+var ErrNotRunning = errors.New("spawner: supervisor is not running")
+
+// Event reports one state transition of a child.
+type Event struct {
+	Time             time.Time
+	Kind             EventKind
+	Instance, Module string
+	PID              int
+	ExitCode         int    // EventExited: exit code, -1 when killed by a signal
+	Signal           string // EventExited: e.g. "SIGKILL"
+	Message          string // why: stop reason, backoff delay, failure
+	Restarts         int    // restarts counted against the crash-loop limit so far
+}
+
+// Status is a snapshot of a supervisor.
+type Status struct {
+	State      State
+	PID        int // 0 when no child is running
+	StartedAt  time.Time
+	StateSince time.Time
+	Restarts   int
+	ExitCode   int    // of the last exited child
+	Signal     string // of the last exited child
+	LastError  string
+}
+
+// Options are the agent's hooks into a supervisor.
+type Options struct {
+	Logger hclog.Logger
+	// OnEvent is called synchronously, in order, never concurrently for one
+	// supervisor; it must not block long since it holds up supervision.
+	OnEvent func(Event)
+	// Shutdown, if set, asks the child to stop by itself (the agent calls the
+	// child's allex.v1.Process/Shutdown). On error, or when nil, the process
+	// group gets SIGTERM instead. Either way SIGKILL follows after grace.
+	Shutdown func(ctx context.Context, pid int, grace time.Duration) error
+}
+
+const (
+	phaseNew = iota
+	phaseRunning
+	phaseDone
+)
+
+// Supervisor runs one child; create it with New and drive it with Run.
+type Supervisor struct {
+	spec Spec
+	opts Options
+	log  hclog.Logger
+
+	stopOnce  sync.Once
+	stopCh    chan struct{}   // closed by Stop: the child must end for good
+	restartCh chan chan error // Restart requests, answered once the new child runs
+	done      chan struct{}   // closed when Run returns
+
+	mu     sync.Mutex
+	phase  int
+	status Status
+	cur    *child
+}
+
+// child is one run of the process, the target of MarkReady.
+type child struct {
+	pid       int
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+func (c *child) markReady() { c.readyOnce.Do(func() { close(c.ready) }) }
+
+// New validates spec, fills in defaults and returns a supervisor that has
+// not started anything yet.
+func New(spec Spec, opts Options) (*Supervisor, error) {
+	spec, err := spec.validate()
+	if err != nil {
+		return nil, err
+	}
+	// The caller keeps its maps and slices; supervision must not see them change.
+	spec.Args = slices.Clone(spec.Args)
+	spec.Env = maps.Clone(spec.Env)
+	spec.Ports = maps.Clone(spec.Ports)
+	spec.Vars = maps.Clone(spec.Vars)
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &Supervisor{
+		spec:      spec,
+		opts:      opts,
+		log:       opts.Logger.With("module", spec.Module, "instance", spec.Instance),
+		stopCh:    make(chan struct{}),
+		restartCh: make(chan chan error),
+		done:      make(chan struct{}),
+		status:    Status{State: StateStarting, StateSince: time.Now()},
+	}, nil
+}
+
+// Status returns a snapshot of the supervisor's state.
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// PID returns the pid of the running child, 0 if none.
+func (s *Supervisor) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.PID
+}
+
+// Done is closed when Run has returned.
+func (s *Supervisor) Done() <-chan struct{} { return s.done }
+
+// MarkReady records that the child with this pid reported itself ready.
+func (s *Supervisor) MarkReady(pid int) error {
+	s.mu.Lock()
+	c := s.cur
+	s.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("spawner: %s: mark ready pid %d: no child running", s.spec.Instance, pid)
+	}
+	if c.pid != pid {
+		return fmt.Errorf("spawner: %s: mark ready pid %d: current child is pid %d", s.spec.Instance, pid, c.pid)
+	}
+	c.markReady()
+	return nil
+}
+
+// Stop ends the child gracefully and keeps it from being restarted. It
+// waits until Run has returned or ctx is done. Stopping before Run makes Run
+// return at once.
+func (s *Supervisor) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stopCh) })
+	s.mu.Lock()
+	phase := s.phase
+	s.mu.Unlock()
+	if phase == phaseNew {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("spawner: stop %s: %w", s.spec.Instance, ctx.Err())
+	}
+}
+
+// Restart stops the child gracefully and starts it again at once, without
+// counting it as a crash. It returns when the new child is running, or with
+// the error that kept it from starting.
+func (s *Supervisor) Restart(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case s.restartCh <- reply:
+	case <-s.done:
+		return ErrNotRunning
+	case <-ctx.Done():
+		return fmt.Errorf("spawner: restart %s: %w", s.spec.Instance, ctx.Err())
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-s.done:
+		select {
+		case err := <-reply:
+			return err
+		default:
+			return ErrNotRunning
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("spawner: restart %s: %w", s.spec.Instance, ctx.Err())
+	}
+}
+
+// Run starts the child and supervises it until it is done for good: it
+// exited with no restart due, Stop was called, it failed (exec failure,
+// crash loop, never ready with no restart), or ctx was cancelled — the agent
+// shutting down — in which case the child is still stopped gracefully first.
+// It returns nil on a clean end and the failure otherwise. When Run returns
+// the child's whole process group has been killed and the child reaped.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.phase != phaseNew {
+		s.mu.Unlock()
+		return fmt.Errorf("spawner: %s: Run called more than once", s.spec.Instance)
+	}
+	s.phase = phaseRunning
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.phase = phaseDone
+		s.mu.Unlock()
+		close(s.done)
+	}()
+
+	tr := newTracker(s.spec)
+	var restartReply chan error
+	for {
+		select {
+		case <-s.stopCh:
+			s.finishClean(restartReply)
+			return nil
+		case <-ctx.Done():
+			s.finishClean(restartReply)
+			return nil
+		default:
+		}
+		o := s.runOnce(ctx, restartReply)
+		restartReply = nil
+		switch {
+		case o.execErr != nil:
+			s.fail(o.execErr)
+			return o.execErr
+		case o.restart != nil:
+			restartReply = o.restart
+			continue
+		case o.stopped:
+			return nil
+		}
+		if !s.restartDue(o.failed) {
+			if o.failed {
+				err := fmt.Errorf("spawner: %s: %s", s.spec.Instance, o.why)
+				s.fail(err)
+				return err
+			}
+			return nil
+		}
+		delay, ok := tr.restart(time.Now(), o.uptime)
+		if !ok {
+			err := fmt.Errorf("spawner: %s: crash loop: more than %d restarts within %v (last: %s)",
+				s.spec.Instance, s.spec.MaxRestarts, s.spec.RestartWindow, o.why)
+			s.fail(err)
+			return err
+		}
+		s.setState(StateBackoff, func(st *Status) { st.Restarts++ })
+		s.emit(Event{Kind: EventBackoff, Message: fmt.Sprintf("restarting in %v after %s", delay.Round(time.Millisecond), o.why)})
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-s.stopCh:
+			timer.Stop()
+			s.finishClean(nil)
+			return nil
+		case <-ctx.Done():
+			timer.Stop()
+			s.finishClean(nil)
+			return nil
+		case restartReply = <-s.restartCh:
+			timer.Stop()
+		}
+	}
+}
+
+func (s *Supervisor) restartDue(failed bool) bool {
+	switch s.spec.Restart {
+	case PolicyAlways:
+		return true
+	case PolicyOnFailure:
+		return failed
+	}
+	return false
+}
+
+// finishClean ends Run with no child running and nothing failed.
+func (s *Supervisor) finishClean(restartReply chan error) {
+	if restartReply != nil {
+		restartReply <- ErrNotRunning
+	}
+	s.setState(StateExited, nil)
+}
+
+func (s *Supervisor) fail(err error) {
+	s.setState(StateFailed, func(st *Status) { st.LastError = err.Error() })
+	s.log.Error("child failed", "error", err)
+	s.emit(Event{Kind: EventFailed, Message: err.Error()})
+}
+
+// outcome is how one run of the child ended.
+type outcome struct {
+	execErr error      // could not start: no restart makes sense
+	stopped bool       // by Stop or ctx: done for good
+	restart chan error // by Restart: start again now, then answer here
+	failed  bool       // a failed run for the restart policy
+	why     string
+	uptime  time.Duration
+}
+
+// runOnce starts the child once and supervises it until it has exited and
+// its group has been killed.
+func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outcome {
+	s.setState(StateStarting, func(st *Status) { st.PID = 0 })
+	s.emit(Event{Kind: EventStarting})
+	cmd, files, err := s.command()
+	if err == nil {
+		err = cmd.Start()
+		if err != nil {
+			err = fmt.Errorf("spawner: %s: start %s: %w", s.spec.Instance, s.spec.Command, err)
+		}
+	}
+	if err != nil {
+		closeAll(files)
+		if restartReply != nil {
+			restartReply <- err
+		}
+		return outcome{execErr: err}
+	}
+	started := time.Now()
+	p := cmd.Process
+	header := fmt.Sprintf("--- allex: start pid %d at %s ---\n", p.Pid, started.UTC().Format(time.RFC3339))
+	for _, f := range files {
+		if _, err := f.WriteString(header); err != nil {
+			s.log.Warn("cannot write log header", "file", f.Name(), "error", err)
+		}
+	}
+	// The child has its own descriptors now.
+	closeAll(files)
+	waitCh := make(chan error, 1)
+	go func() { waitCh <- cmd.Wait() }()
+
+	c := &child{pid: p.Pid, ready: make(chan struct{})}
+	s.mu.Lock()
+	s.cur = c
+	s.mu.Unlock()
+	s.setState(StateRunning, func(st *Status) {
+		st.PID = p.Pid
+		st.StartedAt = started
+	})
+	s.log.Info("child running", "pid", p.Pid)
+	s.emit(Event{Kind: EventRunning, PID: p.Pid})
+	if restartReply != nil {
+		restartReply <- nil
+	}
+
+	probeCtx, cancelProbe := context.WithCancel(ctx)
+	defer cancelProbe()
+	switch s.spec.Readiness {
+	case ReadyNone:
+		c.markReady()
+	case ReadyPorts:
+		go s.probePorts(probeCtx, c)
+	}
+	startTimer := time.NewTimer(s.spec.StartTimeout)
+	defer startTimer.Stop()
+	readyC, timeoutC := c.ready, startTimer.C
+	ready := false
+
+	var o outcome
+wait:
+	for {
+		select {
+		case <-readyC:
+			readyC, timeoutC = nil, nil
+			ready = true
+			cancelProbe()
+			s.setState(StateReady, nil)
+			s.emit(Event{Kind: EventReady, PID: p.Pid})
+		case <-timeoutC:
+			o.failed = true
+			o.why = fmt.Sprintf("not ready within %v", s.spec.StartTimeout)
+			break wait
+		case werr := <-waitCh:
+			return s.exited(cmd, werr, started, ready, outcome{})
+		case <-s.stopCh:
+			o.stopped = true
+			o.why = "stop requested"
+			break wait
+		case <-ctx.Done():
+			o.stopped = true
+			o.why = "agent shutting down"
+			break wait
+		case o.restart = <-s.restartCh:
+			o.why = "restart requested"
+			break wait
+		}
+	}
+	werr := s.stopChild(ctx, p, waitCh, o.why)
+	return s.exited(cmd, werr, started, ready, o)
+}
+
+// stopChild ends a running child: Shutdown hook or SIGTERM to the group,
+// then SIGKILL to the group after StopTimeout. It returns Wait's result.
+func (s *Supervisor) stopChild(ctx context.Context, p *os.Process, waitCh <-chan error, why string) error {
+	s.setState(StateStopping, nil)
+	s.log.Info("stopping child", "pid", p.Pid, "reason", why)
+	s.emit(Event{Kind: EventStopping, PID: p.Pid, Message: why})
+	// ctx may be the agent's life that just ended; the stop still has to run
+	// its course, bounded by StopTimeout alone.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.spec.StopTimeout)
+	defer cancel()
+	var hookErr chan error
+	if s.opts.Shutdown != nil {
+		hookErr = make(chan error, 1)
+		go func() { hookErr <- s.opts.Shutdown(stopCtx, p.Pid, s.spec.StopTimeout) }()
+	} else {
+		s.terminate(p)
+	}
+	for {
+		select {
+		case werr := <-waitCh:
+			return werr
+		case err := <-hookErr:
+			hookErr = nil
+			if err != nil {
+				s.log.Warn("shutdown hook failed, signalling", "pid", p.Pid, "error", err)
+				s.terminate(p)
+			}
+		case <-stopCtx.Done():
+			s.log.Warn("child did not stop in time, killing its group", "pid", p.Pid, "timeout", s.spec.StopTimeout)
+			if err := killGroup(p); err != nil {
+				s.log.Error("cannot kill process group", "pid", p.Pid, "error", err)
+			}
+			// SIGKILL cannot be ignored, so this wait ends unless the kernel
+			// holds the process in an uninterruptible sleep.
+			return <-waitCh
+		}
+	}
+}
+
+func (s *Supervisor) terminate(p *os.Process) {
+	if err := terminate(p); err != nil {
+		s.log.Warn("cannot terminate process group", "pid", p.Pid, "error", err)
+	}
+}
+
+// exited records the end of a run whose main process has been reaped, and
+// kills what is left of its group so no grandchild is orphaned.
+func (s *Supervisor) exited(cmd *exec.Cmd, werr error, started time.Time, ready bool, o outcome) outcome {
+	p := cmd.Process
+	if err := killGroup(p); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		s.log.Warn("cannot kill process group", "pid", p.Pid, "error", err)
+	}
+	o.uptime = time.Since(started)
+	code, sig := -1, ""
+	if ps := cmd.ProcessState; ps != nil {
+		code, sig = exitInfo(ps)
+	}
+	how := fmt.Sprintf("exited with code %d", code)
+	if sig != "" {
+		how = "killed by " + sig
+	} else if cmd.ProcessState == nil {
+		how = fmt.Sprintf("wait failed: %v", werr)
+	}
+	if !o.stopped && o.restart == nil && o.why == "" {
+		o.why = how
+		switch {
+		case !ready:
+			o.failed = true
+			o.why = "exited before ready (" + how + ")"
+		case code != 0 || sig != "":
+			o.failed = true
+		}
+	}
+	s.mu.Lock()
+	s.cur = nil
+	s.mu.Unlock()
+	s.setState(StateExited, func(st *Status) {
+		st.PID = 0
+		st.ExitCode = code
+		st.Signal = sig
+		if o.failed {
+			st.LastError = o.why
+		}
+	})
+	s.log.Info("child exited", "pid", p.Pid, "code", code, "signal", sig, "reason", o.why)
+	s.emit(Event{Kind: EventExited, PID: p.Pid, ExitCode: code, Signal: sig, Message: o.why})
+	return o
+}
+
+// probePorts marks c ready once every assigned port accepts a connection.
+func (s *Supervisor) probePorts(ctx context.Context, c *child) {
+	ports := slices.Sorted(maps.Values(s.spec.Ports))
+	d := net.Dialer{Timeout: 250 * time.Millisecond}
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for len(ports) > 0 {
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0]))))
+		if err == nil {
+			_ = conn.Close()
+			ports = ports[1:]
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	c.markReady()
+}
+
+// vars returns the ALLEX_* variables given to the child, which are also the
+// names available to ${...} templating.
+func (s *Supervisor) vars() map[string]string {
+	v := map[string]string{
+		"ALLEX_MODULE":   s.spec.Module,
+		"ALLEX_INSTANCE": s.spec.Instance,
+	}
+	for proto, port := range s.spec.Ports {
+		name, _ := portVar(proto)
+		v[name] = strconv.Itoa(int(port))
+	}
+	ports := s.spec.Ports
+	if ports == nil {
+		ports = map[string]uint16{}
+	}
+	js, _ := json.Marshal(ports) // a map[string]uint16 always marshals
+	v["ALLEX_PORTS"] = string(js)
+	maps.Copy(v, s.spec.Vars)
+	return v
+}
+
+// command builds the exec.Cmd of one run and opens its log files, which the
+// caller closes once the child has started.
+func (s *Supervisor) command() (*exec.Cmd, []*os.File, error) {
+	vars := s.vars()
+	args := make([]string, len(s.spec.Args))
+	for i, a := range s.spec.Args {
+		args[i] = Expand(a, vars)
+	}
+	cmd := exec.Command(s.spec.Command, args...)
+	if cmd.Err != nil {
+		return nil, nil, fmt.Errorf("spawner: %s: command %q: %w", s.spec.Instance, s.spec.Command, cmd.Err)
+	}
+	cmd.Dir = Expand(s.spec.Dir, vars)
+	if cmd.Dir != "" {
+		// exec reports a missing dir as a missing program; say what is wrong.
+		fi, err := os.Stat(cmd.Dir)
+		if err == nil && !fi.IsDir() {
+			err = fmt.Errorf("%s is not a directory", cmd.Dir)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("spawner: %s: working dir: %w", s.spec.Instance, err)
+		}
+	}
+	env := os.Environ()
+	for _, k := range slices.Sorted(maps.Keys(s.spec.Env)) {
+		env = append(env, k+"="+Expand(s.spec.Env[k], vars))
+	}
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, k+"="+vars[k])
+	}
+	cmd.Env = env
+	cmd.SysProcAttr = sysProcAttr()
+	if s.spec.LogDir == "" {
+		return cmd, nil, nil
+	}
+	if err := os.MkdirAll(s.spec.LogDir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("spawner: %s: log dir: %w", s.spec.Instance, err)
+	}
+	var files []*os.File
+	for _, stream := range []string{"stdout", "stderr"} {
+		name := filepath.Join(s.spec.LogDir, s.spec.Instance+"."+stream+".log")
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			closeAll(files)
+			return nil, nil, fmt.Errorf("spawner: %s: log file: %w", s.spec.Instance, err)
+		}
+		files = append(files, f)
+	}
+	cmd.Stdout, cmd.Stderr = files[0], files[1]
+	return cmd, files, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}
+
+func (s *Supervisor) setState(st State, mutate func(*Status)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.State = st
+	s.status.StateSince = time.Now()
+	if mutate != nil {
+		mutate(&s.status)
+	}
+}
+
+// emit is only called from the goroutine running Run, which is what keeps
+// OnEvent calls ordered and never concurrent.
+func (s *Supervisor) emit(ev Event) {
+	if s.opts.OnEvent == nil {
+		return
+	}
+	ev.Time = time.Now()
+	ev.Instance = s.spec.Instance
+	ev.Module = s.spec.Module
+	s.mu.Lock()
+	ev.Restarts = s.status.Restarts
+	s.mu.Unlock()
+	s.opts.OnEvent(ev)
+}
