@@ -334,5 +334,4 @@ func needState(e *env, inst string) (string, int, string) {
 
 func isErr(err, target error) bool { return errors.Is(err, target) }
 
-
 func lanmanagerFilter() lanmanager.ServiceFilter { return lanmanager.ServiceFilter{} }
