@@ -36,7 +36,7 @@ const (
 )
 
 // QueueSize bounds the frames Send may queue ahead of the network.
-const QueueSize = 256
+const QueueSize = 4096
 
 const (
 	// A session that stayed up this long was healthy, so the next failure

@@ -1,0 +1,647 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/agent/portoffice"
+	"github.com/allex-go/allex/agent/spawner"
+	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/lanwire"
+)
+
+// Errors the server maps to gRPC status codes.
+var (
+	ErrNotFound      = errors.New("no such process")
+	ErrExists        = errors.New("instance already running")
+	ErrInvalid       = errors.New("invalid request")
+	ErrNotRunning    = errors.New("agent is not running")
+	ErrPermission    = errors.New("permission denied")
+	ErrExhausted     = errors.New("resource exhausted")
+	ErrUnknownModule = errors.New("unknown module")
+)
+
+// Options configures an Agent.
+type Options struct {
+	Logger hclog.Logger
+	// Config is the master configuration with defaults filled.
+	Config config.Config
+	// Ports is the port office; New builds one from Config when nil.
+	Ports *portoffice.Office
+	// Socket is the machine socket children are told about.
+	Socket string
+	// LogDir receives the children's stdout/stderr files.
+	LogDir string
+	// StateDir holds the table of live children, used to clean up after a
+	// master that was killed without stopping them.
+	StateDir string
+	// Token authenticates the LAN link.
+	Token   string
+	Version string
+}
+
+// Agent supervises the machine's children.
+type Agent struct {
+	log     hclog.Logger
+	opts    Options
+	ports   *portoffice.Office
+	events  *bus
+	started time.Time
+
+	mu      sync.Mutex
+	stateMu sync.Mutex
+	runCtx  context.Context
+	procs   map[string]*proc
+	ownerN  uint64
+	wg      sync.WaitGroup
+	lan     *lanState
+	running chan struct{}
+}
+
+// proc is one supervised child (one instance) and its bookkeeping.
+type proc struct {
+	owner    string // port office owner, unique per start
+	spec     *allexv1.ModuleSpec
+	sup      *spawner.Supervisor
+	ports    map[string]uint16
+	extra    []*allexv1.PortAssignment
+	needID   string
+	stdout   string
+	stderr   string
+	done     chan struct{}
+	finalErr error
+
+	registered    bool
+	processSocket string
+
+	// LAN bookkeeping for need children, guarded by Agent.mu.
+	spawnedSent  bool
+	suppressDown bool
+	published    bool
+}
+
+// New builds an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Ports == nil {
+		po, err := portoffice.New(opts.Config.Ranges())
+		if err != nil {
+			return nil, fmt.Errorf("port office: %w", err)
+		}
+		opts.Ports = po
+	}
+	a := &Agent{
+		log:     opts.Logger,
+		opts:    opts,
+		ports:   opts.Ports,
+		events:  newBus(),
+		procs:   map[string]*proc{},
+		started: time.Now(),
+		running: make(chan struct{}),
+	}
+	a.lan = newLANState(a)
+	return a, nil
+}
+
+// Run starts the instances listed in the config and the LAN link, and
+// supervises until ctx is done; then it stops every child gracefully
+// (telling the LAN manager), and returns once none is left.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.opts.LogDir != "" {
+		if err := os.MkdirAll(a.opts.LogDir, 0o750); err != nil {
+			return fmt.Errorf("log dir: %w", err)
+		}
+	}
+	if a.opts.StateDir != "" {
+		if err := os.MkdirAll(a.opts.StateDir, 0o750); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+		a.reapLeftovers()
+	}
+	// Children outlive ctx long enough to be stopped; they get their own
+	// context, cancelled only after ctx is done.
+	childCtx, stopChildren := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopChildren()
+	linkCtx, stopLink := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLink()
+
+	a.mu.Lock()
+	a.runCtx = childCtx
+	a.mu.Unlock()
+	close(a.running)
+
+	for _, inst := range a.opts.Config.Run {
+		spec, err := a.specFor(&allexv1.ModuleSpec{Module: inst.Module, Instance: inst.Instance, Properties: inst.Properties, FixedPorts: toU32(inst.FixedPorts)})
+		if err == nil {
+			_, err = a.Start(spec, "")
+		}
+		if err != nil {
+			a.log.Error("cannot start configured instance", "instance", inst.Instance, "error", err)
+		}
+	}
+
+	linkDone := make(chan error, 1)
+	if a.opts.Config.LanManagerAddress != "" {
+		go func() { linkDone <- a.lan.run(linkCtx) }()
+	} else {
+		a.log.Info("no lanmanageraddress configured; running without a LAN manager")
+		linkDone <- nil
+	}
+
+	<-ctx.Done()
+	a.log.Info("shutting down: stopping children")
+	stopChildren()
+	a.wg.Wait()
+	stopLink()
+	err := <-linkDone
+	a.writeState()
+	return err
+}
+
+// specFor completes a start request from the module definitions in the
+// config: a request naming only module and instance runs the module as
+// configured, with the request's properties, fixed ports and protocols.
+func (a *Agent) specFor(req *allexv1.ModuleSpec) (*allexv1.ModuleSpec, error) {
+	if req.GetCommand() != "" {
+		return req, nil
+	}
+	m, ok := a.opts.Config.Modules[req.GetModule()]
+	if !ok {
+		return nil, fmt.Errorf("%w %q: not in this master's config and no command given", ErrUnknownModule, req.GetModule())
+	}
+	spec := m.Spec(req.GetModule(), req.GetInstance(), req.GetProperties())
+	if len(req.GetProtocols()) > 0 {
+		spec.Protocols = req.GetProtocols()
+	}
+	if len(req.GetFixedPorts()) > 0 {
+		spec.FixedPorts = req.GetFixedPorts()
+	}
+	if req.GetRestart() != allexv1.RestartPolicy_RESTART_POLICY_UNSPECIFIED {
+		spec.Restart = req.GetRestart()
+	}
+	return spec, nil
+}
+
+func toU32(m map[string]uint16) map[string]uint32 {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]uint32, len(m))
+	for k, v := range m {
+		out[k] = uint32(v)
+	}
+	return out
+}
+
+// StartProcess starts a child from a (possibly partial) spec.
+func (a *Agent) StartProcess(req *allexv1.ModuleSpec) (*allexv1.ProcessInfo, error) {
+	spec, err := a.specFor(req)
+	if err != nil {
+		return nil, err
+	}
+	return a.Start(spec, "")
+}
+
+// Start assigns ports and starts supervising a child. needID ties the
+// child to a LAN need ("" for local children).
+func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.ProcessInfo, error) {
+	select {
+	case <-a.running:
+	default:
+		return nil, ErrNotRunning
+	}
+	spec = proto.Clone(spec).(*allexv1.ModuleSpec)
+	if err := validateSpec(spec); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.runCtx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: shutting down", ErrNotRunning)
+	}
+	if old, ok := a.procs[spec.GetInstance()]; ok && !isDone(old) {
+		return nil, fmt.Errorf("%w: %s", ErrExists, spec.GetInstance())
+	}
+	a.ownerN++
+	p := &proc{
+		owner:  spec.GetInstance() + "#" + strconv.FormatUint(a.ownerN, 10),
+		spec:   spec,
+		needID: needID,
+		done:   make(chan struct{}),
+	}
+	ports, err := a.allocate(p.owner, spec)
+	if err != nil {
+		return nil, err
+	}
+	p.ports = ports
+	sspec, err := a.spawnerSpec(spec, ports)
+	if err != nil {
+		a.ports.ReleaseOwner(p.owner)
+		return nil, err
+	}
+	if a.opts.LogDir != "" {
+		p.stdout = filepath.Join(a.opts.LogDir, spec.GetInstance()+".stdout.log")
+		p.stderr = filepath.Join(a.opts.LogDir, spec.GetInstance()+".stderr.log")
+	}
+	sup, err := spawner.New(sspec, spawner.Options{
+		Logger:   a.log.Named(spec.GetInstance()),
+		OnEvent:  func(ev spawner.Event) { a.onEvent(p, ev) },
+		Shutdown: func(ctx context.Context, pid int, grace time.Duration) error { return a.shutdownChild(ctx, p, grace) },
+	})
+	if err != nil {
+		a.ports.ReleaseOwner(p.owner)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	p.sup = sup
+	a.procs[spec.GetInstance()] = p
+	a.wg.Add(1)
+	go a.supervise(p)
+	return a.infoLocked(p), nil
+}
+
+func isDone(p *proc) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func validateSpec(s *allexv1.ModuleSpec) error {
+	if !lanwire.ValidName(s.GetModule()) {
+		return fmt.Errorf("%w: module %q: want 1-128 of [A-Za-z0-9_.-], starting alphanumeric", ErrInvalid, s.GetModule())
+	}
+	if !lanwire.ValidName(s.GetInstance()) {
+		return fmt.Errorf("%w: instance %q: want 1-128 of [A-Za-z0-9_.-], starting alphanumeric", ErrInvalid, s.GetInstance())
+	}
+	if s.GetCommand() == "" {
+		return fmt.Errorf("%w: instance %s: no command", ErrInvalid, s.GetInstance())
+	}
+	seen := map[allexv1.Protocol]bool{}
+	for _, p := range s.GetProtocols() {
+		if _, err := protoName(p); err != nil {
+			return fmt.Errorf("%w: instance %s: %w", ErrInvalid, s.GetInstance(), err)
+		}
+		if seen[p] {
+			return fmt.Errorf("%w: instance %s: protocol %s listed twice", ErrInvalid, s.GetInstance(), p)
+		}
+		seen[p] = true
+	}
+	for name, port := range s.GetFixedPorts() {
+		p, err := config.ProtocolFromString(name)
+		if err != nil || !seen[p] {
+			return fmt.Errorf("%w: instance %s: fixed port for %q, which is not one of its protocols", ErrInvalid, s.GetInstance(), name)
+		}
+		if port == 0 || port > 65535 {
+			return fmt.Errorf("%w: instance %s: fixed %s port %d out of range 1-65535", ErrInvalid, s.GetInstance(), name, port)
+		}
+	}
+	return nil
+}
+
+// allocate takes every port the spec asks for, or none.
+func (a *Agent) allocate(owner string, spec *allexv1.ModuleSpec) (map[string]uint16, error) {
+	ports := map[string]uint16{}
+	for _, p := range spec.GetProtocols() {
+		name := config.ProtocolString(p)
+		var err error
+		if fixed, ok := spec.GetFixedPorts()[name]; ok {
+			err = a.ports.AllocateFixed(name, uint16(fixed), owner)
+			ports[name] = uint16(fixed)
+		} else {
+			var port uint16
+			port, err = a.ports.Allocate(name, owner)
+			ports[name] = port
+		}
+		if err != nil {
+			a.ports.ReleaseOwner(owner)
+			return nil, fmt.Errorf("%w: instance %s: %w", ErrExhausted, spec.GetInstance(), err)
+		}
+	}
+	return ports, nil
+}
+
+func (a *Agent) spawnerSpec(s *allexv1.ModuleSpec, ports map[string]uint16) (spawner.Spec, error) {
+	vars := map[string]string{"ALLEX_MASTER_SOCKET": a.opts.Socket}
+	if len(s.GetProperties()) > 0 {
+		b, err := json.Marshal(s.GetProperties())
+		if err != nil {
+			return spawner.Spec{}, fmt.Errorf("%w: properties: %w", ErrInvalid, err)
+		}
+		vars["ALLEX_PROPERTIES"] = string(b)
+	}
+	out := spawner.Spec{
+		Module:         s.GetModule(),
+		Instance:       s.GetInstance(),
+		Command:        s.GetCommand(),
+		Args:           s.GetArgs(),
+		Env:            s.GetEnv(),
+		Dir:            s.GetDir(),
+		Ports:          ports,
+		Vars:           vars,
+		MaxRestarts:    int(s.GetMaxRestarts()),
+		RestartWindow:  s.GetRestartWindow().AsDuration(),
+		BackoffInitial: s.GetBackoffInitial().AsDuration(),
+		BackoffMax:     s.GetBackoffMax().AsDuration(),
+		StopTimeout:    s.GetStopTimeout().AsDuration(),
+		StartTimeout:   s.GetStartTimeout().AsDuration(),
+		LogDir:         a.opts.LogDir,
+	}
+	switch s.GetRestart() {
+	case allexv1.RestartPolicy_RESTART_POLICY_NEVER:
+		out.Restart = spawner.PolicyNever
+	case allexv1.RestartPolicy_RESTART_POLICY_ALWAYS:
+		out.Restart = spawner.PolicyAlways
+	default:
+		out.Restart = spawner.PolicyOnFailure
+	}
+	switch s.GetReadiness() {
+	case allexv1.Readiness_READINESS_NONE:
+		out.Readiness = spawner.ReadyNone
+	case allexv1.Readiness_READINESS_PORTS:
+		out.Readiness = spawner.ReadyPorts
+	case allexv1.Readiness_READINESS_SDK:
+		out.Readiness = spawner.ReadySDK
+	default:
+		if len(ports) > 0 {
+			out.Readiness = spawner.ReadyPorts
+		} else {
+			out.Readiness = spawner.ReadyNone
+		}
+	}
+	return out, nil
+}
+
+// supervise runs one child to its end, then gives its ports back.
+func (a *Agent) supervise(p *proc) {
+	defer a.wg.Done()
+	a.writeState()
+	err := p.sup.Run(a.runCtx)
+	a.ports.ReleaseOwner(p.owner)
+	a.mu.Lock()
+	p.finalErr = err
+	close(p.done)
+	a.mu.Unlock()
+	a.writeState()
+	a.lan.childFinished(p, err)
+}
+
+// onEvent turns a supervisor event into a machine event and drives the
+// LAN bookkeeping of need children.
+func (a *Agent) onEvent(p *proc, ev spawner.Event) {
+	kind := map[spawner.EventKind]allexv1.EventKind{
+		spawner.EventStarting: allexv1.EventKind_EVENT_KIND_STARTING,
+		spawner.EventRunning:  allexv1.EventKind_EVENT_KIND_RUNNING,
+		spawner.EventReady:    allexv1.EventKind_EVENT_KIND_READY,
+		spawner.EventStopping: allexv1.EventKind_EVENT_KIND_STOPPING,
+		spawner.EventExited:   allexv1.EventKind_EVENT_KIND_EXITED,
+		spawner.EventBackoff:  allexv1.EventKind_EVENT_KIND_BACKOFF,
+		spawner.EventFailed:   allexv1.EventKind_EVENT_KIND_FAILED,
+	}[ev.Kind]
+	if ev.Kind == spawner.EventRunning {
+		// A new run: the old registration belongs to a dead pid.
+		a.mu.Lock()
+		p.registered = false
+		p.processSocket = ""
+		a.mu.Unlock()
+		a.writeState()
+	}
+	a.events.publish(&allexv1.Event{
+		Time:       timestamppb.New(ev.Time),
+		Kind:       kind,
+		Instance:   ev.Instance,
+		Module:     ev.Module,
+		Pid:        int32(ev.PID),
+		ExitCode:   int32(ev.ExitCode),
+		ExitSignal: ev.Signal,
+		Message:    ev.Message,
+	})
+	if ev.Kind == spawner.EventReady {
+		a.lan.childReady(p, ev.PID)
+	}
+}
+
+// Subscribe streams lifecycle events; cancel ends the subscription.
+func (a *Agent) Subscribe(instance string) (<-chan *allexv1.Event, func()) {
+	return a.events.subscribe(instance)
+}
+
+func (a *Agent) publish(kind allexv1.EventKind, p *proc, pid int, msg string) {
+	a.events.publish(&allexv1.Event{
+		Time:     timestamppb.Now(),
+		Kind:     kind,
+		Instance: p.spec.GetInstance(),
+		Module:   p.spec.GetModule(),
+		Pid:      int32(pid),
+		Message:  msg,
+	})
+}
+
+// List returns every process, sorted by instance.
+func (a *Agent) List() []*allexv1.ProcessInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*allexv1.ProcessInfo, 0, len(a.procs))
+	for _, p := range a.procs {
+		out = append(out, a.infoLocked(p))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetInstance() < out[j].GetInstance() })
+	return out
+}
+
+// Get returns one process.
+func (a *Agent) Get(instance string) (*allexv1.ProcessInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.procs[instance]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
+	}
+	return a.infoLocked(p), nil
+}
+
+func (a *Agent) infoLocked(p *proc) *allexv1.ProcessInfo {
+	st := p.sup.Status()
+	info := &allexv1.ProcessInfo{
+		Instance:      p.spec.GetInstance(),
+		Module:        p.spec.GetModule(),
+		Pid:           int32(st.PID),
+		State:         stateOf(st.State),
+		Restarts:      uint32(st.Restarts),
+		ExitCode:      int32(st.ExitCode),
+		ExitSignal:    st.Signal,
+		LastError:     st.LastError,
+		Registered:    p.registered,
+		ProcessSocket: p.processSocket,
+		StdoutLog:     p.stdout,
+		StderrLog:     p.stderr,
+		NeedId:        p.needID,
+		Spec:          p.spec,
+		Ports:         portList(p),
+	}
+	if !st.StartedAt.IsZero() {
+		info.StartedAt = timestamppb.New(st.StartedAt)
+	}
+	if !st.StateSince.IsZero() {
+		info.StateSince = timestamppb.New(st.StateSince)
+	}
+	if isDone(p) && p.finalErr != nil && info.LastError == "" {
+		info.LastError = p.finalErr.Error()
+	}
+	return info
+}
+
+func portList(p *proc) []*allexv1.PortAssignment {
+	var out []*allexv1.PortAssignment
+	for _, name := range []string{"tcp", "http", "ws"} {
+		if port, ok := p.ports[name]; ok {
+			proto, _ := config.ProtocolFromString(name)
+			out = append(out, &allexv1.PortAssignment{Protocol: proto, Port: uint32(port)})
+		}
+	}
+	return append(out, p.extra...)
+}
+
+func stateOf(s spawner.State) allexv1.ProcessState {
+	switch s {
+	case spawner.StateStarting:
+		return allexv1.ProcessState_PROCESS_STATE_STARTING
+	case spawner.StateRunning:
+		return allexv1.ProcessState_PROCESS_STATE_RUNNING
+	case spawner.StateReady:
+		return allexv1.ProcessState_PROCESS_STATE_READY
+	case spawner.StateStopping:
+		return allexv1.ProcessState_PROCESS_STATE_STOPPING
+	case spawner.StateExited:
+		return allexv1.ProcessState_PROCESS_STATE_EXITED
+	case spawner.StateBackoff:
+		return allexv1.ProcessState_PROCESS_STATE_BACKOFF
+	case spawner.StateFailed:
+		return allexv1.ProcessState_PROCESS_STATE_FAILED
+	}
+	return allexv1.ProcessState_PROCESS_STATE_UNSPECIFIED
+}
+
+// Stop stops a child gracefully; remove also forgets it.
+func (a *Agent) Stop(ctx context.Context, instance string, remove bool) (*allexv1.ProcessInfo, error) {
+	a.mu.Lock()
+	p, ok := a.procs[instance]
+	a.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
+	}
+	if err := p.sup.Stop(ctx); err != nil {
+		return nil, fmt.Errorf("stop %s: %w", instance, err)
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("stop %s: %w", instance, ctx.Err())
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	info := a.infoLocked(p)
+	if remove && a.procs[instance] == p {
+		delete(a.procs, instance)
+		a.events.publish(&allexv1.Event{Time: timestamppb.Now(), Kind: allexv1.EventKind_EVENT_KIND_REMOVED, Instance: instance, Module: p.spec.GetModule()})
+	}
+	return info, nil
+}
+
+// Restart stops and starts a child again. A finished child is started
+// anew with the same spec (and fresh ports).
+func (a *Agent) Restart(ctx context.Context, instance string) (*allexv1.ProcessInfo, error) {
+	a.mu.Lock()
+	p, ok := a.procs[instance]
+	a.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
+	}
+	if isDone(p) {
+		if p.needID != "" {
+			return nil, fmt.Errorf("%w: %s belongs to LAN need %s; the LAN manager restarts it", ErrInvalid, instance, p.needID)
+		}
+		return a.Start(p.spec, "")
+	}
+	if err := p.sup.Restart(ctx); err != nil {
+		return nil, fmt.Errorf("restart %s: %w", instance, err)
+	}
+	return a.Get(instance)
+}
+
+// LogFiles returns the stdout and stderr log paths of an instance.
+func (a *Agent) LogFiles(instance string) (stdout, stderr string, done <-chan struct{}, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.procs[instance]
+	if !ok {
+		return "", "", nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
+	}
+	if p.stdout == "" {
+		return "", "", nil, fmt.Errorf("%w: %s has no log files (no log dir)", ErrNotFound, instance)
+	}
+	return p.stdout, p.stderr, p.done, nil
+}
+
+// Status summarizes the agent.
+func (a *Agent) Status() *allexv1.StatusResponse {
+	a.mu.Lock()
+	var n, ready uint32
+	for _, p := range a.procs {
+		if isDone(p) {
+			continue
+		}
+		n++
+		if p.sup.Status().State == spawner.StateReady {
+			ready++
+		}
+	}
+	a.mu.Unlock()
+	st := &allexv1.StatusResponse{
+		Version:           a.opts.Version,
+		Pid:               int32(os.Getpid()),
+		Socket:            a.opts.Socket,
+		StartedAt:         timestamppb.New(a.started),
+		MachineId:         a.opts.Config.MachineID,
+		LanManagerAddress: a.lanAddress(),
+		LanLinkState:      a.lan.state(),
+		Processes:         n,
+		Ready:             ready,
+	}
+	for _, u := range a.ports.Usage() {
+		p, _ := config.ProtocolFromString(u.Protocol)
+		st.PortRanges = append(st.PortRanges, &allexv1.PortRangeUsage{Protocol: p, RangeStart: uint32(u.Start), RangeEnd: uint32(u.End), InUse: uint32(u.InUse)})
+	}
+	return st
+}
+
+func (a *Agent) lanAddress() string {
+	if a.opts.Config.LanManagerAddress == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", a.opts.Config.LanManagerAddress, a.opts.Config.LanManagerPort)
+}
+
+// protoName names a protocol, refusing unspecified or unknown values.
+func protoName(p allexv1.Protocol) (string, error) {
+	if name := config.ProtocolString(p); name != "" {
+		return name, nil
+	}
+	return "", fmt.Errorf("unknown protocol %v (want tcp, http or ws)", p)
+}

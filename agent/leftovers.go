@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// stateFile lists the live children so that a master that was killed
+// without stopping them (kill -9, OOM) can clean them up on its next
+// start instead of leaving orphans that hold ports.
+const stateFile = "children.json"
+
+type leftover struct {
+	Instance string `json:"instance"`
+	PID      int    `json:"pid"`
+	// Start is the process start time in clock ticks since boot, so a
+	// recycled pid is never mistaken for our old child.
+	Start uint64 `json:"start"`
+}
+
+func (a *Agent) writeState() {
+	if a.opts.StateDir == "" {
+		return
+	}
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.mu.Lock()
+	var live []leftover
+	for _, p := range a.procs {
+		if isDone(p) {
+			continue
+		}
+		if pid := p.sup.PID(); pid > 0 {
+			live = append(live, leftover{Instance: p.spec.GetInstance(), PID: pid, Start: processStart(pid)})
+		}
+	}
+	a.mu.Unlock()
+	b, err := json.Marshal(live)
+	if err != nil {
+		return
+	}
+	path := filepath.Join(a.opts.StateDir, stateFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		a.log.Warn("cannot write state file", "error", err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		a.log.Warn("cannot write state file", "error", err)
+	}
+}
+
+// reapLeftovers kills the process groups of children a previous master
+// left running.
+func (a *Agent) reapLeftovers() {
+	path := filepath.Join(a.opts.StateDir, stateFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		a.log.Warn("cannot read state file", "path", path, "error", err)
+		return
+	}
+	var left []leftover
+	if err := json.Unmarshal(b, &left); err != nil {
+		a.log.Warn("ignoring unreadable state file", "path", path, "error", err)
+		return
+	}
+	for _, l := range left {
+		if l.PID <= 0 || l.Start == 0 || processStart(l.PID) != l.Start {
+			continue
+		}
+		a.log.Warn("stopping child left behind by a previous master", "instance", l.Instance, "pid", l.PID)
+		killGroupNow(l.PID)
+	}
+	_ = os.Remove(path)
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/allex-go/allex/lanmanager"
+	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanwire"
+)
+
+func (g *globals) lanClient() (*adminclient.Client, error) {
+	token := g.token
+	if token == "" && g.tokenFile != "" {
+		b, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return nil, errors.New("the LAN manager needs a token: pass -token or -token-file (or set ALLEX_LAN_TOKEN)")
+	}
+	return adminclient.New(strings.TrimRight(g.lan, "/"), token), nil
+}
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (g *globals) services(ctx context.Context, args []string) error {
+	fs := g.subFlags("services")
+	module := fs.String("module", "", "only services of this module")
+	watch := fs.Bool("w", false, "watch: print services coming up and going down")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := g.lanClient()
+	if err != nil {
+		return err
+	}
+	if *watch {
+		return c.Watch(ctx, *module, func(ev adminapi.ServiceEvent) error {
+			if fs.NArg() > 0 && ev.Service.Instance != fs.Arg(0) {
+				return nil
+			}
+			if g.output == "json" {
+				b, err := json.Marshal(ev)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(g.stdout, string(b))
+				return err
+			}
+			s := ev.Service
+			_, err := fmt.Fprintf(g.stdout, "%s  %-4s %-16s %-10s %s %s %s pid %d\n", time.Now().Format("15:04:05.000"), ev.Type, s.Instance, s.Module, s.MachineID, s.Address, portsOf(s.Ports), s.PID)
+			return err
+		})
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	recs, err := c.Services(cctx, *module, fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("LAN manager at %s: %w", g.lan, err)
+	}
+	if g.output == "json" {
+		return g.printJSON(recs)
+	}
+	tw := g.table()
+	fmt.Fprintln(tw, "INSTANCE\tMODULE\tMACHINE\tADDRESS\tPORTS\tPID\tPUBLISHED")
+	for _, s := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Instance, s.Module, s.MachineID, s.Address, portsOf(s.Ports), s.PID, s.PublishedAt.Local().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func portsOf(p lanwire.Ports) string {
+	var parts []string
+	for _, proto := range lanwire.Protocols {
+		if port, ok := p[proto]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%d", proto, port))
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+func (g *globals) needs(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("needs: want ls, add or rm")
+	}
+	c, err := g.lanClient()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	switch args[0] {
+	case "ls", "list":
+		fs := g.subFlags("needs ls")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		list, err := c.Needs(cctx)
+		if err != nil {
+			return fmt.Errorf("LAN manager at %s: %w", g.lan, err)
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].Need.Instance < list[j].Need.Instance })
+		if g.output == "json" {
+			return g.printJSON(list)
+		}
+		tw := g.table()
+		fmt.Fprintln(tw, "INSTANCE\tMODULE\tPROTOCOLS\tSTATE\tMACHINE\tATTEMPTS\tORIGIN\tLAST ERROR")
+		for _, n := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Need.Instance, n.Need.Module, strings.Join(n.Need.Protocols, ","), n.State, dash(n.Machine), n.Attempts, dash(n.Origin), n.LastError)
+		}
+		return tw.Flush()
+	case "add":
+		needs, err := parseNeedAdd(g, args[1:])
+		if err != nil {
+			return err
+		}
+		for _, n := range needs {
+			if err := c.AddNeed(cctx, n); err != nil {
+				return fmt.Errorf("add need %s: %w", n.Instance, err)
+			}
+			fmt.Fprintf(g.stdout, "need %s added\n", n.Instance)
+		}
+		return nil
+	case "rm", "remove":
+		if len(args) != 2 {
+			return errors.New("needs rm: exactly one INSTANCE is required")
+		}
+		if err := c.RemoveNeed(cctx, args[1]); err != nil {
+			return fmt.Errorf("remove need %s: %w", args[1], err)
+		}
+		fmt.Fprintf(g.stdout, "need %s removed\n", args[1])
+		return nil
+	}
+	return fmt.Errorf("needs %q: want ls, add or rm", args[0])
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func parseNeedAdd(g *globals, args []string) ([]lanwire.Need, error) {
+	fs := g.subFlags("needs add")
+	file := fs.String("f", "", "needs file ({\"needs\":[...]}) to add from")
+	module := fs.String("module", "", "module name (required)")
+	protocols := fs.String("protocols", "", "comma-separated protocols: tcp,http,ws")
+	machine := fs.String("machine", "", "only this machine id may run it")
+	addr := fs.String("machine-address", "", "only masters at this IP or inside this CIDR may run it")
+	timeout := fs.Duration("timeout", 0, "time a granted need has to come up (default 60s)")
+	fixed, props := kv{}, kv{}
+	fs.Var(fixed, "fixed", "PROTOCOL=PORT fixed port (repeatable)")
+	fs.Var(props, "property", "KEY=VALUE property (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return nil, fmt.Errorf("needs add: %w", err)
+		}
+		return lanmanager.ParseNeedsFile(*file, b)
+	}
+	if fs.NArg() != 1 {
+		return nil, errors.New("needs add: exactly one INSTANCE is required (or -f FILE)")
+	}
+	n := lanwire.Need{Instance: fs.Arg(0), Module: *module, TimeoutMS: timeout.Milliseconds()}
+	if *protocols != "" {
+		for _, p := range strings.Split(*protocols, ",") {
+			n.Protocols = append(n.Protocols, strings.TrimSpace(p))
+		}
+	}
+	if len(props) > 0 {
+		n.Properties = props
+	}
+	if len(fixed) > 0 {
+		n.FixedPorts = lanwire.Ports{}
+		for k, v := range fixed {
+			port, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || port == 0 {
+				return nil, fmt.Errorf("needs add: -fixed %s=%s: want a port 1-65535", k, v)
+			}
+			n.FixedPorts[k] = uint16(port)
+		}
+	}
+	if *machine != "" || *addr != "" {
+		n.Machine = &lanwire.MachineConstraint{ID: *machine, Address: *addr}
+	}
+	if err := n.Validate(); err != nil {
+		return nil, fmt.Errorf("needs add: %w", err)
+	}
+	return []lanwire.Need{n}, nil
+}
+
+func (g *globals) machines(ctx context.Context, args []string) error {
+	fs := g.subFlags("machines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := g.lanClient()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	list, err := c.Machines(cctx)
+	if err != nil {
+		return fmt.Errorf("LAN manager at %s: %w", g.lan, err)
+	}
+	if g.output == "json" {
+		return g.printJSON(list)
+	}
+	tw := g.table()
+	fmt.Fprintln(tw, "MACHINE\tADDRESS\tCONNECTED\tRUNNING\tMAX\tSERVICES\tLAST SEEN")
+	for _, m := range list {
+		max := "-"
+		if m.Capacity.MaxProcesses > 0 {
+			max = strconv.Itoa(m.Capacity.MaxProcesses)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%d\t%s\n", m.ID, dash(m.Address), m.Connected, m.Capacity.Running, max, m.Services, m.LastSeen.Local().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,466 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/allex-go/allex/agent/config"
+	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+)
+
+// dial connects to the master, telling plainly when none runs.
+func (g *globals) dial() (allexv1.MachineManagerClient, func(), error) {
+	if !strings.HasPrefix(g.socket, `\\`) {
+		if _, err := os.Stat(g.socket); errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("no allexmaster is running: %s does not exist (start one with `allexmaster`, or pass -socket)", g.socket)
+		}
+	}
+	conn, err := grpc.NewClient("unix://"+g.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", g.socket, err)
+	}
+	return allexv1.NewMachineManagerClient(conn), func() { conn.Close() }, nil
+}
+
+// rpcErr turns gRPC errors into sentences.
+func (g *globals) rpcErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	if st.Code() == codes.Unavailable {
+		return fmt.Errorf("no allexmaster answers on %s: %s", g.socket, st.Message())
+	}
+	return fmt.Errorf("%s: %s", strings.ToLower(st.Code().String()), st.Message())
+}
+
+func (g *globals) printProto(m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, string(b))
+	return err
+}
+
+func (g *globals) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+}
+
+func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 30*time.Second)
+}
+
+func (g *globals) status(ctx context.Context, args []string) error {
+	fs := g.subFlags("status")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
+	st, err := c.Status(ctx, &allexv1.StatusRequest{})
+	if err != nil {
+		return g.rpcErr(err)
+	}
+	if g.output == "json" {
+		return g.printProto(st)
+	}
+	tw := g.table()
+	fmt.Fprintf(tw, "machine\t%s\n", st.GetMachineId())
+	fmt.Fprintf(tw, "version\t%s\n", st.GetVersion())
+	fmt.Fprintf(tw, "pid\t%d\n", st.GetPid())
+	fmt.Fprintf(tw, "socket\t%s\n", st.GetSocket())
+	fmt.Fprintf(tw, "up since\t%s (%s)\n", st.GetStartedAt().AsTime().Local().Format(time.RFC3339), time.Since(st.GetStartedAt().AsTime()).Round(time.Second))
+	lan := st.GetLanManagerAddress()
+	if lan == "" {
+		lan = "(none)"
+	}
+	fmt.Fprintf(tw, "LAN manager\t%s (%s)\n", lan, st.GetLanLinkState())
+	fmt.Fprintf(tw, "processes\t%d (%d ready)\n", st.GetProcesses(), st.GetReady())
+	for _, r := range st.GetPortRanges() {
+		fmt.Fprintf(tw, "%s ports\t%d-%d, %d in use\n", config.ProtocolString(r.GetProtocol()), r.GetRangeStart(), r.GetRangeEnd(), r.GetInUse())
+	}
+	return tw.Flush()
+}
+
+func shortState(s allexv1.ProcessState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "PROCESS_STATE_"))
+}
+
+func portsText(ps []*allexv1.PortAssignment) string {
+	var parts []string
+	for _, p := range ps {
+		s := fmt.Sprintf("%s=%d", config.ProtocolString(p.GetProtocol()), p.GetPort())
+		if p.GetExtra() {
+			s += "+"
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+func (g *globals) ps(ctx context.Context, args []string) error {
+	fs := g.subFlags("ps")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
+	resp, err := c.ListProcesses(ctx, &allexv1.ListProcessesRequest{})
+	if err != nil {
+		return g.rpcErr(err)
+	}
+	if g.output == "json" {
+		return g.printProto(resp)
+	}
+	tw := g.table()
+	fmt.Fprintln(tw, "INSTANCE\tMODULE\tPID\tSTATE\tUPTIME\tRESTARTS\tPORTS\tNEED\tLAST ERROR")
+	for _, p := range resp.GetProcesses() {
+		uptime := "-"
+		if p.GetPid() > 0 && p.GetStartedAt() != nil {
+			uptime = time.Since(p.GetStartedAt().AsTime()).Round(time.Second).String()
+		}
+		pid := "-"
+		if p.GetPid() > 0 {
+			pid = strconv.Itoa(int(p.GetPid()))
+		}
+		need := p.GetNeedId()
+		if need == "" {
+			need = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.GetInstance(), p.GetModule(), pid, shortState(p.GetState()), uptime, p.GetRestarts(), portsText(p.GetPorts()), need, p.GetLastError())
+	}
+	return tw.Flush()
+}
+
+func (g *globals) ports(ctx context.Context, args []string) error {
+	fs := g.subFlags("ports")
+	module := fs.String("module", "", "all instances of this module")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return errors.New("ports: at most one INSTANCE")
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
+	var instances []*allexv1.InstancePorts
+	if fs.NArg() == 1 || *module != "" {
+		resp, err := c.GetPorts(ctx, &allexv1.GetPortsRequest{Instance: fs.Arg(0), Module: *module})
+		if err != nil {
+			return g.rpcErr(err)
+		}
+		instances = resp.GetInstances()
+	} else {
+		resp, err := c.ListProcesses(ctx, &allexv1.ListProcessesRequest{})
+		if err != nil {
+			return g.rpcErr(err)
+		}
+		for _, p := range resp.GetProcesses() {
+			if len(p.GetPorts()) > 0 {
+				instances = append(instances, &allexv1.InstancePorts{Instance: p.GetInstance(), Module: p.GetModule(), Ports: p.GetPorts()})
+			}
+		}
+	}
+	if g.output == "json" {
+		return g.printProto(&allexv1.GetPortsResponse{Instances: instances})
+	}
+	tw := g.table()
+	fmt.Fprintln(tw, "INSTANCE\tMODULE\tPROTOCOL\tPORT\tEXTRA")
+	for _, in := range instances {
+		for _, p := range in.GetPorts() {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\n", in.GetInstance(), in.GetModule(), config.ProtocolString(p.GetProtocol()), p.GetPort(), p.GetExtra())
+		}
+	}
+	return tw.Flush()
+}
+
+func (g *globals) start(ctx context.Context, args []string) error {
+	fs := g.subFlags("start")
+	module := fs.String("module", "", "module name (a configured module, or the name for COMMAND; default: the command's base name)")
+	protocols := fs.String("protocols", "", "comma-separated protocols to assign ports for: tcp,http,ws")
+	dir := fs.String("dir", "", "working directory")
+	restart := fs.String("restart", "", "restart policy: never, on-failure or always")
+	readiness := fs.String("readiness", "", "readiness: none, ports or sdk")
+	stopTimeout := fs.Duration("stop-timeout", 0, "grace period before SIGKILL")
+	startTimeout := fs.Duration("start-timeout", 0, "time allowed to become ready")
+	env, fixed, props := kv{}, kv{}, kv{}
+	fs.Var(env, "env", "KEY=VALUE environment (repeatable)")
+	fs.Var(fixed, "fixed", "PROTOCOL=PORT fixed port (repeatable)")
+	fs.Var(props, "property", "KEY=VALUE module property (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 {
+		return errors.New("start: INSTANCE is required")
+	}
+	spec := &allexv1.ModuleSpec{Instance: fs.Arg(0), Module: *module, Dir: *dir, Env: env, Properties: props}
+	if rest := fs.Args()[1:]; len(rest) > 0 {
+		spec.Command, spec.Args = rest[0], rest[1:]
+		if spec.Module == "" {
+			spec.Module = filepath.Base(rest[0])
+		}
+	} else if spec.Module == "" {
+		return errors.New("start: give -module (a module configured on the master) or a command after --")
+	}
+	if *protocols != "" {
+		for _, name := range strings.Split(*protocols, ",") {
+			p, err := config.ProtocolFromString(strings.TrimSpace(name))
+			if err != nil {
+				return fmt.Errorf("start: -protocols: %w", err)
+			}
+			spec.Protocols = append(spec.Protocols, p)
+		}
+	}
+	if len(fixed) > 0 {
+		spec.FixedPorts = map[string]uint32{}
+		for k, v := range fixed {
+			port, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || port == 0 {
+				return fmt.Errorf("start: -fixed %s=%s: want a port 1-65535", k, v)
+			}
+			spec.FixedPorts[k] = uint32(port)
+		}
+	}
+	switch *restart {
+	case "":
+	case "never":
+		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_NEVER
+	case "on-failure":
+		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_ON_FAILURE
+	case "always":
+		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_ALWAYS
+	default:
+		return fmt.Errorf("start: -restart %q: want never, on-failure or always", *restart)
+	}
+	switch *readiness {
+	case "":
+	case "none":
+		spec.Readiness = allexv1.Readiness_READINESS_NONE
+	case "ports":
+		spec.Readiness = allexv1.Readiness_READINESS_PORTS
+	case "sdk":
+		spec.Readiness = allexv1.Readiness_READINESS_SDK
+	default:
+		return fmt.Errorf("start: -readiness %q: want none, ports or sdk", *readiness)
+	}
+	if *stopTimeout > 0 {
+		spec.StopTimeout = durationpb.New(*stopTimeout)
+	}
+	if *startTimeout > 0 {
+		spec.StartTimeout = durationpb.New(*startTimeout)
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := callCtx(ctx)
+	defer cancel()
+	resp, err := c.StartProcess(ctx, &allexv1.StartProcessRequest{Spec: spec})
+	if err != nil {
+		return g.rpcErr(err)
+	}
+	return g.printProcess(resp.GetProcess())
+}
+
+func (g *globals) printProcess(p *allexv1.ProcessInfo) error {
+	if g.output == "json" {
+		return g.printProto(p)
+	}
+	_, err := fmt.Fprintf(g.stdout, "%s\t%s\tpid %d\t%s\n", p.GetInstance(), shortState(p.GetState()), p.GetPid(), portsText(p.GetPorts()))
+	return err
+}
+
+func (g *globals) oneInstance(name string, args []string, extra func(fs *flagSet)) (string, error) {
+	fs := g.subFlags(name)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 1 {
+		return "", fmt.Errorf("%s: exactly one INSTANCE is required", name)
+	}
+	return fs.Arg(0), nil
+}
+
+func (g *globals) stop(ctx context.Context, args []string) error {
+	var remove *bool
+	inst, err := g.oneInstance("stop", args, func(fs *flagSet) { remove = fs.Bool("rm", false, "forget the process once stopped") })
+	if err != nil {
+		return err
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	resp, err := c.StopProcess(ctx, &allexv1.StopProcessRequest{Instance: inst, Remove: *remove})
+	if err != nil {
+		return g.rpcErr(err)
+	}
+	return g.printProcess(resp.GetProcess())
+}
+
+func (g *globals) restart(ctx context.Context, args []string) error {
+	inst, err := g.oneInstance("restart", args, nil)
+	if err != nil {
+		return err
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	resp, err := c.RestartProcess(ctx, &allexv1.RestartProcessRequest{Instance: inst})
+	if err != nil {
+		return g.rpcErr(err)
+	}
+	return g.printProcess(resp.GetProcess())
+}
+
+func (g *globals) logs(ctx context.Context, args []string) error {
+	var follow *bool
+	var tail *uint
+	var stream *string
+	inst, err := g.oneInstance("logs", args, func(fs *flagSet) {
+		follow = fs.Bool("f", false, "follow")
+		tail = fs.Uint("n", 0, "only the last N lines of each stream (0: all)")
+		stream = fs.String("stream", "", "stdout or stderr (default both)")
+	})
+	if err != nil {
+		return err
+	}
+	req := &allexv1.LogsRequest{Instance: inst, Follow: *follow, TailLines: uint32(*tail)}
+	switch *stream {
+	case "":
+	case "stdout":
+		req.Stream = allexv1.LogStream_LOG_STREAM_STDOUT
+	case "stderr":
+		req.Stream = allexv1.LogStream_LOG_STREAM_STDERR
+	default:
+		return fmt.Errorf("logs: -stream %q: want stdout or stderr", *stream)
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	st, err := c.Logs(ctx, req)
+	if err != nil {
+		return g.rpcErr(err)
+	}
+	for {
+		msg, err := st.Recv()
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		if err != nil {
+			return g.rpcErr(err)
+		}
+		out := g.stdout
+		if msg.GetStream() == allexv1.LogStream_LOG_STREAM_STDERR && g.output != "json" {
+			out = g.stderr
+		}
+		if g.output == "json" {
+			if err := g.printProto(msg); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := out.Write(msg.GetData()); err != nil {
+			return err
+		}
+	}
+}
+
+func (g *globals) events(ctx context.Context, args []string) error {
+	fs := g.subFlags("events")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, done, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	st, err := c.WatchEvents(ctx, &allexv1.WatchEventsRequest{Instance: fs.Arg(0)})
+	if err != nil {
+		return g.rpcErr(err)
+	}
+	for {
+		msg, err := st.Recv()
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		if err != nil {
+			return g.rpcErr(err)
+		}
+		ev := msg.GetEvent()
+		if g.output == "json" {
+			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, string(b))
+			continue
+		}
+		kind := strings.ToLower(strings.TrimPrefix(ev.GetKind().String(), "EVENT_KIND_"))
+		line := fmt.Sprintf("%s  %-10s %-16s pid %-7d", ev.GetTime().AsTime().Local().Format("15:04:05.000"), kind, ev.GetInstance(), ev.GetPid())
+		if ev.GetKind() == allexv1.EventKind_EVENT_KIND_EXITED {
+			if ev.GetExitSignal() != "" {
+				line += " signal " + ev.GetExitSignal()
+			} else {
+				line += fmt.Sprintf(" code %d", ev.GetExitCode())
+			}
+		}
+		if ev.GetMessage() != "" {
+			line += "  " + ev.GetMessage()
+		}
+		fmt.Fprintln(g.stdout, strings.TrimRight(line, " "))
+	}
+}

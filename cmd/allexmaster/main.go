@@ -1,0 +1,199 @@
+// Command allexmaster is the machine manager daemon: it supervises this
+// machine's children, serves allex.v1.MachineManager on the machine socket
+// and satisfies LAN needs through the LAN manager.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/allex-go/allex/agent"
+	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "demochild" {
+		if err := runDemoChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "demochild:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "allexmaster:", err)
+		os.Exit(1)
+	}
+}
+
+type flags struct {
+	config, socket, lanAddr, address, machineID, token, tokenFile, stateDir, logLevel string
+	lanPort, maxProcs                                                                 int
+	noLAN, logJSON, dev                                                               bool
+	demo                                                                              devFlags
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, map[string]bool, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("allexmaster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", config.FileName, "config file (written with defaults when missing)")
+	fs.StringVar(&f.socket, "socket", "", "machine socket path (overrides the config's socket)")
+	fs.StringVar(&f.lanAddr, "lanmanager", "", "LAN manager host (overrides lanmanageraddress)")
+	fs.IntVar(&f.lanPort, "lanmanager-port", 0, "LAN manager port (overrides lanmanagerport)")
+	fs.BoolVar(&f.noLAN, "no-lan", false, "run without a LAN manager")
+	fs.StringVar(&f.address, "address", "", "IP announced to the LAN manager (overrides address)")
+	fs.StringVar(&f.machineID, "machine-id", "", "machine id (overrides machineid)")
+	fs.StringVar(&f.token, "token", "", "LAN link token (overrides token)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the LAN link token (overrides tokenfile)")
+	fs.StringVar(&f.stateDir, "state-dir", "", "logs and state directory (overrides statedir)")
+	fs.IntVar(&f.maxProcs, "max-processes", -1, "most children to run, 0 unlimited (overrides maxprocesses)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON lines")
+	fs.BoolVar(&f.dev, "dev", false, "development mode: embedded LAN manager on loopback, demo needs, kills and re-satisfies demo services")
+	f.demo.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	return f, set, nil
+}
+
+func newLogger(f *flags, out io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "allexmaster",
+		Level:      hclog.LevelFromString(f.logLevel),
+		Output:     out,
+		JSONFormat: f.logJSON,
+	})
+}
+
+func run(args []string, stderr io.Writer) error {
+	f, set, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log := newLogger(f, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if f.dev {
+		return runDev(ctx, f, set, log)
+	}
+
+	cfgPath, err := filepath.Abs(f.config)
+	if err != nil {
+		return fmt.Errorf("config path: %w", err)
+	}
+	cfg, created, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("no config file found; wrote the default one", "path", cfgPath)
+	}
+	cfg = applyFlags(cfg, f, set)
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s (after flags): %w", cfgPath, err)
+	}
+	baseDir := filepath.Dir(cfgPath)
+	cfg = cfg.WithDefaults(baseDir)
+	token, err := cfg.ResolveToken(baseDir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	if cfg.LanManagerAddress != "" && token == "" {
+		log.Warn("no LAN link token configured (token or tokenfile); the LAN manager will refuse this master")
+	}
+	return serve(ctx, cfg, token, log)
+}
+
+// applyFlags lets flags that were given override the file.
+func applyFlags(cfg config.Config, f *flags, set map[string]bool) config.Config {
+	if set["socket"] {
+		cfg.Socket = f.socket
+	}
+	if set["lanmanager"] {
+		cfg.LanManagerAddress = f.lanAddr
+	}
+	if f.noLAN {
+		cfg.LanManagerAddress = ""
+	}
+	if set["lanmanager-port"] {
+		cfg.LanManagerPort = f.lanPort
+	}
+	if set["address"] {
+		cfg.Address = f.address
+	}
+	if set["machine-id"] {
+		cfg.MachineID = f.machineID
+	}
+	if set["token"] {
+		cfg.Token, cfg.TokenFile = f.token, ""
+	}
+	if set["token-file"] {
+		cfg.Token, cfg.TokenFile = "", f.tokenFile
+	}
+	if set["state-dir"] {
+		cfg.StateDir = f.stateDir
+	}
+	if set["max-processes"] {
+		cfg.MaxProcesses = f.maxProcs
+	}
+	return cfg
+}
+
+// serve runs the agent and its machine socket until ctx is done.
+func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logger) error {
+	ln, err := server.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Options{
+		Logger:   log,
+		Config:   cfg,
+		Socket:   cfg.Socket,
+		LogDir:   filepath.Join(cfg.StateDir, "logs"),
+		StateDir: cfg.StateDir,
+		Token:    token,
+		Version:  version,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := server.New(a, log.Named("server"))
+	log.Info("allexmaster running", "socket", cfg.Socket, "machine", cfg.MachineID, "lanmanager", cfg.LanManagerAddress, "statedir", cfg.StateDir, "pid", os.Getpid())
+
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSrv()
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(srvCtx, ln) }()
+
+	// The socket stays up while children stop, so they can still talk to
+	// the master during their graceful shutdown.
+	agentErr := a.Run(ctx)
+	stopSrv()
+	srvErr := <-srvDone
+	ln.Close()
+	log.Info("allexmaster stopped")
+	return errors.Join(agentErr, srvErr)
+}
