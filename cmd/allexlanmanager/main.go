@@ -1,0 +1,148 @@
+// Command allexlanmanager runs the LAN manager: it holds the needs
+// (services that should run on the LAN), the registry of running services,
+// and serves masters' WebSocket links and the admin HTTP API on one address.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/allex-go/allex/lanmanager"
+	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/hashicorp/go-hclog"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "allexlanmanager:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fset := flag.NewFlagSet("allexlanmanager", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	var cfg lanmanager.Config
+	var needs listFlag
+	var tokenFile, logLevel, storeKind string
+	fset.StringVar(&cfg.Addr, "addr", lanmanager.DefaultAddr, "listen address (use :23552 to serve the LAN)")
+	fset.StringVar(&cfg.DataDir, "data", "./allexlanmanager.d", "data directory (database, generated token)")
+	fset.StringVar(&cfg.Token, "token", "", "bearer token masters and admin clients must present")
+	fset.StringVar(&tokenFile, "token-file", "", "read the token from this file")
+	fset.Var(&needs, "needs", "needs file (repeatable; later files override earlier ones per instance)")
+	fset.DurationVar(&cfg.Heartbeat, "heartbeat", 0, "master ping period; silent links are dropped after 3× (default 5s)")
+	fset.DurationVar(&cfg.Grace, "grace", 0, "how long a lost master's services stay published (default 15s)")
+	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data) or memory (state lost on exit)")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if fset.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fset.Args())
+	}
+	if cfg.Heartbeat < 0 || cfg.Grace < 0 {
+		return errors.New("-heartbeat and -grace must not be negative")
+	}
+	level := hclog.LevelFromString(logLevel)
+	if level == hclog.NoLevel {
+		return fmt.Errorf("-log-level %q: want trace, debug, info, warn or error", logLevel)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "allexlanmanager", Level: level, Output: stderr})
+	cfg.Logger = log
+	cfg.NeedsFiles = needs
+	switch storeKind {
+	case "bolt":
+	case "memory":
+		cfg.Store = store.NewMemory()
+	default:
+		return fmt.Errorf("-store %q: want bolt or memory", storeKind)
+	}
+	tok, err := resolveToken(cfg.Token, tokenFile, cfg.DataDir, log)
+	if err != nil {
+		return err
+	}
+	cfg.Token = tok
+	srv, err := lanmanager.New(cfg)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}
+
+// resolveToken picks -token, else -token-file, else <data>/token,
+// generating it on first start so a fresh install is never open.
+func resolveToken(token, file, dataDir string, log hclog.Logger) (string, error) {
+	if token != "" && file != "" {
+		return "", errors.New("give -token or -token-file, not both")
+	}
+	if token != "" {
+		return token, nil
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("-token-file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("-token-file %s is empty", file)
+		}
+		return t, nil
+	}
+	path := filepath.Join(dataDir, "token")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("token file %s is empty", path)
+		}
+		log.Info("using the token in the data directory", "path", path)
+		return t, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	t := hex.EncodeToString(raw)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	// O_EXCL: two first starts racing must not overwrite each other's token.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	if _, err := f.WriteString(t + "\n"); err != nil {
+		_ = f.Close()
+		return "", fmt.Errorf("token: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	log.Info("generated a token; masters and allexctl need it", "path", path)
+	return t, nil
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const helperEnv = "ALLEXLANMANAGER_TEST_ARGS"
+
+// TestHelperProcess is the real allexlanmanager when re-executed by a test.
+func TestHelperProcess(t *testing.T) {
+	args := os.Getenv(helperEnv)
+	if args == "" {
+		t.Skip("helper process only")
+	}
+	os.Args = append([]string{"allexlanmanager"}, strings.Split(args, "\n")...)
+	main()
+	os.Exit(0)
+}
+
+var addrRE = regexp.MustCompile(`LAN manager listening: addr=(\S+)`)
+
+// startProcess runs the command as a child and returns its listen address.
+func startProcess(t *testing.T, args ...string) (*exec.Cmd, string, chan error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(args, "\n"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case a := <-addr:
+		return cmd, a, exited
+	case err := <-exited:
+		t.Fatalf("allexlanmanager exited before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("allexlanmanager did not listen")
+	}
+	return nil, "", nil
+}
+
+func TestProcessTokenAndSignal(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "d")
+	var token string
+	for round := range 2 {
+		cmd, addr, exited := startProcess(t, "-addr", "127.0.0.1:0", "-data", data, "-heartbeat", "1s", "-log-level", "debug")
+		b, err := os.ReadFile(filepath.Join(data, "token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := os.Stat(filepath.Join(data, "token")); fi.Mode().Perm() != 0o600 {
+			t.Fatalf("token mode %v", fi.Mode())
+		}
+		tok := strings.TrimSpace(string(b))
+		if round == 1 && tok != token {
+			t.Fatal("token not reused on restart")
+		}
+		token = tok
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/needs", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /v1/needs: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("exit after SIGTERM: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no exit after SIGTERM")
+		}
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badNeeds := filepath.Join(dir, "needs.json")
+	if err := os.WriteFile(badNeeds, []byte(`{"needs":[{"instance":"a"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		err  string
+	}{
+		{"unknown flag", []string{"-nope"}, "not defined"},
+		{"extra arg", []string{"x"}, "unexpected"},
+		{"bad level", []string{"-log-level", "loud"}, "log-level"},
+		{"bad store", []string{"-store", "s3"}, "-store"},
+		{"two tokens", []string{"-token", "a", "-token-file", empty}, "not both"},
+		{"empty token file", []string{"-token-file", empty}, "empty"},
+		{"missing token file", []string{"-token-file", filepath.Join(dir, "nope")}, "token-file"},
+		{"negative grace", []string{"-grace", "-1s"}, "negative"},
+		{"bad needs", []string{"-token", "a", "-needs", badNeeds}, "needs.json"},
+		{"bad addr", []string{"-token", "a", "-addr", "nope"}, "addr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"-data", filepath.Join(t.TempDir(), "d")}, tt.args...)
+			err := run(context.Background(), args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err = %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
