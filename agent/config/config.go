@@ -317,8 +317,15 @@ func (c Config) Ranges() map[string]portoffice.Range {
 // WithDefaults returns c with defaults filled in and relative StateDir,
 // Socket and TokenFile paths resolved against baseDir (normally the config
 // file's directory; "" leaves them relative to the working directory).
-// Module dirs are left as written: the spawner resolves them.
+// A relative baseDir is made absolute first, so that ResolveToken(baseDir)
+// on the result does not join baseDir twice. Module dirs are left as
+// written: the spawner resolves them.
 func (c Config) WithDefaults(baseDir string) Config {
+	if baseDir != "" {
+		if abs, err := filepath.Abs(baseDir); err == nil {
+			baseDir = abs
+		}
+	}
 	if c.LanManagerPort == 0 {
 		c.LanManagerPort = DefaultLanManagerPort
 	}

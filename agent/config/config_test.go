@@ -16,7 +16,7 @@ import (
 )
 
 func TestWithDefaults(t *testing.T) {
-	base := filepath.Join(string(filepath.Separator), "etc", "allex")
+	base := t.TempDir()
 	tests := []struct {
 		name string
 		in   Config
@@ -42,6 +42,10 @@ func TestWithDefaults(t *testing.T) {
 			return Config{LanManagerPort: 1, PortRangeSize: 5, MachineID: "m", StateDir: filepath.Join(base, "st"),
 				TokenFile: filepath.Join(base, "tok"), Socket: filepath.Join(base, "s.sock")}
 		}},
+	}
+	rel := Config{StateDir: "st"}.WithDefaults("conf")
+	if !filepath.IsAbs(rel.StateDir) || filepath.Base(filepath.Dir(rel.StateDir)) != "conf" {
+		t.Errorf("relative base: StateDir = %q, want an absolute path under conf", rel.StateDir)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
