@@ -2,7 +2,6 @@ package lanmanager_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"slices"
@@ -331,7 +330,5 @@ func needState(e *env, inst string) (string, int, string) {
 	}
 	return "", 0, ""
 }
-
-func isErr(err, target error) bool { return errors.Is(err, target) }
 
 func lanmanagerFilter() lanmanager.ServiceFilter { return lanmanager.ServiceFilter{} }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/allex-go/allex/lanwire"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Need is a stored need with its retry bookkeeping. Grants are not stored:
@@ -74,7 +75,7 @@ func OpenBolt(dir string) (*Bolt, error) {
 	path := filepath.Join(dir, FileName)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("store %s is locked (is another LAN manager running on this data directory?): %w", path, err)
 		}
 		return nil, fmt.Errorf("store %s: %w", path, err)
