@@ -380,6 +380,17 @@ wait:
 			o.why = fmt.Sprintf("not ready within %v", s.spec.StartTimeout)
 			break wait
 		case werr := <-waitCh:
+			if !ready {
+				// A child that reported ready and then exited at once was
+				// ready, whichever channel select happened to pick.
+				select {
+				case <-readyC:
+					ready = true
+					s.setState(StateReady, nil)
+					s.emit(Event{Kind: EventReady, PID: p.Pid})
+				default:
+				}
+			}
 			return s.exited(cmd, werr, started, ready, outcome{})
 		case <-s.stopCh:
 			o.stopped = true
