@@ -193,6 +193,10 @@ func (o *Office) Allocate(proto, owner string) (uint16, error) {
 	if err != nil {
 		return 0, err
 	}
+	if owner == "" {
+		// An empty owner would make ReleaseOwner("") a catch-all.
+		return 0, fmt.Errorf("portoffice: allocate %s port: empty owner", proto)
+	}
 	// Candidates are reserved under the lock and checked outside it, so
 	// concurrent callers never get the same port and never wait on each
 	// other's bind checks. next only grows, so the loop ends after at most
@@ -234,6 +238,9 @@ func (o *Office) AllocateFixed(proto string, port uint16, owner string) error {
 	}
 	if port == 0 {
 		return fmt.Errorf("portoffice: fixed %s port 0 is not a port", proto)
+	}
+	if owner == "" {
+		return fmt.Errorf("portoffice: fixed %s port %d: empty owner", proto, port)
 	}
 	o.mu.Lock()
 	if h, ok := o.held[port]; ok {

@@ -157,7 +157,7 @@ func TestAllocate(t *testing.T) {
 	}
 }
 
-func TestAllocateUnknownProtocol(t *testing.T) {
+func TestAllocateBadInput(t *testing.T) {
 	o, err := New(map[string]Range{"tcp": {15000, 15010}})
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +167,12 @@ func TestAllocateUnknownProtocol(t *testing.T) {
 	}
 	if err := o.AllocateFixed("udp", 15000, "me"); !errors.Is(err, ErrUnknownProtocol) {
 		t.Fatalf("AllocateFixed(udp) = %v, want ErrUnknownProtocol", err)
+	}
+	if _, err := o.Allocate("tcp", ""); err == nil || !strings.Contains(err.Error(), "empty owner") {
+		t.Fatalf("Allocate with empty owner = %v", err)
+	}
+	if err := o.AllocateFixed("tcp", 15000, ""); err == nil || !strings.Contains(err.Error(), "empty owner") {
+		t.Fatalf("AllocateFixed with empty owner = %v", err)
 	}
 	if n := o.Free("udp"); n != 0 {
 		t.Fatalf("Free(udp) = %d", n)
