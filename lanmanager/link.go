@@ -258,6 +258,9 @@ func (s *Server) onHelloLocked(sess *session, h *lanwire.Hello) {
 
 	reported := map[string]bool{}
 	for _, r := range h.Running {
+		if reported[r.Instance] {
+			continue
+		}
 		reported[r.Instance] = true
 		s.reconcileLocked(sess, r)
 	}
@@ -289,6 +292,12 @@ func (s *Server) reconcileLocked(sess *session, r lanwire.RunningService) {
 			} else {
 				*sv = sv2
 			}
+			return
+		}
+		if sv.Record.MachineID == sess.machineID {
+			// Same instance, other module: the record is wrong, not the need.
+			s.serviceDownLocked(r.Instance, "master runs it as module "+r.Module)
+			s.sendLocked(sess, lanwire.TypeStop, &lanwire.Stop{Instance: r.Instance, Reason: fmt.Sprintf("instance is module %q, not %q", sv.Need.Module, r.Module)})
 			return
 		}
 		s.sendLocked(sess, lanwire.TypeStop, &lanwire.Stop{Instance: r.Instance, Reason: "service runs on machine " + sv.Record.MachineID})
@@ -379,8 +388,12 @@ func (s *Server) finishCheckLocked(sess *session, gen uint64, sp lanwire.Spawned
 	if s.closed {
 		return
 	}
-	if ns == nil || ns.grantGen != gen || ns.grantee != sess {
-		// The need was removed or the grant revoked while checking.
+	if ns == nil {
+		// Removed while checking; RemoveNeed has told the master to stop.
+		return
+	}
+	if ns.grantGen != gen || ns.grantee != sess {
+		// Regranted while checking (e.g. removed and added again).
 		if sess.live {
 			s.sendLocked(sess, lanwire.TypeStop, &lanwire.Stop{Instance: sp.Instance, Reason: "need removed or regranted during the port check"})
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -505,5 +506,65 @@ func TestAdminErrors(t *testing.T) {
 				t.Fatalf("%d %q, want %d with %q", resp.StatusCode, body.Error, tt.status, tt.msg)
 			}
 		})
+	}
+}
+
+func TestReconcileConflicts(t *testing.T) {
+	e := start(t, testConfig())
+	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"), lanwire.Need{Instance: "w3", Module: "web", Machine: &lanwire.MachineConstraint{ID: "m1"}}, tcpNeed("w4", "web"))
+	m1 := e.connect(t, hello("m1", "web"))
+	m1.publish("w1")
+	m1.claim("w2")
+	// m2 claims to run w1 (published on m1), w2 (granted to live m1), w3
+	// (pinned to m1) and w4 as the wrong module: all stopped.
+	h := hello("m2", "web")
+	h.Running = []lanwire.RunningService{
+		{Instance: "w1", Module: "web", PID: 2},
+		{Instance: "w2", Module: "web", PID: 3},
+		{Instance: "w3", Module: "web", PID: 4},
+		{Instance: "w4", Module: "db", PID: 5},
+	}
+	m2 := e.connect(t, h)
+	want := map[string]string{"w1": "runs on machine m1", "w2": "granted to machine m1", "w3": "constraint", "w4": "module"}
+	for range len(want) {
+		s := m2.expect(lanwire.TypeStop).p.(*lanwire.Stop)
+		if !strings.Contains(s.Reason, want[s.Instance]) {
+			t.Errorf("stop %+v, want reason with %q", s, want[s.Instance])
+		}
+		delete(want, s.Instance)
+	}
+	if len(want) != 0 {
+		t.Fatalf("no stop for %v", want)
+	}
+	if svcs := e.srv.Services(lanmanagerFilter()); len(svcs) != 1 || svcs[0].MachineID != "m1" {
+		t.Fatalf("services = %+v", svcs)
+	}
+	if st, _, _ := needState(e, "w2"); st != adminapi.StateGranted {
+		t.Fatalf("w2 = %q", st)
+	}
+}
+
+func TestIPv6Master(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	e := start(t, testConfig())
+	e.addNeeds(lanwire.Need{Instance: "w1", Module: "web", Protocols: []string{"tcp"}, Machine: &lanwire.MachineConstraint{Address: "::1"}})
+	m := e.connect(t, lanwire.Hello{MachineID: "m6", Address: "::1", Modules: []string{"web"}})
+	m.claim("w1")
+	m.send(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w1", PID: 9, Ports: lanwire.Ports{"tcp": uint16(ln.Addr().(*net.TCPAddr).Port)}})
+	if rec := m.expect(lanwire.TypeApproved).p.(*lanwire.Approved).Service; rec.Address != "::1" {
+		t.Fatalf("record = %+v", rec)
 	}
 }
