@@ -13,6 +13,16 @@
 // again at once and its services stay published for the grace period, after
 // which they are treated as down (removed, need recreated).
 //
+// Answers on the link: a claim that cannot be granted (unknown, already
+// granted or satisfied, backing off, wrong module or machine, no capacity)
+// gets a deny with the reason, since losing a race is normal; a frame
+// that cannot be acted on (undecodable, wrong direction, spawned,
+// spawn_failed or down for something this master does not hold) gets an
+// error frame and changes nothing. Only a bad first frame or a frame over
+// lanwire.MaxFrameSize closes the link. A spawned report is approved only
+// when every protocol the need declares has a reported port (equal to its
+// fixed port, if any) that accepts a TCP connection on the hello address.
+//
 // # Admin API
 //
 // Every endpoint except /healthz needs the same bearer token. Errors are
@@ -25,7 +35,8 @@
 //	POST   /v1/needs                   body lanwire.Need (strict) → 201 NeedStatus
 //	DELETE /v1/needs/{instance}        removes the need, or stops and removes its service
 //	GET    /v1/services?module=&instance=  []lanwire.ServiceRecord
-//	GET    /v1/services/{instance}     lanwire.ServiceRecord
+//	GET    /v1/services/{instance}     lanwire.ServiceRecord (an instance named "watch"
+//	                                   is reachable through ?instance=watch only)
 //	GET    /v1/services/watch?module=  newline-delimited adminapi.ServiceEvent: one "up"
 //	                                   per current service, then live "up"/"down" events
 //	GET    /v1/machines                []adminapi.MachineInfo
