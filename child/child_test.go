@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,6 +45,15 @@ func socketDir(t *testing.T) string {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
+}
+
+// peerPID is what mastertest reports as the caller of pid: it only knows
+// peer credentials on Linux.
+func peerPID(pid int) int {
+	if runtime.GOOS != "linux" {
+		return 0
+	}
+	return pid
 }
 
 func processSocketPath(dir string) string {
@@ -101,6 +112,9 @@ func TestStartRegisters(t *testing.T) {
 	wantReg := &allexv1.RegisterRequest{Instance: "echo1", Pid: int32(os.Getpid()), ProcessSocket: want}
 	if !proto.Equal(regs[0], wantReg) {
 		t.Errorf("Register = %v, want %v", regs[0], wantReg)
+	}
+	if got, want := f.master.RegisterPeerPIDs(), []int{peerPID(os.Getpid())}; !slices.Equal(got, want) {
+		t.Errorf("Register peer pids = %v, want %v", got, want)
 	}
 	fi, err := os.Stat(want)
 	if err != nil {

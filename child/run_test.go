@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -117,6 +118,12 @@ func TestRun(t *testing.T) {
 			if len(regs) != 1 || regs[0].GetPid() != int32(cmd.Process.Pid) ||
 				regs[0].GetInstance() != "echo7" || regs[0].GetProcessSocket() != wantSocket {
 				t.Fatalf("registrations = %v, want one for pid %d, echo7, %s", regs, cmd.Process.Pid, wantSocket)
+			}
+			if got, want := m.RegisterPeerPIDs(), []int{peerPID(cmd.Process.Pid)}; !slices.Equal(got, want) {
+				t.Errorf("Register peer pids = %v, want %v", got, want)
+			}
+			if got, want := m.ReadyPeerPIDs(), []int{peerPID(cmd.Process.Pid)}; !slices.Equal(got, want) {
+				t.Errorf("ReportReady peer pids = %v, want %v", got, want)
 			}
 			conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
 			if err != nil {

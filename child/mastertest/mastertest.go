@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +34,9 @@ type Master struct {
 	mu        sync.Mutex
 	changed   chan struct{}
 	registers []*allexv1.RegisterRequest
+	regPeers  []int
 	readies   int
+	readyPeer []int
 	lifecycle []*allexv1.ReportLifecycleRequest
 	getPorts  []*allexv1.GetPortsRequest
 	allocated []*allexv1.AllocatePortRequest
@@ -61,7 +64,7 @@ func New(tb testing.TB) *Master {
 	if err != nil {
 		tb.Fatalf("mastertest: listen: %v", err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.Creds(peerCreds{}))
 	allexv1.RegisterMachineManagerServer(srv, m)
 	done := make(chan struct{})
 	go func() {
@@ -117,6 +120,22 @@ func (m *Master) Registrations() []*allexv1.RegisterRequest {
 	return cloneAll(m.registers)
 }
 
+// RegisterPeerPIDs returns, for each Register request, the pid of the
+// process that made it as the socket's peer credentials tell (Linux only;
+// 0 elsewhere).
+func (m *Master) RegisterPeerPIDs() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.regPeers)
+}
+
+// ReadyPeerPIDs is RegisterPeerPIDs for ReportReady calls.
+func (m *Master) ReadyPeerPIDs() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.readyPeer)
+}
+
 // Readies counts ReportReady calls.
 func (m *Master) Readies() int {
 	m.mu.Lock()
@@ -161,13 +180,14 @@ func cloneAll[M proto.Message](in []M) []M {
 }
 
 // Register records the request and answers with a minimal ProcessInfo.
-func (m *Master) Register(_ context.Context, req *allexv1.RegisterRequest) (*allexv1.RegisterResponse, error) {
+func (m *Master) Register(ctx context.Context, req *allexv1.RegisterRequest) (*allexv1.RegisterResponse, error) {
 	if req.GetInstance() == "" {
 		return nil, status.Error(codes.InvalidArgument, "instance is empty")
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.registers = append(m.registers, proto.Clone(req).(*allexv1.RegisterRequest))
+	m.regPeers = append(m.regPeers, callerPID(ctx))
 	m.notifyLocked()
 	return &allexv1.RegisterResponse{Process: &allexv1.ProcessInfo{
 		Instance:      req.GetInstance(),
@@ -179,10 +199,11 @@ func (m *Master) Register(_ context.Context, req *allexv1.RegisterRequest) (*all
 }
 
 // ReportReady counts the call.
-func (m *Master) ReportReady(context.Context, *allexv1.ReportReadyRequest) (*allexv1.ReportReadyResponse, error) {
+func (m *Master) ReportReady(ctx context.Context, _ *allexv1.ReportReadyRequest) (*allexv1.ReportReadyResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.readies++
+	m.readyPeer = append(m.readyPeer, callerPID(ctx))
 	m.notifyLocked()
 	return &allexv1.ReportReadyResponse{}, nil
 }

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -140,6 +142,18 @@ func TestNodeChild(t *testing.T) {
 			}
 			if n := m.Readies(); n != 1 {
 				t.Errorf("ReportReady calls = %d, want 1", n)
+			}
+			// The master identifies children by peer credentials (Linux only
+			// in the in-test master): the calls must come from the process
+			// itself.
+			if runtime.GOOS == "linux" {
+				want := []int{cmd.Process.Pid}
+				if got := m.RegisterPeerPIDs(); !slices.Equal(got, want) {
+					t.Errorf("Register came from pids %v, want %v", got, want)
+				}
+				if got := m.ReadyPeerPIDs(); !slices.Equal(got, want) {
+					t.Errorf("ReportReady came from pids %v, want %v", got, want)
+				}
 			}
 
 			client := &http.Client{Timeout: waitTimeout}
