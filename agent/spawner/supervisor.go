@@ -327,6 +327,8 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	}
 	started := time.Now()
 	p := cmd.Process
+	// The pid is only known after Start, so a child quick to write may
+	// precede its own header by a few bytes.
 	header := fmt.Sprintf("--- allex: start pid %d at %s ---\n", p.Pid, started.UTC().Format(time.RFC3339))
 	for _, f := range files {
 		if _, err := f.WriteString(header); err != nil {
@@ -461,6 +463,7 @@ func (s *Supervisor) exited(cmd *exec.Cmd, werr error, started time.Time, ready 
 	if err := killGroup(p); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		s.log.Warn("cannot kill process group", "pid", p.Pid, "error", err)
 	}
+	s.awaitGroupDeath(p.Pid)
 	o.uptime = time.Since(started)
 	code, sig := -1, ""
 	if ps := cmd.ProcessState; ps != nil {
@@ -496,6 +499,31 @@ func (s *Supervisor) exited(cmd *exec.Cmd, werr error, started time.Time, ready 
 	s.log.Info("child exited", "pid", p.Pid, "code", code, "signal", sig, "reason", o.why)
 	s.emit(Event{Kind: EventExited, PID: p.Pid, ExitCode: code, Signal: sig, Message: o.why})
 	return o
+}
+
+// groupDeathLimit bounds the wait for a SIGKILLed group to die; only a
+// process stuck in the kernel takes longer.
+const groupDeathLimit = 5 * time.Second
+
+// awaitGroupDeath waits until the SIGKILLed group has died, so that when Run
+// returns the agent may hand the child's ports to someone else.
+func (s *Supervisor) awaitGroupDeath(pgid int) {
+	deadline := time.Now().Add(groupDeathLimit)
+	for {
+		alive, err := groupAlive(pgid)
+		if err != nil {
+			s.log.Warn("cannot check process group", "pgid", pgid, "error", err)
+			return
+		}
+		if !alive {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.log.Warn("process group still alive after SIGKILL", "pgid", pgid, "waited", groupDeathLimit)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // probePorts marks c ready once every assigned port accepts a connection.
