@@ -36,7 +36,7 @@ func testConfig() lanmanager.Config {
 	return lanmanager.Config{
 		Addr:                "127.0.0.1:0",
 		Token:               testToken,
-		Heartbeat:           500 * time.Millisecond,
+		Heartbeat:           time.Second,
 		Grace:               time.Minute,
 		PortCheckTimeout:    time.Second,
 		PortCheckAttempts:   2,

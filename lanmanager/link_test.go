@@ -50,7 +50,7 @@ func TestHelloNeedsFiltered(t *testing.T) {
 	if w.typ != lanwire.TypeWelcome {
 		t.Fatalf("first frame %s, want welcome", w.typ)
 	}
-	if wl := w.p.(*lanwire.Welcome); wl.SessionID == "" || wl.HeartbeatMS != 500 || wl.GraceMS != 60000 {
+	if wl := w.p.(*lanwire.Welcome); wl.SessionID == "" || wl.HeartbeatMS != 1000 || wl.GraceMS != 60000 {
 		t.Fatalf("welcome = %+v", wl)
 	}
 	m1.expectNeeds("a", "e")
@@ -278,7 +278,7 @@ func TestSpawnFailedAndDown(t *testing.T) {
 
 func TestGraceAndReconnect(t *testing.T) {
 	cfg := testConfig()
-	cfg.Grace = 1500 * time.Millisecond
+	cfg.Grace = 3 * time.Second
 	e := start(t, cfg)
 	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"))
 	m := e.connect(t, hello("m1", "web"))
@@ -293,7 +293,7 @@ func TestGraceAndReconnect(t *testing.T) {
 	h.Running = []lanwire.RunningService{{Instance: "w1", Module: "web", PID: 999, Ports: rec.Ports, StartedAt: rec.StartedAt}}
 	m = e.connect(t, h)
 	m.expectNeeds("w2")
-	m.quiet(2 * cfg.Grace)
+	m.quiet(cfg.Grace + time.Second)
 	svcs := e.srv.Services(lanmanagerFilter())
 	if len(svcs) != 1 || svcs[0].PID != 999 || !svcs[0].PublishedAt.Equal(rec.PublishedAt) {
 		t.Fatalf("services = %+v", svcs)
