@@ -49,7 +49,8 @@ type Status struct {
 type Options struct {
 	Logger hclog.Logger
 	// OnEvent is called synchronously, in order, never concurrently for one
-	// supervisor; it must not block long since it holds up supervision.
+	// supervisor; it must not block long since it holds up supervision, and
+	// must not call Stop or Restart itself, as they wait on the caller.
 	OnEvent func(Event)
 	// Shutdown, if set, asks the child to stop by itself (the agent calls the
 	// child's allex.v1.Process/Shutdown). On error, or when nil, the process
