@@ -130,7 +130,7 @@ func EnvFromEnviron(environ []string) (Env, error) {
 }
 
 func parsePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
+	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil || n == 0 {
 		return 0, fmt.Errorf("invalid port %q: want an integer in 1..65535", s)
 	}

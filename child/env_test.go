@@ -37,6 +37,11 @@ func TestEnvFromEnviron(t *testing.T) {
 			want:    child.Env{Module: "echo", Instance: "echo1", Ports: map[string]uint16{"http": 8080}, Properties: map[string]string{}},
 		},
 		{
+			name:    "ports JSON with whitespace",
+			environ: with("ALLEX_PORTS= { \"tcp\" : 15000 ,\n \"ws\":17000 } "),
+			want:    child.Env{Module: "echo", Instance: "echo1", Ports: map[string]uint16{"tcp": 15000, "ws": 17000}, Properties: map[string]string{}},
+		},
+		{
 			name:    "later entry wins",
 			environ: with("ALLEX_TCP_PORT=1", "ALLEX_TCP_PORT=2"),
 			want:    child.Env{Module: "echo", Instance: "echo1", Ports: map[string]uint16{"tcp": 2}, Properties: map[string]string{}},
@@ -48,6 +53,8 @@ func TestEnvFromEnviron(t *testing.T) {
 		{name: "port zero", environ: with("ALLEX_HTTP_PORT=0"), wantErr: "ALLEX_HTTP_PORT: invalid port"},
 		{name: "port too big", environ: with("ALLEX_WS_PORT=65536"), wantErr: "ALLEX_WS_PORT: invalid port"},
 		{name: "port negative", environ: with("ALLEX_WS_PORT=-1"), wantErr: "ALLEX_WS_PORT: invalid port"},
+		{name: "port with spaces", environ: with("ALLEX_TCP_PORT= 80"), wantErr: `ALLEX_TCP_PORT: invalid port " 80"`},
+		{name: "port with sign", environ: with("ALLEX_TCP_PORT=+80"), wantErr: `ALLEX_TCP_PORT: invalid port "+80"`},
 		{name: "port empty", environ: with("ALLEX_TCP_PORT="), wantErr: "ALLEX_TCP_PORT: invalid port"},
 		{name: "ports bad json", environ: with(`ALLEX_PORTS={"tcp":`), wantErr: "ALLEX_PORTS: not a JSON object"},
 		{name: "ports not an object", environ: with(`ALLEX_PORTS=[1,2]`), wantErr: "ALLEX_PORTS: not a JSON object"},
@@ -77,4 +84,35 @@ func TestEnvFromEnviron(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzEnvFromEnviron checks that any environment either parses into a
+// usable Env or fails cleanly.
+func FuzzEnvFromEnviron(f *testing.F) {
+	f.Add("echo1", "15000", `{"tcp":15000,"http":16000}`, `{"a":"b"}`)
+	f.Add("", "0", `null`, `[]`)
+	f.Add("x", "65536", `{"tcp":"1"}`, `{"a":1}`)
+	f.Add("x", " 80", `{"udp":1}`, ``)
+	f.Fuzz(func(t *testing.T, instance, tcpPort, ports, props string) {
+		environ := []string{"ALLEX_MODULE=m", "ALLEX_INSTANCE=" + instance, "ALLEX_TCP_PORT=" + tcpPort,
+			"ALLEX_PORTS=" + ports, "ALLEX_PROPERTIES=" + props}
+		env, err := child.EnvFromEnviron(environ)
+		if err != nil {
+			if !strings.Contains(err.Error(), "ALLEX_") {
+				t.Fatalf("error %q does not name the variable", err)
+			}
+			return
+		}
+		if env.Instance == "" || env.Ports == nil || env.Properties == nil {
+			t.Fatalf("accepted an unusable Env: %+v", env)
+		}
+		for proto, port := range env.Ports {
+			if port == 0 {
+				t.Fatalf("accepted port 0 for %s", proto)
+			}
+		}
+		if _, err := child.New(child.Options{Env: &env}); err != nil {
+			t.Fatalf("New rejects what EnvFromEnviron accepted: %v", err)
+		}
+	})
 }
