@@ -32,6 +32,9 @@ const (
 	drainTimeout = 5 * time.Second
 )
 
+// maxSocketPath is the smallest sun_path size among supported systems.
+const maxSocketPath = 104
+
 // Options configure a Child. Start from DefaultOptions: the zero value turns
 // AutoReady off.
 type Options struct {
@@ -258,6 +261,11 @@ func (c *Child) register(ctx context.Context) error {
 // that nobody answers on: pids are reused, and a child killed with SIGKILL
 // leaves its socket behind.
 func listenProcessSocket(ctx context.Context, path string) (net.Listener, error) {
+	// The kernel's limit (sun_path, 108 bytes on Linux, 104 on BSDs) would
+	// otherwise surface as a bare "invalid argument".
+	if len(path) >= maxSocketPath {
+		return nil, fmt.Errorf("process socket path %q is %d bytes; unix socket paths must be shorter than %d (use a shorter SocketDir)", path, len(path), maxSocketPath)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 && runtime.GOOS != "windows" {
 			return nil, fmt.Errorf("process socket %s exists and is not a socket; refusing to remove it", path)

@@ -299,6 +299,24 @@ func TestStartSocketPathStates(t *testing.T) {
 	}
 }
 
+func TestStartSocketPathTooLong(t *testing.T) {
+	dir := filepath.Join(socketDir(t), strings.Repeat("d", 100))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	opts := child.DefaultOptions()
+	opts.SocketDir = dir
+	opts.Env = &child.Env{Module: "echo", Instance: "echo1", MasterSocket: mastertest.New(t).Path}
+	c, err := child.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Start(testContext(t)); err == nil || !strings.Contains(err.Error(), "unix socket paths must be shorter") {
+		t.Fatalf("Start error = %v, want one about the path length", err)
+	}
+}
+
 func TestListenAutoReady(t *testing.T) {
 	tests := []struct {
 		name         string
