@@ -28,7 +28,7 @@ var (
 	ErrNotFound      = errors.New("no such process")
 	ErrExists        = errors.New("instance already running")
 	ErrInvalid       = errors.New("invalid request")
-	ErrNotRunning    = errors.New("agent is not running")
+	ErrNotRunning    = errors.New("agent is not running (starting up or shutting down)")
 	ErrPermission    = errors.New("permission denied")
 	ErrExhausted     = errors.New("resource exhausted")
 	ErrUnknownModule = errors.New("unknown module")
@@ -117,6 +117,10 @@ func New(opts Options) (*Agent, error) {
 	a.lan = newLANState(a)
 	return a, nil
 }
+
+// Ready is closed once Run has cleaned up after a previous master and
+// accepts children.
+func (a *Agent) Ready() <-chan struct{} { return a.running }
 
 // Run starts the instances listed in the config and the LAN link, and
 // supervises until ctx is done; then it stops every child gracefully
@@ -272,6 +276,13 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 	a.wg.Add(1)
 	go a.supervise(p)
 	return a.infoLocked(p), nil
+}
+
+// shuttingDown reports whether Run's context is done: no new children.
+func (a *Agent) shuttingDown() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.runCtx != nil && a.runCtx.Err() != nil
 }
 
 func isDone(p *proc) bool {

@@ -49,7 +49,7 @@ func (g *globals) rpcErr(err error) error {
 		return err
 	}
 	if st.Code() == codes.Unavailable {
-		return fmt.Errorf("no allexmaster answers on %s: %s", g.socket, st.Message())
+		return fmt.Errorf("allexmaster on %s is unavailable: %s", g.socket, st.Message())
 	}
 	return fmt.Errorf("%s: %s", strings.ToLower(st.Code().String()), st.Message())
 }
@@ -233,7 +233,12 @@ func (g *globals) start(ctx context.Context, args []string) error {
 		return errors.New("start: INSTANCE is required")
 	}
 	spec := &allexv1.ModuleSpec{Instance: fs.Arg(0), Module: *module, Dir: *dir, Env: env, Properties: props}
-	if rest := fs.Args()[1:]; len(rest) > 0 {
+	rest := fs.Args()[1:]
+	// flag stops at INSTANCE, so the "--" before COMMAND is still there.
+	if len(rest) > 0 && rest[0] == "--" {
+		rest = rest[1:]
+	}
+	if len(rest) > 0 {
 		spec.Command, spec.Args = rest[0], rest[1:]
 		if spec.Module == "" {
 			spec.Module = filepath.Base(rest[0])

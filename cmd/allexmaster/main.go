@@ -181,7 +181,13 @@ func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logge
 		return err
 	}
 	srv := server.New(a, log.Named("server"))
-	log.Info("allexmaster running", "socket", cfg.Socket, "machine", cfg.MachineID, "lanmanager", cfg.LanManagerAddress, "statedir", cfg.StateDir, "pid", os.Getpid())
+	go func() {
+		select {
+		case <-a.Ready():
+			log.Info("allexmaster running", "socket", cfg.Socket, "machine", cfg.MachineID, "lanmanager", cfg.LanManagerAddress, "statedir", cfg.StateDir, "pid", os.Getpid())
+		case <-ctx.Done():
+		}
+	}()
 
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSrv()
