@@ -180,6 +180,9 @@ func (l *lanState) HandleFrame(typ string, payload any) {
 // claimOffered bids for offered needs while there is capacity left.
 func (l *lanState) claimOffered() {
 	a := l.a
+	if a.shuttingDown() {
+		return
+	}
 	cfg := a.opts.Config
 	capa := a.capacity()
 	now := time.Now()
