@@ -23,100 +23,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/e2e"
 )
 
-// master is a running allexmaster without a LAN manager, with its own
-// socket, state dir and a free port block of size 10 per protocol.
-type master struct {
-	*proc
-	dir, socket   string
-	tcp, http, ws int
-}
-
-func masterConfig(dir string, base, size int, extra string) string {
-	return fmt.Sprintf(`{"lanmanageraddress":"","portrangestart":{"tcp":%d,"http":%d,"ws":%d},"portrangesize":%d,"socket":%q,"statedir":%q%s}`,
-		base, base+size, base+2*size, size, filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), extra)
-}
-
-func startMaster(t *testing.T, size int, extra string) *master {
-	t.Helper()
-	dir := shortDir(t)
-	base := freeBlock(t, 3*size)
-	writeFile(t, dir, "allexmasterconfig.json", masterConfig(dir, base, size, extra))
-	m := &master{dir: dir, socket: filepath.Join(dir, "m.sock"), tcp: base, http: base + size, ws: base + 2*size}
-	m.proc = start(t, dir, bins.master, "-log-level", "debug")
-	m.waitOutput("allexmaster running", 30*time.Second)
-	return m
-}
-
-func helperArgs(mode string, extra ...string) []string {
-	args := append([]string{"-env", "ALLEX_TEST_HELPER=" + mode}, extra...)
-	return args
-}
-
-// startHelper starts the test binary as a child through allexctl.
-func (m *master) startHelper(t *testing.T, instance, mode string, flags ...string) string {
-	t.Helper()
-	args := append([]string{"start"}, helperArgs(mode, flags...)...)
-	args = append(args, instance, "--", os.Args[0])
-	return mustCtl(t, m.socket, args...)
-}
-
-func (m *master) process(t *testing.T, instance string) *allexv1.ProcessInfo {
-	t.Helper()
-	out := mustCtl(t, m.socket, "-o", "json", "ps")
-	var resp struct {
-		Processes []struct {
-			Instance  string `json:"instance"`
-			Pid       int32  `json:"pid"`
-			State     string `json:"state"`
-			LastError string `json:"last_error"`
-			ExitSig   string `json:"exit_signal"`
-			Ports     []struct {
-				Protocol string `json:"protocol"`
-				Port     uint32 `json:"port"`
-			} `json:"ports"`
-		} `json:"processes"`
-	}
-	if err := json.Unmarshal([]byte(out), &resp); err != nil {
-		t.Fatalf("ps -o json: %v\n%s", err, out)
-	}
-	for _, p := range resp.Processes {
-		if p.Instance == instance {
-			info := &allexv1.ProcessInfo{Instance: p.Instance, Pid: p.Pid, LastError: p.LastError, ExitSignal: p.ExitSig}
-			info.State = allexv1.ProcessState(allexv1.ProcessState_value[p.State])
-			for _, pp := range p.Ports {
-				info.Ports = append(info.Ports, &allexv1.PortAssignment{Protocol: allexv1.Protocol(allexv1.Protocol_value[pp.Protocol]), Port: pp.Port})
-			}
-			return info
-		}
-	}
-	return nil
-}
-
-func (m *master) waitState(t *testing.T, instance string, want allexv1.ProcessState) *allexv1.ProcessInfo {
-	t.Helper()
-	var info *allexv1.ProcessInfo
-	eventually(t, 30*time.Second, func() error {
-		info = m.process(t, instance)
-		if info == nil {
-			return fmt.Errorf("%s not listed", instance)
-		}
-		if info.GetState() != want {
-			return fmt.Errorf("%s is %s, want %s (%s)", instance, info.GetState(), want, info.GetLastError())
-		}
-		return nil
-	})
-	return info
-}
-
 func TestDefaultConfigWrittenWhenMissing(t *testing.T) {
-	dir := shortDir(t)
+	dir := e2e.ShortDir(t)
 	sock := filepath.Join(dir, "m.sock")
-	p := start(t, dir, bins.master, "-socket", sock, "-no-lan", "-state-dir", filepath.Join(dir, "st"))
-	p.waitOutput("allexmaster running", 30*time.Second)
-	if !strings.Contains(p.output(), "wrote the default one") {
-		t.Errorf("master did not say it wrote the default config:\n%s", p.output())
+	p := e2e.Start(t, dir, e2e.Bins.Master, "-socket", sock, "-no-lan", "-state-dir", filepath.Join(dir, "st"))
+	p.WaitOutput("allexmaster running", 30*time.Second)
+	if !strings.Contains(p.Output(), "wrote the default one") {
+		t.Errorf("master did not say it wrote the default config:\n%s", p.Output())
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "allexmasterconfig.json"))
 	if err != nil {
@@ -137,7 +53,7 @@ func TestDefaultConfigWrittenWhenMissing(t *testing.T) {
 	if mode := fi.Mode().Perm(); mode != 0o660 {
 		t.Errorf("socket mode = %o, want 660", mode)
 	}
-	if err := p.stop(20 * time.Second); err != nil {
+	if err := p.Stop(20 * time.Second); err != nil {
 		t.Errorf("master exit: %v", err)
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
@@ -156,9 +72,9 @@ func TestBadConfigRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := shortDir(t)
-			path := writeFile(t, dir, "allexmasterconfig.json", tt.content)
-			cmd := exec.Command(bins.master, "-socket", filepath.Join(dir, "m.sock"))
+			dir := e2e.ShortDir(t)
+			path := e2e.WriteFile(t, dir, "allexmasterconfig.json", tt.content)
+			cmd := exec.Command(e2e.Bins.Master, "-socket", filepath.Join(dir, "m.sock"))
 			cmd.Dir = dir
 			out, err := cmd.CombinedOutput()
 			if err == nil {
@@ -179,19 +95,19 @@ func TestBadConfigRefused(t *testing.T) {
 }
 
 func TestSocketOwnership(t *testing.T) {
-	m := startMaster(t, 10, "")
+	m := e2e.StartMaster(t, 10, "")
 	// A second master on the same socket must refuse to start.
-	cmd := exec.Command(bins.master, "-socket", m.socket, "-no-lan")
-	cmd.Dir = m.dir
+	cmd := exec.Command(e2e.Bins.Master, "-socket", m.Socket, "-no-lan")
+	cmd.Dir = m.Dir
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "in use") {
 		t.Fatalf("second master: err=%v, want an 'in use' refusal:\n%s", err, out)
 	}
 	// The first one still answers.
-	mustCtl(t, m.socket, "status")
+	e2e.MustCtl(t, m.Socket, "status")
 
 	t.Run("stale socket is replaced", func(t *testing.T) {
-		dir := shortDir(t)
+		dir := e2e.ShortDir(t)
 		sock := filepath.Join(dir, "s.sock")
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 		if err != nil {
@@ -199,14 +115,14 @@ func TestSocketOwnership(t *testing.T) {
 		}
 		ln.SetUnlinkOnClose(false)
 		ln.Close()
-		p := start(t, dir, bins.master, "-socket", sock, "-no-lan", "-state-dir", filepath.Join(dir, "st"))
-		p.waitOutput("allexmaster running", 30*time.Second)
-		mustCtl(t, sock, "status")
+		p := e2e.Start(t, dir, e2e.Bins.Master, "-socket", sock, "-no-lan", "-state-dir", filepath.Join(dir, "st"))
+		p.WaitOutput("allexmaster running", 30*time.Second)
+		e2e.MustCtl(t, sock, "status")
 	})
 	t.Run("non-socket file is not removed", func(t *testing.T) {
-		dir := shortDir(t)
-		sock := writeFile(t, dir, "s.sock", "precious")
-		cmd := exec.Command(bins.master, "-socket", sock, "-no-lan", "-state-dir", filepath.Join(dir, "st"))
+		dir := e2e.ShortDir(t)
+		sock := e2e.WriteFile(t, dir, "s.sock", "precious")
+		cmd := exec.Command(e2e.Bins.Master, "-socket", sock, "-no-lan", "-state-dir", filepath.Join(dir, "st"))
 		cmd.Dir = dir
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "not a socket") {
@@ -219,17 +135,17 @@ func TestSocketOwnership(t *testing.T) {
 }
 
 func TestCtlWithoutMaster(t *testing.T) {
-	_, errOut, err := ctl(t, filepath.Join(shortDir(t), "none.sock"), "ps")
+	_, errOut, err := e2e.Ctl(t, filepath.Join(e2e.ShortDir(t), "none.sock"), "ps")
 	if err == nil || !strings.Contains(errOut, "no allexmaster is running") {
 		t.Fatalf("err=%v stderr=%q", err, errOut)
 	}
 }
 
 func TestProcessLifecycle(t *testing.T) {
-	m := startMaster(t, 10, "")
+	m := e2e.StartMaster(t, 10, "")
 	evCtx, cancelEv := context.WithCancel(context.Background())
 	defer cancelEv()
-	events := exec.CommandContext(evCtx, bins.ctl, "-socket", m.socket, "events", "web")
+	events := exec.CommandContext(evCtx, e2e.Bins.Ctl, "-socket", m.Socket, "events", "web")
 	evOut := &strings.Builder{}
 	var evPipe io.ReadCloser
 	evPipe, _ = events.StdoutPipe()
@@ -240,31 +156,31 @@ func TestProcessLifecycle(t *testing.T) {
 	go func() { io.Copy(evOut, evPipe); close(evDone) }()
 	time.Sleep(200 * time.Millisecond) // let the watch subscribe before the start
 
-	m.startHelper(t, "web", "listen", "-protocols", "tcp,http")
-	info := m.waitState(t, "web", allexv1.ProcessState_PROCESS_STATE_READY)
-	if len(info.GetPorts()) != 2 || info.GetPorts()[0].GetPort() != uint32(m.tcp) || info.GetPorts()[1].GetPort() != uint32(m.http) {
-		t.Fatalf("ports = %v, want tcp %d http %d", info.GetPorts(), m.tcp, m.http)
+	m.StartHelper(t, "web", "listen", "-protocols", "tcp,http")
+	info := m.WaitState(t, "web", allexv1.ProcessState_PROCESS_STATE_READY)
+	if len(info.GetPorts()) != 2 || info.GetPorts()[0].GetPort() != uint32(m.TCP) || info.GetPorts()[1].GetPort() != uint32(m.HTTP) {
+		t.Fatalf("ports = %v, want tcp %d http %d", info.GetPorts(), m.TCP, m.HTTP)
 	}
 	// The child got its ports through the environment and listens on them.
-	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", m.http)); err != nil {
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", m.HTTP)); err != nil {
 		t.Fatalf("child does not listen on its http port: %v", err)
 	} else {
 		c.Close()
 	}
-	ps := mustCtl(t, m.socket, "ps")
-	if !strings.Contains(ps, "web") || !strings.Contains(ps, "ready") || !strings.Contains(ps, fmt.Sprintf("tcp=%d", m.tcp)) {
+	ps := e2e.MustCtl(t, m.Socket, "ps")
+	if !strings.Contains(ps, "web") || !strings.Contains(ps, "ready") || !strings.Contains(ps, fmt.Sprintf("tcp=%d", m.TCP)) {
 		t.Errorf("ps table:\n%s", ps)
 	}
-	ports := mustCtl(t, m.socket, "ports", "web")
-	if !strings.Contains(ports, strconv.Itoa(m.http)) {
+	ports := e2e.MustCtl(t, m.Socket, "ports", "web")
+	if !strings.Contains(ports, strconv.Itoa(m.HTTP)) {
 		t.Errorf("ports:\n%s", ports)
 	}
-	status := mustCtl(t, m.socket, "status")
+	status := e2e.MustCtl(t, m.Socket, "status")
 	if !strings.Contains(status, "1 ready") {
 		t.Errorf("status:\n%s", status)
 	}
-	eventually(t, 10*time.Second, func() error {
-		logs := mustCtl(t, m.socket, "logs", "web")
+	e2e.Eventually(t, 10*time.Second, func() error {
+		logs := e2e.MustCtl(t, m.Socket, "logs", "web")
 		if !strings.Contains(logs, "listening") {
 			return fmt.Errorf("logs lack the child's output: %q", logs)
 		}
@@ -272,9 +188,9 @@ func TestProcessLifecycle(t *testing.T) {
 	})
 
 	oldPID := info.GetPid()
-	mustCtl(t, m.socket, "restart", "web")
-	eventually(t, 30*time.Second, func() error {
-		info = m.process(t, "web")
+	e2e.MustCtl(t, m.Socket, "restart", "web")
+	e2e.Eventually(t, 30*time.Second, func() error {
+		info = m.Process(t, "web")
 		if info.GetPid() == oldPID || info.GetState() != allexv1.ProcessState_PROCESS_STATE_READY {
 			return fmt.Errorf("after restart: pid %d state %s", info.GetPid(), info.GetState())
 		}
@@ -284,7 +200,7 @@ func TestProcessLifecycle(t *testing.T) {
 		t.Errorf("old child %d still alive after restart", oldPID)
 	}
 
-	out := mustCtl(t, m.socket, "stop", "web")
+	out := e2e.MustCtl(t, m.Socket, "stop", "web")
 	if !strings.Contains(out, "exited") {
 		t.Errorf("stop output: %s", out)
 	}
@@ -292,13 +208,13 @@ func TestProcessLifecycle(t *testing.T) {
 		t.Errorf("child %d still alive after stop", info.GetPid())
 	}
 	// Ports are free again: a new child gets the first ones.
-	m.startHelper(t, "web2", "listen", "-protocols", "tcp")
-	info2 := m.waitState(t, "web2", allexv1.ProcessState_PROCESS_STATE_READY)
-	if got := info2.GetPorts()[0].GetPort(); got != uint32(m.tcp) {
-		t.Errorf("web2 tcp port = %d, want the released %d", got, m.tcp)
+	m.StartHelper(t, "web2", "listen", "-protocols", "tcp")
+	info2 := m.WaitState(t, "web2", allexv1.ProcessState_PROCESS_STATE_READY)
+	if got := info2.GetPorts()[0].GetPort(); got != uint32(m.TCP) {
+		t.Errorf("web2 tcp port = %d, want the released %d", got, m.TCP)
 	}
 	// A duplicate instance is refused.
-	_, errOut, err := ctl(t, m.socket, "start", "-env", "ALLEX_TEST_HELPER=listen", "web2", "--", os.Args[0])
+	_, errOut, err := e2e.Ctl(t, m.Socket, "start", "-env", "ALLEX_TEST_HELPER=listen", "web2", "--", os.Args[0])
 	if err == nil || !strings.Contains(errOut, "already") {
 		t.Errorf("duplicate start: err=%v %s", err, errOut)
 	}
@@ -313,9 +229,9 @@ func TestProcessLifecycle(t *testing.T) {
 }
 
 func TestRegisterChecksPeerCredentials(t *testing.T) {
-	m := startMaster(t, 10, "")
+	m := e2e.StartMaster(t, 10, "")
 	// The test process was not spawned by the master.
-	c := client(t, m.socket)
+	c := e2e.Client(t, m.Socket)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := c.Register(ctx, &allexv1.RegisterRequest{Instance: "x", Pid: int32(os.Getpid())})
@@ -328,9 +244,9 @@ func TestRegisterChecksPeerCredentials(t *testing.T) {
 	}
 	// A spawned child that lies about its pid or instance is refused; the
 	// honest registration then succeeds.
-	m.startHelper(t, "liar", "lie", "-readiness", "none")
-	eventually(t, 20*time.Second, func() error {
-		logs := mustCtl(t, m.socket, "logs", "liar")
+	m.StartHelper(t, "liar", "lie", "-readiness", "none")
+	e2e.Eventually(t, 20*time.Second, func() error {
+		logs := e2e.MustCtl(t, m.Socket, "logs", "liar")
 		for _, want := range []string{"lie: PermissionDenied", "other instance: PermissionDenied", "honest: OK"} {
 			if !strings.Contains(logs, want) {
 				return fmt.Errorf("child log lacks %q:\n%s", want, logs)
@@ -345,61 +261,61 @@ func TestRegisterChecksPeerCredentials(t *testing.T) {
 }
 
 func TestSDKReadinessAndExtraPorts(t *testing.T) {
-	m := startMaster(t, 10, "")
-	m.startHelper(t, "sdk", "sdk", "-readiness", "sdk")
-	m.waitState(t, "sdk", allexv1.ProcessState_PROCESS_STATE_READY)
-	m.startHelper(t, "alloc", "alloc", "-readiness", "none", "-protocols", "tcp")
-	eventually(t, 20*time.Second, func() error {
-		logs := mustCtl(t, m.socket, "logs", "alloc")
-		if !strings.Contains(logs, fmt.Sprintf("extra port: %d OK", m.tcp+1)) {
+	m := e2e.StartMaster(t, 10, "")
+	m.StartHelper(t, "sdk", "sdk", "-readiness", "sdk")
+	m.WaitState(t, "sdk", allexv1.ProcessState_PROCESS_STATE_READY)
+	m.StartHelper(t, "alloc", "alloc", "-readiness", "none", "-protocols", "tcp")
+	e2e.Eventually(t, 20*time.Second, func() error {
+		logs := e2e.MustCtl(t, m.Socket, "logs", "alloc")
+		if !strings.Contains(logs, fmt.Sprintf("extra port: %d OK", m.TCP+1)) {
 			return fmt.Errorf("child log: %s", logs)
 		}
 		return nil
 	})
-	ports := mustCtl(t, m.socket, "ports", "alloc")
-	if !strings.Contains(ports, strconv.Itoa(m.tcp+1)) || !strings.Contains(ports, "true") {
+	ports := e2e.MustCtl(t, m.Socket, "ports", "alloc")
+	if !strings.Contains(ports, strconv.Itoa(m.TCP+1)) || !strings.Contains(ports, "true") {
 		t.Errorf("extra port not listed:\n%s", ports)
 	}
 }
 
 func TestPortRangeExhausted(t *testing.T) {
-	m := startMaster(t, 2, "")
-	m.startHelper(t, "a", "listen", "-protocols", "tcp")
-	m.startHelper(t, "b", "listen", "-protocols", "tcp")
-	_, errOut, err := ctl(t, m.socket, append(append([]string{"start"}, helperArgs("listen", "-protocols", "tcp")...), "c", "--", os.Args[0])...)
+	m := e2e.StartMaster(t, 2, "")
+	m.StartHelper(t, "a", "listen", "-protocols", "tcp")
+	m.StartHelper(t, "b", "listen", "-protocols", "tcp")
+	_, errOut, err := e2e.Ctl(t, m.Socket, append(append([]string{"start"}, e2e.HelperArgs("listen", "-protocols", "tcp")...), "c", "--", os.Args[0])...)
 	if err == nil || !strings.Contains(errOut, "resourceexhausted") || !strings.Contains(errOut, "tcp") {
 		t.Fatalf("third start: err=%v stderr=%s", err, errOut)
 	}
 	// Nothing was lost: a and b still run, c is not half-started.
-	m.waitState(t, "a", allexv1.ProcessState_PROCESS_STATE_READY)
-	m.waitState(t, "b", allexv1.ProcessState_PROCESS_STATE_READY)
-	if m.process(t, "c") != nil {
+	m.WaitState(t, "a", allexv1.ProcessState_PROCESS_STATE_READY)
+	m.WaitState(t, "b", allexv1.ProcessState_PROCESS_STATE_READY)
+	if m.Process(t, "c") != nil {
 		t.Error("c is listed after a failed start")
 	}
-	mustCtl(t, m.socket, "stop", "-rm", "a")
-	m.startHelper(t, "c", "listen", "-protocols", "tcp")
-	m.waitState(t, "c", allexv1.ProcessState_PROCESS_STATE_READY)
+	e2e.MustCtl(t, m.Socket, "stop", "-rm", "a")
+	m.StartHelper(t, "c", "listen", "-protocols", "tcp")
+	m.WaitState(t, "c", allexv1.ProcessState_PROCESS_STATE_READY)
 }
 
 func TestChildNeverReady(t *testing.T) {
-	m := startMaster(t, 10, "")
-	m.startHelper(t, "slow", "never", "-protocols", "tcp", "-start-timeout", "1s", "-restart", "never", "-stop-timeout", "1s")
-	info := m.waitState(t, "slow", allexv1.ProcessState_PROCESS_STATE_FAILED)
+	m := e2e.StartMaster(t, 10, "")
+	m.StartHelper(t, "slow", "never", "-protocols", "tcp", "-start-timeout", "1s", "-restart", "never", "-stop-timeout", "1s")
+	info := m.WaitState(t, "slow", allexv1.ProcessState_PROCESS_STATE_FAILED)
 	if !strings.Contains(info.GetLastError(), "ready") {
 		t.Errorf("last error = %q, want a readiness failure", info.GetLastError())
 	}
-	st := mustCtl(t, m.socket, "-o", "json", "status")
+	st := e2e.MustCtl(t, m.Socket, "-o", "json", "status")
 	if strings.Contains(st, `"in_use": 1`) {
 		t.Errorf("ports not released:\n%s", st)
 	}
 }
 
 func TestChildIgnoringSIGTERMIsKilled(t *testing.T) {
-	m := startMaster(t, 10, "")
-	m.startHelper(t, "stubborn", "ignoreterm", "-protocols", "tcp", "-stop-timeout", "500ms")
-	info := m.waitState(t, "stubborn", allexv1.ProcessState_PROCESS_STATE_READY)
-	mustCtl(t, m.socket, "stop", "stubborn")
-	after := m.process(t, "stubborn")
+	m := e2e.StartMaster(t, 10, "")
+	m.StartHelper(t, "stubborn", "ignoreterm", "-protocols", "tcp", "-stop-timeout", "500ms")
+	info := m.WaitState(t, "stubborn", allexv1.ProcessState_PROCESS_STATE_READY)
+	e2e.MustCtl(t, m.Socket, "stop", "stubborn")
+	after := m.Process(t, "stubborn")
 	if after.GetExitSignal() != "SIGKILL" {
 		t.Errorf("exit signal = %q, want SIGKILL", after.GetExitSignal())
 	}
@@ -409,8 +325,8 @@ func TestChildIgnoringSIGTERMIsKilled(t *testing.T) {
 }
 
 func TestHealthService(t *testing.T) {
-	m := startMaster(t, 10, "")
-	conn, err := grpc.NewClient("unix://"+m.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	m := e2e.StartMaster(t, 10, "")
+	conn, err := grpc.NewClient("unix://"+m.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,32 +340,32 @@ func TestHealthService(t *testing.T) {
 }
 
 func TestKilledMasterLeavesNoOrphans(t *testing.T) {
-	m := startMaster(t, 10, "")
-	m.startHelper(t, "orphan", "listen", "-protocols", "tcp")
-	info := m.waitState(t, "orphan", allexv1.ProcessState_PROCESS_STATE_READY)
+	m := e2e.StartMaster(t, 10, "")
+	m.StartHelper(t, "orphan", "listen", "-protocols", "tcp")
+	info := m.WaitState(t, "orphan", allexv1.ProcessState_PROCESS_STATE_READY)
 	pid := int(info.GetPid())
-	_ = syscall.Kill(m.cmd.Process.Pid, syscall.SIGKILL)
-	m.wait(10 * time.Second)
+	_ = syscall.Kill(m.Cmd.Process.Pid, syscall.SIGKILL)
+	m.Wait(10 * time.Second)
 	if err := syscall.Kill(pid, 0); err != nil {
 		t.Skipf("child died with its master already (%v); nothing to clean", err)
 	}
 	// The next master on the same state dir stops what the dead one left.
-	p := start(t, m.dir, bins.master)
-	p.waitOutput("allexmaster running", 30*time.Second)
-	eventually(t, 20*time.Second, func() error {
+	p := e2e.Start(t, m.Dir, e2e.Bins.Master)
+	p.WaitOutput("allexmaster running", 30*time.Second)
+	e2e.Eventually(t, 20*time.Second, func() error {
 		if err := syscall.Kill(pid, 0); err == nil {
 			return fmt.Errorf("left-over child %d still alive", pid)
 		}
 		return nil
 	})
-	if !strings.Contains(p.output(), "left behind") {
-		t.Errorf("master did not report the left-over child:\n%s", p.output())
+	if !strings.Contains(p.Output(), "left behind") {
+		t.Errorf("master did not report the left-over child:\n%s", p.Output())
 	}
 	// Its port is free for new children.
-	m.startHelper(t, "fresh", "listen", "-protocols", "tcp")
-	got := m.waitState(t, "fresh", allexv1.ProcessState_PROCESS_STATE_READY)
-	if got.GetPorts()[0].GetPort() != uint32(m.tcp) {
-		t.Errorf("fresh got port %d, want %d", got.GetPorts()[0].GetPort(), m.tcp)
+	m.StartHelper(t, "fresh", "listen", "-protocols", "tcp")
+	got := m.WaitState(t, "fresh", allexv1.ProcessState_PROCESS_STATE_READY)
+	if got.GetPorts()[0].GetPort() != uint32(m.TCP) {
+		t.Errorf("fresh got port %d, want %d", got.GetPorts()[0].GetPort(), m.TCP)
 	}
 }
 
@@ -458,10 +374,10 @@ func TestUnmodifiedProgramByArgTemplating(t *testing.T) {
 	if err != nil {
 		t.Skip("python3 not installed")
 	}
-	m := startMaster(t, 10, "")
-	mustCtl(t, m.socket, "start", "-module", "pyhttp", "-protocols", "http", "-dir", m.dir, "pyweb", "--", py, "-m", "http.server", "${ALLEX_HTTP_PORT}", "--bind", "127.0.0.1")
-	m.waitState(t, "pyweb", allexv1.ProcessState_PROCESS_STATE_READY)
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", m.http))
+	m := e2e.StartMaster(t, 10, "")
+	e2e.MustCtl(t, m.Socket, "start", "-module", "pyhttp", "-protocols", "http", "-dir", m.Dir, "pyweb", "--", py, "-m", "http.server", "${ALLEX_HTTP_PORT}", "--bind", "127.0.0.1")
+	m.WaitState(t, "pyweb", allexv1.ProcessState_PROCESS_STATE_READY)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", m.HTTP))
 	if err != nil {
 		t.Fatal(err)
 	}

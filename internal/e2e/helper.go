@@ -1,4 +1,4 @@
-package integration
+package e2e
 
 import (
 	"context"
@@ -17,9 +17,9 @@ import (
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 )
 
-// helperMain is the test binary acting as a child of allexmaster, with the
+// HelperMain is the test binary acting as a child of allexmaster, with the
 // behaviour ALLEX_TEST_HELPER names.
-func helperMain() int {
+func HelperMain() int {
 	mode := os.Getenv("ALLEX_TEST_HELPER")
 	fmt.Printf("helper %s pid %d instance %s\n", mode, os.Getpid(), os.Getenv("ALLEX_INSTANCE"))
 	term := make(chan os.Signal, 1)
