@@ -55,5 +55,5 @@ func (peerCreds) Info() credentials.ProtocolInfo {
 
 func (peerCreds) Clone() credentials.TransportCredentials { return peerCreds{} }
 
-//lint:ignore SA1019 part of the TransportCredentials interface.
+// OverrideServerName is part of the TransportCredentials interface.
 func (peerCreds) OverrideServerName(string) error { return nil }

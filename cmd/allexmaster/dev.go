@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -214,7 +213,7 @@ func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, _ string) erro
 		victim := up[names[k%len(names)]]
 		fmt.Printf("allex dev: kill -9    %-8s pid %d\n", victim.Instance, victim.PID)
 		killed := time.Now()
-		if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		if err := killProcess(victim.PID); err != nil {
 			return fmt.Errorf("kill demo child %d: %w", victim.PID, err)
 		}
 		if err := wait(time.Minute, func() bool {

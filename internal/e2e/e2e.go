@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Package e2e starts the real allex binaries for end-to-end tests and
 // benchmarks: it builds allexmaster, allexctl and allexlanmanager once per
 // test binary (with -race when the tests run with it), runs them in their

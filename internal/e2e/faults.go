@@ -1,0 +1,253 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/allex-go/allex/lanmanager/adminclient"
+)
+
+// LAN is a running allexlanmanager on loopback.
+type LAN struct {
+	*Proc
+	Port    int
+	Token   string
+	DataDir string
+	Admin   *adminclient.Client
+}
+
+// StartLAN runs allexlanmanager on 127.0.0.1:port (0 picks a free port)
+// with data in dataDir, heartbeat 200ms and grace 2s unless extra flags
+// override them (later flags win), and waits until it answers.
+func StartLAN(t testing.TB, dataDir string, port int, token string, extra ...string) *LAN {
+	t.Helper()
+	if port == 0 {
+		port = FreeBlock(t, 1)
+	}
+	args := []string{"-addr", "127.0.0.1:" + strconv.Itoa(port), "-data", dataDir, "-token", token,
+		"-heartbeat", "200ms", "-grace", "2s"}
+	l := &LAN{Port: port, Token: token, DataDir: dataDir}
+	l.Proc = Start(t, dataDir, Bins.LAN, append(args, extra...)...)
+	l.Admin = adminclient.New(l.URL(), token)
+	l.Admin.HTTP = &http.Client{Timeout: 30 * time.Second}
+	Eventually(t, 30*time.Second, func() error {
+		select {
+		case <-l.done:
+			return fmt.Errorf("allexlanmanager exited (%v):\n%s", l.err, l.Output())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := l.Admin.Needs(ctx)
+		return err
+	})
+	return l
+}
+
+// URL is the LAN manager's base URL.
+func (l *LAN) URL() string { return "http://127.0.0.1:" + strconv.Itoa(l.Port) }
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill9 SIGKILLs the process alone (not its process group, so children
+// in their own groups survive as a crashed daemon would leave them) and
+// waits for it to be gone.
+func (p *Proc) Kill9(t testing.TB) {
+	t.Helper()
+	_ = p.Cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s survived SIGKILL", p.Cmd.Path)
+	}
+}
+
+// LANMaster is an allexmaster linked to a LAN manager, running the demo
+// module (allexmaster demochild: TCP echo, readiness ports).
+type LANMaster struct {
+	*Proc
+	ID, Dir, Socket string
+	// TCP ports are Base..Base+Size-1.
+	Base, Size int
+}
+
+// LANMasterConfig is an allexmasterconfig.json for machine id linked to
+// the LAN manager on 127.0.0.1:lanPort, with size ports per protocol from
+// base, at most maxProcs children (0: no limit).
+func LANMasterConfig(dir, id string, lanPort int, token string, base, size, maxProcs int) string {
+	cfg := map[string]any{
+		"lanmanageraddress": "127.0.0.1",
+		"lanmanagerport":    lanPort,
+		"token":             token,
+		"machineid":         id,
+		"address":           "127.0.0.1",
+		"portrangestart":    map[string]int{"tcp": base, "http": base + size, "ws": base + 2*size},
+		"portrangesize":     size,
+		"socket":            filepath.Join(dir, "m.sock"),
+		"statedir":          filepath.Join(dir, "state"),
+		"modules": map[string]any{"demo": map[string]any{
+			"command": Bins.Master, "args": []string{"demochild"}, "protocols": []string{"tcp"},
+			"readiness": "ports", "stoptimeout": "2s",
+		}},
+	}
+	if maxProcs > 0 {
+		cfg["maxprocesses"] = maxProcs
+	}
+	b, _ := json.Marshal(cfg)
+	return string(b)
+}
+
+// StartLANMaster starts a master with machine id in a fresh dir with a
+// free port block of size per protocol.
+func StartLANMaster(t testing.TB, lan *LAN, id string, size, maxProcs int) *LANMaster {
+	t.Helper()
+	dir := ShortDir(t)
+	base := FreeBlock(t, 3*size)
+	WriteFile(t, dir, "allexmasterconfig.json", LANMasterConfig(dir, id, lan.Port, lan.Token, base, size, maxProcs))
+	m := &LANMaster{ID: id, Dir: dir, Socket: filepath.Join(dir, "m.sock"), Base: base, Size: size}
+	m.Run(t)
+	return m
+}
+
+// Run starts (or starts again, after a crash) the master in its dir.
+func (m *LANMaster) Run(t testing.TB) {
+	t.Helper()
+	m.Proc = Start(t, m.Dir, Bins.Master)
+	m.WaitOutput("allexmaster running", 60*time.Second)
+}
+
+// PSEntry is one line of `allexctl -o json ps`.
+type PSEntry struct {
+	Instance string `json:"instance"`
+	Pid      int    `json:"pid"`
+	State    string `json:"state"`
+	NeedID   string `json:"need_id"`
+	Ports    []struct {
+		Protocol string `json:"protocol"`
+		Port     int    `json:"port"`
+	} `json:"ports"`
+}
+
+// Live reports whether the child is up (not exited or failed).
+func (e PSEntry) Live() bool {
+	switch e.State {
+	case "PROCESS_STATE_EXITED", "PROCESS_STATE_FAILED":
+		return false
+	}
+	return e.Pid > 0
+}
+
+// PS lists the master's children.
+func PS(t testing.TB, socket string) ([]PSEntry, error) {
+	t.Helper()
+	out, errOut, err := Ctl(t, socket, "-o", "json", "ps")
+	if err != nil {
+		return nil, fmt.Errorf("allexctl ps: %w: %s", err, errOut)
+	}
+	var resp struct {
+		Processes []PSEntry `json:"processes"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil {
+		return nil, fmt.Errorf("ps -o json: %w\n%s", err, out)
+	}
+	return resp.Processes, nil
+}
+
+// LinkState is the master's LAN link state from `allexctl -o json status`
+// ("connected", "connecting", "disconnected").
+func LinkState(t testing.TB, socket string) (string, error) {
+	t.Helper()
+	out, errOut, err := Ctl(t, socket, "-o", "json", "status")
+	if err != nil {
+		return "", fmt.Errorf("allexctl status: %w: %s", err, errOut)
+	}
+	var st struct {
+		State string `json:"lan_link_state"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return "", fmt.Errorf("status -o json: %w\n%s", err, out)
+	}
+	return st.State, nil
+}
+
+// PIDAlive reports whether pid names a running (not zombie) process.
+func PIDAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return false
+	}
+	return s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// PortAccepts reports whether 127.0.0.1:port accepts a TCP connection.
+func PortAccepts(port int) bool {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 2*time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// Orphans remembers child pids a test saw, and at cleanup kills the
+// process groups of those still running a demo child, so a failing fault
+// test (a master killed with SIGKILL) never leaves orphans behind.
+type Orphans struct {
+	mu   sync.Mutex
+	pids map[int]bool
+}
+
+// NewOrphans returns a tracker cleaned up with t.
+func NewOrphans(t testing.TB) *Orphans {
+	o := &Orphans{pids: map[int]bool{}}
+	t.Cleanup(func() {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for pid := range o.pids {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+			if err == nil && strings.Contains(string(b), "demochild") {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return o
+}
+
+// Add records pids.
+func (o *Orphans) Add(pids ...int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range pids {
+		if p > 0 {
+			o.pids[p] = true
+		}
+	}
+}
