@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -180,7 +181,7 @@ func (a *Agent) shutdownChild(ctx context.Context, p *proc, grace time.Duration)
 	sock := p.processSocket
 	a.mu.Unlock()
 	if sock == "" {
-		return fmt.Errorf("%s serves no process socket", p.spec.GetInstance())
+		return fmt.Errorf("%s serves no process socket: %w", p.spec.GetInstance(), errors.ErrUnsupported)
 	}
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -435,7 +435,12 @@ func (s *Supervisor) stopChild(ctx context.Context, p *os.Process, waitCh <-chan
 			return werr
 		case err := <-hookErr:
 			hookErr = nil
-			if err != nil {
+			switch {
+			case errors.Is(err, errors.ErrUnsupported):
+				// The child serves no graceful stop of its own: expected.
+				s.log.Debug("no shutdown hook for this child, signalling", "pid", p.Pid)
+				s.terminate(p)
+			case err != nil:
 				s.log.Warn("shutdown hook failed, signalling", "pid", p.Pid, "error", err)
 				s.terminate(p)
 			}
