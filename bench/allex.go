@@ -1,0 +1,399 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanwire"
+)
+
+// allexSystem runs a real allexlanmanager and one allexmaster, and starts
+// services by adding LAN needs through the admin API.
+type allexSystem struct {
+	master, lanManager string
+}
+
+func (*allexSystem) name() string { return "allex" }
+
+func (a *allexSystem) prepare(ctx context.Context, o *options) (string, error) {
+	a.master = filepath.Join(o.work, "allexmaster")
+	a.lanManager = filepath.Join(o.work, "allexlanmanager")
+	if err := goBuild(ctx, o, a.master, "./cmd/allexmaster"); err != nil {
+		return "", err
+	}
+	if err := goBuild(ctx, o, a.lanManager, "./cmd/allexlanmanager"); err != nil {
+		return "", err
+	}
+	rev, err := run(ctx, 10*time.Second, nil, "git", "-C", o.repo, "rev-parse", "--short", "HEAD")
+	if err != nil {
+		return "dev", nil
+	}
+	return "dev@" + strings.TrimSpace(rev), nil
+}
+
+const (
+	allexModule  = "tiny"
+	allexMachine = "bench"
+	allexToken   = "bench-token"
+)
+
+type allexInstance struct {
+	lm, master *proc
+	client     *adminclient.Client
+	base, size int
+
+	stopWatch context.CancelFunc
+	watchDone chan error
+	events    chan adminapi.ServiceEvent
+	up        map[string]lanwire.ServiceRecord
+
+	// Where kill-to-replacement time goes, from the service records'
+	// timestamps (same host clock): kill to the new child's spawn, spawn
+	// to publication, publication to the watch event.
+	spawned, published, watched []time.Duration
+}
+
+func (in *allexInstance) notes() []string {
+	if len(in.spawned) == 0 {
+		return nil
+	}
+	f := func(ds []time.Duration) string {
+		return fmt.Sprintf("%.1f/%.1f", ms(percentile(ds, 50)), ms(percentile(ds, 99)))
+	}
+	return []string{fmt.Sprintf("allex kill -9 breakdown, p50/p99 ms: kill → replacement spawned %s "+
+		"(master notices the exit, reports it, the LAN manager re-grants the need, the master spawns); "+
+		"spawned → published %s (master readiness poll of the port, then the LAN manager's own port check); "+
+		"published → watch event seen %s",
+		f(in.spawned), f(in.published), f(in.watched))}
+}
+
+func (a *allexSystem) launch(ctx context.Context, o *options, n int) (_ instance, _ timing, err error) {
+	dir, err := os.MkdirTemp(o.work, "allex")
+	if err != nil {
+		return nil, timing{}, fmt.Errorf("allex dir: %w", err)
+	}
+	in := &allexInstance{up: map[string]lanwire.ServiceRecord{}, events: make(chan adminapi.ServiceEvent, 4*n+64)}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, in.stop())
+		}
+	}()
+	lmPort, err := freeBlock(1)
+	if err != nil {
+		return nil, timing{}, err
+	}
+	// A short heartbeat as in allexmaster -dev; memory store: the bench
+	// times supervision, not the disk.
+	in.lm, err = startProc("allexlanmanager", dir, filepath.Join(dir, "lanmanager.log"), nil, a.lanManager,
+		"-addr", addr(lmPort), "-data", filepath.Join(dir, "lm"), "-token", allexToken, "-store", "memory",
+		"-heartbeat", "1s", "-log-level", "warn")
+	if err != nil {
+		return nil, timing{}, err
+	}
+	in.client = adminclient.New("http://"+addr(lmPort), allexToken)
+	if err := pollUntil(ctx, 30*time.Second, in.lm, func() error {
+		_, err := in.client.Machines(ctx)
+		return err
+	}); err != nil {
+		return nil, timing{}, fmt.Errorf("LAN manager not answering: %w\n%s", err, in.lm.tail())
+	}
+
+	in.size = max(600, n+100)
+	if in.base, err = freeBlock(3 * in.size); err != nil {
+		return nil, timing{}, err
+	}
+	cfg := map[string]any{
+		"lanmanageraddress": "127.0.0.1",
+		"lanmanagerport":    lmPort,
+		"token":             allexToken,
+		"machineid":         allexMachine,
+		"portrangestart":    map[string]int{"tcp": in.base, "http": in.base + in.size, "ws": in.base + 2*in.size},
+		"portrangesize":     in.size,
+		"socket":            filepath.Join(dir, "m.sock"),
+		"statedir":          filepath.Join(dir, "state"),
+		"modules": map[string]any{
+			allexModule: map[string]any{"command": o.tinysrv, "protocols": []string{"tcp"}, "readiness": "ports"},
+		},
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, timing{}, fmt.Errorf("master config: %w", err)
+	}
+	cfgPath := filepath.Join(dir, "allexmasterconfig.json")
+	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
+		return nil, timing{}, fmt.Errorf("master config: %w", err)
+	}
+	in.master, err = startProc("allexmaster", dir, filepath.Join(dir, "master.log"), nil, a.master,
+		"-config", cfgPath, "-log-level", "warn")
+	if err != nil {
+		return nil, timing{}, err
+	}
+	if err := pollUntil(ctx, 60*time.Second, in.master, func() error {
+		ms, err := in.client.Machines(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.ID == allexMachine && m.Connected {
+				return nil
+			}
+		}
+		return errors.New("master not linked yet")
+	}); err != nil {
+		return nil, timing{}, fmt.Errorf("%w\n%s", err, in.master.tail())
+	}
+
+	wctx, cancel := context.WithCancel(ctx)
+	in.stopWatch, in.watchDone = cancel, make(chan error, 1)
+	go func() {
+		in.watchDone <- in.client.Watch(wctx, allexModule, func(ev adminapi.ServiceEvent) error {
+			select {
+			case in.events <- ev:
+				return nil
+			case <-wctx.Done():
+				return wctx.Err()
+			}
+		})
+		close(in.events)
+	}()
+
+	t, err := in.startServices(ctx, n)
+	return in, t, err
+}
+
+// startServices adds n needs and times until all are published and until
+// n ports of the master's TCP range accept.
+func (in *allexInstance) startServices(ctx context.Context, n int) (timing, error) {
+	var t timing
+	rangeAddrs := make([]string, in.size)
+	for i := range rangeAddrs {
+		rangeAddrs[i] = addr(in.base + i)
+	}
+	acceptDone := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		d, err := waitNAccept(ctx, rangeAddrs, n, start, 5*time.Minute)
+		t.accept = d
+		acceptDone <- err
+	}()
+	addErr := make(chan error, 1)
+	go func() { addErr <- in.addNeeds(ctx, n) }()
+	deadline := time.NewTimer(5 * time.Minute)
+	defer deadline.Stop()
+	for len(in.up) < n {
+		select {
+		case err := <-addErr:
+			if err != nil {
+				return t, err
+			}
+		case ev, ok := <-in.events:
+			if !ok {
+				return t, fmt.Errorf("watch ended: %w", <-in.watchDone)
+			}
+			in.apply(ev)
+		case <-deadline.C:
+			return t, fmt.Errorf("%d of %d services published after 5m\n%s", len(in.up), n, in.master.tail())
+		case <-ctx.Done():
+			return t, ctx.Err()
+		}
+	}
+	t.ready = time.Since(start)
+	if err := <-acceptDone; err != nil {
+		return t, err
+	}
+	for inst, rec := range in.up {
+		a := net.JoinHostPort(rec.Address, strconv.Itoa(int(rec.Ports["tcp"])))
+		pid, err := readPID(a)
+		if err != nil {
+			return t, fmt.Errorf("published %s at %s does not answer: %w", inst, a, err)
+		}
+		if pid != rec.PID {
+			return t, fmt.Errorf("published %s at %s is pid %d, but pid %d answers there", inst, a, rec.PID, pid)
+		}
+	}
+	return t, nil
+}
+
+// addNeeds posts n needs from a few concurrent clients, as a deploy tool
+// would.
+func (in *allexInstance) addNeeds(ctx context.Context, n int) error {
+	const workers = 8
+	next := make(chan int)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				need := lanwire.Need{Instance: allexInstanceName(i), Module: allexModule, Protocols: []string{"tcp"}}
+				if err := in.client.AddNeed(ctx, need); err != nil {
+					errs <- fmt.Errorf("add need %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	var err error
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case err = <-errs:
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case e := <-errs:
+		err = errors.Join(err, e)
+	default:
+	}
+	return err
+}
+
+func allexInstanceName(i int) string { return "tiny" + strconv.Itoa(i) }
+
+func (in *allexInstance) apply(ev adminapi.ServiceEvent) {
+	switch ev.Type {
+	case adminapi.EventUp:
+		in.up[ev.Service.Instance] = ev.Service
+	case adminapi.EventDown:
+		if cur, ok := in.up[ev.Service.Instance]; ok && cur.PID == ev.Service.PID {
+			delete(in.up, ev.Service.Instance)
+		}
+	}
+}
+
+// kill kill -9's the child of service i and times until the LAN manager
+// publishes a replacement with a new pid and that one accepts TCP.
+func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error) {
+	name := allexInstanceName(i)
+	rec, ok := in.up[name]
+	if !ok {
+		return 0, fmt.Errorf("%s is not published", name)
+	}
+	old := rec.PID
+	start := time.Now()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		return 0, fmt.Errorf("kill %s pid %d: %w", name, old, err)
+	}
+	deadline := time.NewTimer(time.Minute)
+	defer deadline.Stop()
+	for {
+		select {
+		case ev, ok := <-in.events:
+			if !ok {
+				return 0, fmt.Errorf("watch ended: %w", <-in.watchDone)
+			}
+			in.apply(ev)
+			if ev.Type != adminapi.EventUp || ev.Service.Instance != name || ev.Service.PID == old {
+				continue
+			}
+			seen := time.Now()
+			a := net.JoinHostPort(ev.Service.Address, strconv.Itoa(int(ev.Service.Ports["tcp"])))
+			if _, err := waitNewPID(ctx, a, old, 30*time.Second); err != nil {
+				return 0, err
+			}
+			d := time.Since(start)
+			in.spawned = append(in.spawned, ev.Service.StartedAt.Sub(start))
+			in.published = append(in.published, ev.Service.PublishedAt.Sub(ev.Service.StartedAt))
+			in.watched = append(in.watched, seen.Sub(ev.Service.PublishedAt))
+			return d, nil
+		case <-deadline.C:
+			return 0, fmt.Errorf("%s (pid %d) not published again within 1m\n%s", name, old, in.master.tail())
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+func (in *allexInstance) pids() []namedPID {
+	return []namedPID{{"allexmaster", in.master.pid()}, {"allexlanmanager", in.lm.pid()}}
+}
+
+func (in *allexInstance) ports() []int {
+	ps := make([]int, in.size)
+	for i := range ps {
+		ps[i] = in.base + i
+	}
+	return ps
+}
+
+// stop stops the master first so it stops its children, then the LAN
+// manager.
+func (in *allexInstance) stop() error {
+	if in.stopWatch != nil {
+		in.stopWatch()
+		for range in.events {
+		}
+	}
+	err := in.master.stop(60 * time.Second)
+	return errors.Join(err, in.lm.stop(15*time.Second))
+}
+
+// pollUntil calls fn until it succeeds, p exits or timeout passes.
+func pollUntil(ctx context.Context, timeout time.Duration, p *proc, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v: %w", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitNAccept polls addrs until want of them answer and returns how long
+// after start that took.
+func waitNAccept(ctx context.Context, addrs []string, want int, start time.Time, timeout time.Duration) (time.Duration, error) {
+	accepted := make([]bool, len(addrs))
+	count := 0
+	deadline := time.Now().Add(timeout)
+	for count < want {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%d of %d ports accepting after %v", count, want, timeout)
+		}
+		for i, a := range addrs {
+			if accepted[i] {
+				continue
+			}
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err != nil {
+				continue
+			}
+			c.Close()
+			accepted[i] = true
+			if count++; count == want {
+				return time.Since(start), nil
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start), nil
+}

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a daemon the bench started, in its own process group so a
+// forced stop also takes whatever it left behind.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+// startProc runs bin with its output in logPath.
+func startProc(name, dir, logPath string, env []string, bin string, args ...string) (*proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and waits up to grace, then kills the process group.
+func (p *proc) stop(grace time.Duration) error {
+	if p == nil || p.exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(grace):
+	}
+	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	<-p.done
+	return fmt.Errorf("%s did not stop within %v after SIGTERM; killed its process group", p.name, grace)
+}
+
+// tail returns the end of the process's log, for error messages.
+func (p *proc) tail() string {
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		return ""
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// run runs a short command and returns its combined output.
+func run(ctx context.Context, timeout time.Duration, env []string, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), strings.Join(args, " "), err, lastLines(out.String(), 20))
+	}
+	return out.String(), nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// freeBlock finds n consecutive loopback ports that are free right now.
+// It looks below the kernel's ephemeral range (32768 and up on Linux) so
+// outgoing connections, ours included, cannot take ports of the block
+// while a system runs.
+func freeBlock(n int) (int, error) {
+	const low, high = 10000, 32768
+	if n > high-low {
+		return 0, fmt.Errorf("no block of %d free ports: too many", n)
+	}
+	for attempt := 0; attempt < 200; attempt++ {
+		base := low + rand.IntN(high-low-n)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return base, nil
+		}
+	}
+	return 0, fmt.Errorf("no block of %d free ports", n)
+}
+
+func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// readPID connects to a tinysrv and reads the pid it answers with.
+func readPID(address string) (int, error) {
+	c, err := net.DialTimeout("tcp", address, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	b, err := io.ReadAll(io.LimitReader(c, 32))
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("%s answered %q, not a pid", address, b)
+	}
+	return pid, nil
+}
+
+// waitAllAccept polls until every address answers with a pid and returns
+// how long after start the last one first did. Polling is one
+// sequential round every pause so the prober itself stays cheap.
+func waitAllAccept(ctx context.Context, addrs []string, start time.Time, timeout time.Duration) (time.Duration, error) {
+	pending := append([]string(nil), addrs...)
+	deadline := time.Now().Add(timeout)
+	var last time.Duration
+	for len(pending) > 0 {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%d of %d ports still not accepting after %v (first: %s)", len(pending), len(addrs), timeout, pending[0])
+		}
+		rest := pending[:0]
+		for _, a := range pending {
+			if _, err := readPID(a); err != nil {
+				rest = append(rest, a)
+				continue
+			}
+			last = time.Since(start)
+		}
+		pending = rest
+		if len(pending) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return last, nil
+}
+
+// waitNewPID polls address until a process other than old answers and
+// returns its pid; the interval is short because this is what (b) times.
+func waitNewPID(ctx context.Context, address string, old int, timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if pid, err := readPID(address); err == nil && pid != old {
+			return pid, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s: no replacement for pid %d accepted within %v", address, old, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitNoneAccept waits until no address accepts any more, so the next
+// system starts on a quiet machine without leftovers.
+func waitNoneAccept(addrs []string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		alive := 0
+		for _, a := range addrs {
+			if c, err := net.DialTimeout("tcp", a, 200*time.Millisecond); err == nil {
+				c.Close()
+				alive++
+			}
+		}
+		if alive == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d children still accept connections %v after their supervisor stopped", alive, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// usage is a process's resident memory and CPU use over an idle window.
+type usage struct {
+	RSSKB      int
+	CPUPercent float64 // of one core
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+func rssKB(pid int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("rss: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				return 0, fmt.Errorf("rss of %d: %w", pid, err)
+			}
+			return kb, nil
+		}
+	}
+	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
+}
+
+// cpuTicks is utime+stime of pid in clock ticks.
+func cpuTicks(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("cpu: %w", err)
+	}
+	// The command name may hold spaces and parentheses; fields are
+	// counted after its closing parenthesis (field 3 is the first).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("cpu of %d: malformed stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("cpu of %d: short stat", pid)
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
+	}
+	return u + s, nil
+}
+
+// measureIdle samples CPU of every pid over window and RSS at its end.
+func measureIdle(ctx context.Context, window time.Duration, pids ...int) ([]usage, error) {
+	before := make([]uint64, len(pids))
+	for i, pid := range pids {
+		t, err := cpuTicks(pid)
+		if err != nil {
+			return nil, err
+		}
+		before[i] = t
+	}
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(window):
+	}
+	elapsed := time.Since(start).Seconds()
+	out := make([]usage, len(pids))
+	for i, pid := range pids {
+		t, err := cpuTicks(pid)
+		if err != nil {
+			return nil, err
+		}
+		rss, err := rssKB(pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = usage{RSSKB: rss, CPUPercent: float64(t-before[i]) / clockTicks / elapsed * 100}
+	}
+	return out, nil
+}
+
+// percentile is the nearest-rank percentile p (0-100) of ds.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	rank := int(p/100*float64(len(s))+0.999999) - 1
+	return s[max(0, min(rank, len(s)-1))]
+}

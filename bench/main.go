@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := runBench(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// options are the parsed flags plus paths every system shares.
+type options struct {
+	ns      []int
+	kills   int
+	idle    time.Duration
+	out     string
+	only    string
+	repo    string // module root
+	cache   string // peers installed here, kept between runs
+	work    string // temp dir, removed at the end
+	tinysrv string // built child binary
+	log     io.Writer
+}
+
+func (o *options) maxN() int { return slices.Max(o.ns) }
+
+// system is one supervisor under test.
+type system interface {
+	name() string
+	// prepare installs or builds the system and returns its version; an
+	// error means "not available" and the other systems still run.
+	prepare(ctx context.Context, o *options) (string, error)
+	// launch starts the supervisor, then n services, and returns once
+	// the supervisor is up with how long the services took (see README).
+	launch(ctx context.Context, o *options, n int) (instance, timing, error)
+}
+
+// timing of one launch: ready is the headline number (every port
+// accepts; for allex every service published); accept is for allex the
+// time until every port accepted TCP.
+type timing struct {
+	ready, accept time.Duration
+}
+
+// instance is a running supervisor with its n services.
+type instance interface {
+	// pids of the supervisor's own processes, by role, main one first.
+	pids() []namedPID
+	// kill kill -9's service i and times until its replacement accepts.
+	kill(ctx context.Context, i int) (time.Duration, error)
+	// ports the services listen on, to check nothing is left behind.
+	ports() []int
+	stop() error
+}
+
+type namedPID struct {
+	role string
+	pid  int
+}
+
+// result is everything measured for one system.
+type result struct {
+	name, version string
+	unavailable   string
+	failed        error
+	start         map[int]timing
+	kills         []time.Duration
+	idleN         int
+	idle          []namedUsage
+	notes         []string
+}
+
+type namedUsage struct {
+	role string
+	usage
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{log: stderr}
+	ns := fs.String("n", "1,100,500", "service counts to start, comma separated; idle and kills use the largest")
+	fs.IntVar(&o.kills, "kills", 100, "kill -9 rounds")
+	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for RSS and CPU")
+	fs.StringVar(&o.out, "out", "bench/results.md", "Markdown results file (relative to the module root)")
+	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2 or supervisord")
+	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *quick {
+		*ns, o.kills, o.idle = "1,20", 10, 2*time.Second
+	}
+	for _, s := range strings.Split(*ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 2000 {
+			return nil, fmt.Errorf("-n: %q is not a count from 1 to 2000", s)
+		}
+		o.ns = append(o.ns, n)
+	}
+	if o.kills < 0 || o.kills > 10000 {
+		return nil, fmt.Errorf("-kills %d: want 0 to 10000", o.kills)
+	}
+	if o.idle <= 0 || o.idle > 10*time.Minute {
+		return nil, fmt.Errorf("-idle %v: want more than 0 and at most 10m", o.idle)
+	}
+	switch o.only {
+	case "", "allex", "pm2", "supervisord":
+	default:
+		return nil, fmt.Errorf("-only %q: want allex, pm2 or supervisord", o.only)
+	}
+	return o, nil
+}
+
+func runBench(ctx context.Context, args []string, stdout io.Writer) error {
+	o, err := parseFlags(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if o.repo, err = moduleRoot(); err != nil {
+		return err
+	}
+	o.cache = filepath.Join(o.repo, ".tools", "bench")
+	if !filepath.IsAbs(o.out) {
+		o.out = filepath.Join(o.repo, o.out)
+	}
+	// Short: unix socket paths inside it must stay under 108 bytes.
+	if o.work, err = os.MkdirTemp("", "abench"); err != nil {
+		return fmt.Errorf("work dir: %w", err)
+	}
+	defer os.RemoveAll(o.work)
+	o.tinysrv = filepath.Join(o.work, "tinysrv")
+	if err := goBuild(ctx, o, o.tinysrv, "./bench/tinysrv"); err != nil {
+		return err
+	}
+
+	var results []*result
+	for _, sys := range []system{&allexSystem{}, &pm2System{}, &supervisordSystem{}} {
+		if o.only != "" && o.only != sys.name() {
+			continue
+		}
+		r := measure(ctx, o, sys)
+		results = append(results, r)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	md := report(o, results, machineInfo(ctx, o, results))
+	fmt.Fprint(stdout, md)
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	fmt.Fprintln(stdout, "\nwritten to", o.out)
+	for _, r := range results {
+		if r.failed != nil {
+			return fmt.Errorf("%s: %w", r.name, r.failed)
+		}
+	}
+	return nil
+}
+
+// measure runs every measurement of one system; failures are recorded in
+// the result so the other systems still run.
+func measure(ctx context.Context, o *options, sys system) *result {
+	r := &result{name: sys.name(), start: map[int]timing{}}
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(o.log, "[%s] %s %s\n", time.Now().Format("15:04:05"), sys.name(), fmt.Sprintf(format, a...))
+	}
+	v, err := sys.prepare(ctx, o)
+	if err != nil {
+		r.unavailable = err.Error()
+		logf("not available: %v", err)
+		return r
+	}
+	r.version = v
+	logf("version %s", v)
+	for _, n := range o.ns {
+		if err := launchOnce(ctx, o, sys, n, r, logf); err != nil {
+			r.failed = fmt.Errorf("N=%d: %w", n, err)
+			logf("failed: %v", r.failed)
+			return r
+		}
+	}
+	return r
+}
+
+func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, logf func(string, ...any)) (err error) {
+	logf("starting %d services", n)
+	in, t, err := sys.launch(ctx, o, n)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ports := in.ports()
+		err = errors.Join(err, in.stop())
+		addrs := make([]string, len(ports))
+		for i, p := range ports {
+			addrs[i] = addr(p)
+		}
+		err = errors.Join(err, waitNoneAccept(addrs, 30*time.Second))
+	}()
+	r.start[n] = t
+	logf("N=%d ready in %v (all accepting TCP: %v)", n, t.ready.Round(time.Millisecond), t.accept.Round(time.Millisecond))
+	if n != o.maxN() {
+		return nil
+	}
+	// Let start-up work (logs, timers, GC) settle before calling it idle.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
+	pids := in.pids()
+	raw := make([]int, len(pids))
+	for i, p := range pids {
+		raw[i] = p.pid
+	}
+	us, err := measureIdle(ctx, o.idle, raw...)
+	if err != nil {
+		return fmt.Errorf("idle: %w", err)
+	}
+	r.idleN = n
+	for i, u := range us {
+		r.idle = append(r.idle, namedUsage{role: pids[i].role, usage: u})
+		logf("idle with %d children: %s RSS %.1f MB, CPU %.2f%%", n, pids[i].role, float64(u.RSSKB)/1024, u.CPUPercent)
+	}
+	for k := 0; k < o.kills; k++ {
+		d, err := in.kill(ctx, k%n)
+		if err != nil {
+			return fmt.Errorf("kill %d: %w", k+1, err)
+		}
+		r.kills = append(r.kills, d)
+		// Let the supervisor finish its bookkeeping (outside the timing).
+		time.Sleep(50 * time.Millisecond)
+	}
+	if nt, ok := in.(interface{ notes() []string }); ok {
+		r.notes = append(r.notes, nt.notes()...)
+	}
+	if len(r.kills) > 0 {
+		logf("%d kills: p50 %v p99 %v", len(r.kills), percentile(r.kills, 50).Round(10*time.Microsecond), percentile(r.kills, 99).Round(10*time.Microsecond))
+	}
+	return nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("module root: %w", err)
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/allex-go/allex\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run inside the allex module (no go.mod of github.com/allex-go/allex above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+// goBuild builds pkg (relative to the module root) to out, without -race:
+// the bench measures what users run.
+func goBuild(ctx context.Context, o *options, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = o.repo
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}

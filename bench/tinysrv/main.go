@@ -1,0 +1,54 @@
+// Command tinysrv is the tiny child the bench command runs under every
+// supervisor: it listens on 127.0.0.1:<port> (argv[1], else $PORT, else
+// $ALLEX_TCP_PORT), and answers each connection with its pid and a newline
+// before closing it, so the bench can tell a replacement from the process
+// it killed without asking the supervisor.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "tinysrv:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	port := ""
+	if len(os.Args) > 1 {
+		port = os.Args[1]
+	}
+	for _, env := range []string{"PORT", "ALLEX_TCP_PORT"} {
+		if port == "" {
+			port = os.Getenv(env)
+		}
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return errors.New("want a port as argv[1], $PORT or $ALLEX_TCP_PORT")
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		return err
+	}
+	answer := []byte(strconv.Itoa(os.Getpid()) + "\n")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		// A failed write only means the prober already left.
+		_, _ = c.Write(answer)
+		_ = c.Close()
+	}
+}
