@@ -386,3 +386,53 @@ func TestUnmodifiedProgramByArgTemplating(t *testing.T) {
 		t.Errorf("status %d", resp.StatusCode)
 	}
 }
+
+func TestLogsFollow(t *testing.T) {
+	m := e2e.StartMaster(t, 10, "")
+	m.StartHelper(t, "chatty", "listen", "-protocols", "tcp")
+	m.WaitState(t, "chatty", allexv1.ProcessState_PROCESS_STATE_READY)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e2e.Bins.Ctl, "-socket", m.Socket, "logs", "-f", "-n", "1", "chatty")
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Stopping the child makes it print "got SIGTERM"; the follow stream
+	// delivers it and ends when the child is gone.
+	time.Sleep(300 * time.Millisecond)
+	e2e.MustCtl(t, m.Socket, "stop", "chatty")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("logs -f: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("logs -f did not end after the child stopped")
+	}
+	if !strings.Contains(out.String(), "got SIGTERM") {
+		t.Errorf("followed logs lack the child's last words:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "helper listen pid") {
+		t.Errorf("-n 1 should skip earlier lines:\n%s", out.String())
+	}
+}
+
+func TestFlagsOverrideConfig(t *testing.T) {
+	dir := e2e.ShortDir(t)
+	base := e2e.FreeBlock(t, 30)
+	e2e.WriteFile(t, dir, "allexmasterconfig.json", e2e.MasterConfig(dir, base, 10, ""))
+	other := filepath.Join(dir, "flag.sock")
+	p := e2e.Start(t, dir, e2e.Bins.Master, "-socket", other, "-machine-id", "flagged")
+	p.WaitOutput("allexmaster running", 30*time.Second)
+	st := e2e.MustCtl(t, other, "-o", "json", "status")
+	if !strings.Contains(st, `"flagged"`) {
+		t.Errorf("machine id flag ignored:\n%s", st)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "m.sock")); !os.IsNotExist(err) {
+		t.Errorf("master listens on the config's socket despite -socket")
+	}
+}

@@ -67,7 +67,7 @@ func (g *globals) services(ctx context.Context, args []string) error {
 			return err
 		})
 	}
-	cctx, cancel := callCtx(ctx)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	recs, err := c.Services(cctx, *module, fs.Arg(0))
 	if err != nil {
@@ -105,7 +105,7 @@ func (g *globals) needs(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cctx, cancel := callCtx(ctx)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	switch args[0] {
 	case "ls", "list":
@@ -220,7 +220,7 @@ func (g *globals) machines(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cctx, cancel := callCtx(ctx)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	list, err := c.Machines(cctx)
 	if err != nil {

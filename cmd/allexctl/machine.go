@@ -25,18 +25,30 @@ import (
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 )
 
-// dial connects to the master, telling plainly when none runs.
-func (g *globals) dial() (allexv1.MachineManagerClient, func(), error) {
+// Bounds of one call: plain queries, and stops that wait for a child's
+// graceful exit. Streams (logs -f, events) run until interrupted.
+const (
+	callTimeout = 30 * time.Second
+	stopTimeout = 2 * time.Minute
+)
+
+// connect dials the master, telling plainly when none runs, and bounds
+// the call by timeout (0: until ctx ends). done closes both.
+func (g *globals) connect(ctx context.Context, timeout time.Duration) (allexv1.MachineManagerClient, context.Context, func(), error) {
 	if !strings.HasPrefix(g.socket, `\\`) {
 		if _, err := os.Stat(g.socket); errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, fmt.Errorf("no allexmaster is running: %s does not exist (start one with `allexmaster`, or pass -socket)", g.socket)
+			return nil, nil, nil, fmt.Errorf("no allexmaster is running: %s does not exist (start one with `allexmaster`, or pass -socket)", g.socket)
 		}
 	}
 	conn, err := grpc.NewClient("unix://"+g.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", g.socket, err)
+		return nil, nil, nil, fmt.Errorf("connect to %s: %w", g.socket, err)
 	}
-	return allexv1.NewMachineManagerClient(conn), func() { conn.Close() }, nil
+	cancel := context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	return allexv1.NewMachineManagerClient(conn), ctx, func() { cancel(); conn.Close() }, nil
 }
 
 // rpcErr turns gRPC errors into sentences.
@@ -67,22 +79,16 @@ func (g *globals) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 }
 
-func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, 30*time.Second)
-}
-
 func (g *globals) status(ctx context.Context, args []string) error {
 	fs := g.subFlags("status")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, callTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := callCtx(ctx)
-	defer cancel()
 	st, err := c.Status(ctx, &allexv1.StatusRequest{})
 	if err != nil {
 		return g.rpcErr(err)
@@ -132,13 +138,11 @@ func (g *globals) ps(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, callTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := callCtx(ctx)
-	defer cancel()
 	resp, err := c.ListProcesses(ctx, &allexv1.ListProcessesRequest{})
 	if err != nil {
 		return g.rpcErr(err)
@@ -175,13 +179,11 @@ func (g *globals) ports(ctx context.Context, args []string) error {
 	if fs.NArg() > 1 {
 		return errors.New("ports: at most one INSTANCE")
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, callTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := callCtx(ctx)
-	defer cancel()
 	var instances []*allexv1.InstancePorts
 	if fs.NArg() == 1 || *module != "" {
 		resp, err := c.GetPorts(ctx, &allexv1.GetPortsRequest{Instance: fs.Arg(0), Module: *module})
@@ -293,13 +295,11 @@ func (g *globals) start(ctx context.Context, args []string) error {
 	if *startTimeout > 0 {
 		spec.StartTimeout = durationpb.New(*startTimeout)
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, callTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := callCtx(ctx)
-	defer cancel()
 	resp, err := c.StartProcess(ctx, &allexv1.StartProcessRequest{Spec: spec})
 	if err != nil {
 		return g.rpcErr(err)
@@ -335,13 +335,11 @@ func (g *globals) stop(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, stopTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
 	resp, err := c.StopProcess(ctx, &allexv1.StopProcessRequest{Instance: inst, Remove: *remove})
 	if err != nil {
 		return g.rpcErr(err)
@@ -354,13 +352,11 @@ func (g *globals) restart(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, stopTimeout)
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
 	resp, err := c.RestartProcess(ctx, &allexv1.RestartProcessRequest{Instance: inst})
 	if err != nil {
 		return g.rpcErr(err)
@@ -390,7 +386,7 @@ func (g *globals) logs(ctx context.Context, args []string) error {
 	default:
 		return fmt.Errorf("logs: -stream %q: want stdout or stderr", *stream)
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -428,7 +424,7 @@ func (g *globals) events(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, done, err := g.dial()
+	c, ctx, done, err := g.connect(ctx, 0)
 	if err != nil {
 		return err
 	}
