@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -18,8 +19,8 @@ import (
 	"github.com/allex-go/allex/lanmanager/adminclient"
 )
 
-// LAN is a running allexlanmanager on loopback.
-type LAN struct {
+// FaultLAN is a running allexlanmanager on loopback.
+type FaultLAN struct {
 	*Proc
 	Port    int
 	Token   string
@@ -27,24 +28,24 @@ type LAN struct {
 	Admin   *adminclient.Client
 }
 
-// StartLAN runs allexlanmanager on 127.0.0.1:port (0 picks a free port)
+// StartFaultLAN runs allexlanmanager on 127.0.0.1:port (0 picks a free port)
 // with data in dataDir, heartbeat 200ms and grace 2s unless extra flags
 // override them (later flags win), and waits until it answers.
-func StartLAN(t testing.TB, dataDir string, port int, token string, extra ...string) *LAN {
+func StartFaultLAN(t testing.TB, dataDir string, port int, token string, extra ...string) *FaultLAN {
 	t.Helper()
 	if port == 0 {
 		port = FreeBlock(t, 1)
 	}
 	args := []string{"-addr", "127.0.0.1:" + strconv.Itoa(port), "-data", dataDir, "-token", token,
 		"-heartbeat", "200ms", "-grace", "2s"}
-	l := &LAN{Port: port, Token: token, DataDir: dataDir}
+	l := &FaultLAN{Port: port, Token: token, DataDir: dataDir}
 	l.Proc = Start(t, dataDir, Bins.LAN, append(args, extra...)...)
 	l.Admin = adminclient.New(l.URL(), token)
 	l.Admin.HTTP = &http.Client{Timeout: 30 * time.Second}
 	Eventually(t, 30*time.Second, func() error {
 		select {
-		case <-l.done:
-			return fmt.Errorf("allexlanmanager exited (%v):\n%s", l.err, l.Output())
+		case <-l.Proc.done:
+			return fmt.Errorf("allexlanmanager exited (%v):\n%s", l.Proc.err, l.Output())
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -56,22 +57,12 @@ func StartLAN(t testing.TB, dataDir string, port int, token string, extra ...str
 }
 
 // URL is the LAN manager's base URL.
-func (l *LAN) URL() string { return "http://127.0.0.1:" + strconv.Itoa(l.Port) }
+func (l *FaultLAN) URL() string { return "http://127.0.0.1:" + strconv.Itoa(l.Port) }
 
-// Exited reports whether the process has ended.
-func (p *Proc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Kill9 SIGKILLs the process alone (not its process group, so children
+// FaultKill9 SIGKILLs the process alone (not its process group, so children
 // in their own groups survive as a crashed daemon would leave them) and
 // waits for it to be gone.
-func (p *Proc) Kill9(t testing.TB) {
+func FaultKill9(t testing.TB, p *Proc) {
 	t.Helper()
 	_ = p.Cmd.Process.Signal(syscall.SIGKILL)
 	select {
@@ -81,19 +72,19 @@ func (p *Proc) Kill9(t testing.TB) {
 	}
 }
 
-// LANMaster is an allexmaster linked to a LAN manager, running the demo
+// FaultMaster is an allexmaster linked to a LAN manager, running the demo
 // module (allexmaster demochild: TCP echo, readiness ports).
-type LANMaster struct {
+type FaultMaster struct {
 	*Proc
 	ID, Dir, Socket string
 	// TCP ports are Base..Base+Size-1.
 	Base, Size int
 }
 
-// LANMasterConfig is an allexmasterconfig.json for machine id linked to
+// FaultMasterConfig is an allexmasterconfig.json for machine id linked to
 // the LAN manager on 127.0.0.1:lanPort, with size ports per protocol from
 // base, at most maxProcs children (0: no limit).
-func LANMasterConfig(dir, id string, lanPort int, token string, base, size, maxProcs int) string {
+func FaultMasterConfig(dir, id string, lanPort int, token string, base, size, maxProcs int) string {
 	cfg := map[string]any{
 		"lanmanageraddress": "127.0.0.1",
 		"lanmanagerport":    lanPort,
@@ -116,27 +107,27 @@ func LANMasterConfig(dir, id string, lanPort int, token string, base, size, maxP
 	return string(b)
 }
 
-// StartLANMaster starts a master with machine id in a fresh dir with a
+// StartFaultMaster starts a master with machine id in a fresh dir with a
 // free port block of size per protocol.
-func StartLANMaster(t testing.TB, lan *LAN, id string, size, maxProcs int) *LANMaster {
+func StartFaultMaster(t testing.TB, lan *FaultLAN, id string, size, maxProcs int) *FaultMaster {
 	t.Helper()
 	dir := ShortDir(t)
-	base := FreeBlock(t, 3*size)
-	WriteFile(t, dir, "allexmasterconfig.json", LANMasterConfig(dir, id, lan.Port, lan.Token, base, size, maxProcs))
-	m := &LANMaster{ID: id, Dir: dir, Socket: filepath.Join(dir, "m.sock"), Base: base, Size: size}
+	base := FaultFreeBlock(t, 3*size)
+	WriteFile(t, dir, "allexmasterconfig.json", FaultMasterConfig(dir, id, lan.Port, lan.Token, base, size, maxProcs))
+	m := &FaultMaster{ID: id, Dir: dir, Socket: filepath.Join(dir, "m.sock"), Base: base, Size: size}
 	m.Run(t)
 	return m
 }
 
 // Run starts (or starts again, after a crash) the master in its dir.
-func (m *LANMaster) Run(t testing.TB) {
+func (m *FaultMaster) Run(t testing.TB) {
 	t.Helper()
 	m.Proc = Start(t, m.Dir, Bins.Master)
 	m.WaitOutput("allexmaster running", 60*time.Second)
 }
 
-// PSEntry is one line of `allexctl -o json ps`.
-type PSEntry struct {
+// FaultPS is one line of `allexctl -o json ps`.
+type FaultPS struct {
 	Instance string `json:"instance"`
 	Pid      int    `json:"pid"`
 	State    string `json:"state"`
@@ -148,7 +139,7 @@ type PSEntry struct {
 }
 
 // Live reports whether the child is up (not exited or failed).
-func (e PSEntry) Live() bool {
+func (e FaultPS) Live() bool {
 	switch e.State {
 	case "PROCESS_STATE_EXITED", "PROCESS_STATE_FAILED":
 		return false
@@ -157,14 +148,14 @@ func (e PSEntry) Live() bool {
 }
 
 // PS lists the master's children.
-func PS(t testing.TB, socket string) ([]PSEntry, error) {
+func FaultPSList(t testing.TB, socket string) ([]FaultPS, error) {
 	t.Helper()
 	out, errOut, err := Ctl(t, socket, "-o", "json", "ps")
 	if err != nil {
 		return nil, fmt.Errorf("allexctl ps: %w: %s", err, errOut)
 	}
 	var resp struct {
-		Processes []PSEntry `json:"processes"`
+		Processes []FaultPS `json:"processes"`
 	}
 	if err := json.Unmarshal([]byte(out), &resp); err != nil {
 		return nil, fmt.Errorf("ps -o json: %w\n%s", err, out)
@@ -172,9 +163,9 @@ func PS(t testing.TB, socket string) ([]PSEntry, error) {
 	return resp.Processes, nil
 }
 
-// LinkState is the master's LAN link state from `allexctl -o json status`
+// FaultLinkState is the master's LAN link state from `allexctl -o json status`
 // ("connected", "connecting", "disconnected").
-func LinkState(t testing.TB, socket string) (string, error) {
+func FaultLinkState(t testing.TB, socket string) (string, error) {
 	t.Helper()
 	out, errOut, err := Ctl(t, socket, "-o", "json", "status")
 	if err != nil {
@@ -189,8 +180,8 @@ func LinkState(t testing.TB, socket string) (string, error) {
 	return st.State, nil
 }
 
-// PIDAlive reports whether pid names a running (not zombie) process.
-func PIDAlive(pid int) bool {
+// FaultPIDAlive reports whether pid names a running (not zombie) process.
+func FaultPIDAlive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
@@ -206,8 +197,8 @@ func PIDAlive(pid int) bool {
 	return s[i+2] != 'Z' && s[i+2] != 'X'
 }
 
-// PortAccepts reports whether 127.0.0.1:port accepts a TCP connection.
-func PortAccepts(port int) bool {
+// FaultPortAccepts reports whether 127.0.0.1:port accepts a TCP connection.
+func FaultPortAccepts(port int) bool {
 	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 2*time.Second)
 	if err != nil {
 		return false
@@ -216,17 +207,17 @@ func PortAccepts(port int) bool {
 	return true
 }
 
-// Orphans remembers child pids a test saw, and at cleanup kills the
+// FaultOrphans remembers child pids a test saw, and at cleanup kills the
 // process groups of those still running a demo child, so a failing fault
 // test (a master killed with SIGKILL) never leaves orphans behind.
-type Orphans struct {
+type FaultOrphans struct {
 	mu   sync.Mutex
 	pids map[int]bool
 }
 
-// NewOrphans returns a tracker cleaned up with t.
-func NewOrphans(t testing.TB) *Orphans {
-	o := &Orphans{pids: map[int]bool{}}
+// NewFaultOrphans returns a tracker cleaned up with t.
+func NewFaultOrphans(t testing.TB) *FaultOrphans {
+	o := &FaultOrphans{pids: map[int]bool{}}
 	t.Cleanup(func() {
 		o.mu.Lock()
 		defer o.mu.Unlock()
@@ -242,7 +233,7 @@ func NewOrphans(t testing.TB) *Orphans {
 }
 
 // Add records pids.
-func (o *Orphans) Add(pids ...int) {
+func (o *FaultOrphans) Add(pids ...int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, p := range pids {
@@ -250,4 +241,29 @@ func (o *Orphans) Add(pids ...int) {
 			o.pids[p] = true
 		}
 	}
+}
+
+// FaultFreeBlock finds n consecutive ports free right now below the
+// ephemeral range (32768 and up on Linux), where the outgoing connections
+// of a busy test machine do not keep large blocks from ever being free.
+func FaultFreeBlock(t testing.TB, n int) int {
+	t.Helper()
+	const lo, hi = 10000, 32000
+	for attempt := 0; attempt < 500; attempt++ {
+		base := lo + rand.IntN(hi-lo-n)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no block of free ports")
+	return 0
 }

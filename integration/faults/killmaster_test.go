@@ -1,0 +1,179 @@
+package faults
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/allex-go/allex/internal/e2e"
+	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanwire"
+)
+
+func pidsOf(svcs map[string]lanwire.ServiceRecord) []int {
+	var out []int
+	for _, s := range svcs {
+		out = append(out, s.PID)
+	}
+	return out
+}
+
+func tcpPorts(svcs map[string]lanwire.ServiceRecord) []int {
+	var out []int
+	for _, s := range svcs {
+		out = append(out, int(s.Ports["tcp"]))
+	}
+	sort.Ints(out)
+	return out
+}
+
+func allOn(svcs map[string]lanwire.ServiceRecord, id string) error {
+	for inst, s := range svcs {
+		if s.MachineID != id {
+			return fmt.Errorf("service %s is on %s, want %s", inst, s.MachineID, id)
+		}
+	}
+	return nil
+}
+
+// TestKillMaster: a master killed with SIGKILL leaves its children
+// running; the LAN manager takes its services down after the grace and
+// recreates the needs; the master started again on the same dir kills the
+// leftovers (state file), satisfies the needs again on the same ports, and
+// runs no duplicate.
+func TestKillMaster(t *testing.T) {
+	orphans := e2e.NewFaultOrphans(t)
+	lan := e2e.StartFaultLAN(t, e2e.ShortDir(t), 0, token)
+	m1 := e2e.StartFaultMaster(t, lan, "m1", 10, 0)
+	names := addNeeds(t, lan, "k", 0, 5)
+	before := waitServices(t, lan, setOf(names...), 90*time.Second)
+	if err := allOn(before, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	orphans.Add(pidsOf(before)...)
+
+	e2e.FaultKill9(t, m1.Proc)
+	for inst, s := range before {
+		if !e2e.FaultPIDAlive(s.PID) {
+			t.Fatalf("child %s (pid %d) died with its master; the state file cleanup is then untested", inst, s.PID)
+		}
+	}
+	// Three missed heartbeats, then the 2s grace: generous for a loaded box.
+	e2e.Eventually(t, 30*time.Second, func() error {
+		svcs, err := services(lan)
+		if err != nil {
+			return err
+		}
+		if len(svcs) > 0 {
+			return fmt.Errorf("%d services still published after the master died", len(svcs))
+		}
+		states, err := needStates(lan)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if states[n] != adminapi.StatePending {
+				return fmt.Errorf("need %s is %q, want it recreated as pending", n, states[n])
+			}
+		}
+		return nil
+	})
+
+	m1.Run(t)
+	e2e.Eventually(t, 30*time.Second, func() error {
+		for inst, s := range before {
+			if e2e.FaultPIDAlive(s.PID) {
+				return fmt.Errorf("leftover child %s (pid %d) still alive after the master restarted", inst, s.PID)
+			}
+		}
+		return nil
+	})
+	after := waitServices(t, lan, setOf(names...), 90*time.Second)
+	orphans.Add(pidsOf(after)...)
+	if err := allOn(after, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if b, a := tcpPorts(before), tcpPorts(after); fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("ports after the restart %v, before %v: the port office leaked or moved them", a, b)
+	}
+	e2e.Eventually(t, 30*time.Second, func() error {
+		if err := checkPlacement(t, after, m1); err != nil {
+			return err
+		}
+		return checkServing(after)
+	})
+}
+
+// TestKillMasterMovesNeeds: with a second master present, the needs of a
+// master killed with SIGKILL move to it; the killed master, started again,
+// kills its leftovers and takes none of the moved needs back.
+func TestKillMasterMovesNeeds(t *testing.T) {
+	orphans := e2e.NewFaultOrphans(t)
+	lan := e2e.StartFaultLAN(t, e2e.ShortDir(t), 0, token)
+	m1 := e2e.StartFaultMaster(t, lan, "m1", 10, 0)
+	names := addNeeds(t, lan, "mv", 0, 6)
+	before := waitServices(t, lan, setOf(names...), 90*time.Second)
+	if err := allOn(before, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	orphans.Add(pidsOf(before)...)
+	m2 := e2e.StartFaultMaster(t, lan, "m2", 10, 0)
+
+	e2e.FaultKill9(t, m1.Proc)
+	var moved map[string]lanwire.ServiceRecord
+	e2e.Eventually(t, 60*time.Second, func() error {
+		svcs, err := services(lan)
+		if err != nil {
+			return err
+		}
+		if s := diff(setOf(names...), keys(svcs)); s != "" {
+			return fmt.Errorf("services: %s", s)
+		}
+		if err := allOn(svcs, "m2"); err != nil {
+			return err
+		}
+		moved = svcs
+		return nil
+	})
+	orphans.Add(pidsOf(moved)...)
+
+	m1.Run(t)
+	e2e.Eventually(t, 30*time.Second, func() error {
+		for inst, s := range before {
+			if e2e.FaultPIDAlive(s.PID) {
+				return fmt.Errorf("leftover child %s (pid %d) still alive after the master restarted", inst, s.PID)
+			}
+		}
+		return nil
+	})
+	// Let m1 reconnect and see the offers before judging placement.
+	e2e.Eventually(t, 30*time.Second, func() error {
+		st, err := e2e.FaultLinkState(t, m1.Socket)
+		if err != nil {
+			return err
+		}
+		if st != "connected" {
+			return fmt.Errorf("m1 link is %s", st)
+		}
+		return nil
+	})
+	e2e.Eventually(t, 30*time.Second, func() error {
+		svcs, err := services(lan)
+		if err != nil {
+			return err
+		}
+		for inst, s := range svcs {
+			if old := moved[inst]; s.MachineID != "m2" || s.PID != old.PID {
+				return fmt.Errorf("service %s moved again: now %s pid %d, was m2 pid %d", inst, s.MachineID, s.PID, old.PID)
+			}
+		}
+		if s := diff(setOf(names...), keys(svcs)); s != "" {
+			return fmt.Errorf("services: %s", s)
+		}
+		if err := checkPlacement(t, svcs, m1, m2); err != nil {
+			return err
+		}
+		return checkServing(svcs)
+	})
+}
