@@ -1,3 +1,5 @@
+//go:build linux
+
 // Fault tests of the real binaries on loopback: a master killed with
 // SIGKILL, a LAN manager restarted under load, a LAN manager that stops
 // answering, and needs churned while children crash.
