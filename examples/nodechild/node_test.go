@@ -23,41 +23,11 @@ import (
 
 	"github.com/allex-go/allex/child/mastertest"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/e2e"
 )
 
-// Generous bounds: npm ci may download, and the machine may be loaded.
-const (
-	npmTimeout  = 5 * time.Minute
-	waitTimeout = 60 * time.Second
-)
-
-// ensureNode skips when node is missing and installs the pinned
-// dependencies from package-lock.json when node_modules is absent (as on a
-// clean checkout).
-func ensureNode(t *testing.T) string {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed; skipping the Node.js child example test")
-	}
-	if _, err := os.Stat("node_modules"); err == nil {
-		return node
-	} else if !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Fatal("node is installed but npm is not; cannot install the example's dependencies")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), npmTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("npm ci: %v\n%s", err, out)
-	}
-	return node
-}
+// waitTimeout is generous: the machine may be loaded.
+const waitTimeout = 60 * time.Second
 
 func TestNodeChild(t *testing.T) {
 	tests := []struct {
@@ -98,7 +68,7 @@ func TestNodeChild(t *testing.T) {
 			},
 		},
 	}
-	node := ensureNode(t)
+	node := e2e.EnsureNodeModules(t, ".")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
