@@ -40,7 +40,13 @@ func (g *globals) connect(ctx context.Context, timeout time.Duration) (allexv1.M
 			return nil, nil, nil, fmt.Errorf("no allexmaster is running: %s does not exist (start one with `allexmaster`, or pass -socket)", g.socket)
 		}
 	}
-	conn, err := grpc.NewClient("unix://"+g.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// "unix://rel.sock" would read rel.sock as an authority; "unix:" takes
+	// a path relative to the working directory.
+	target := "unix://" + g.socket
+	if !filepath.IsAbs(g.socket) && !strings.HasPrefix(g.socket, `\\`) {
+		target = "unix:" + g.socket
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect to %s: %w", g.socket, err)
 	}
