@@ -1,3 +1,5 @@
+//go:build !windows
+
 package children
 
 import (
@@ -5,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -209,4 +213,17 @@ func libResultOf(t *testing.T, m *e2e.Master, instance string) libResult {
 		t.Fatalf("lib-result %q: %v", line, err)
 	}
 	return res
+}
+
+// TestCtlRelativeSocket: allexctl reaches the master through a socket path
+// relative to its working directory.
+func TestCtlRelativeSocket(t *testing.T) {
+	t.Parallel()
+	m := e2e.StartMaster(t, 10, "")
+	cmd := exec.Command(e2e.Bins.Ctl, "-socket", filepath.Base(m.Socket), "status")
+	cmd.Dir = filepath.Dir(m.Socket)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("allexctl -socket %s status: %v\n%s", filepath.Base(m.Socket), err, out)
+	}
 }
