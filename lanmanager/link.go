@@ -183,12 +183,16 @@ func (s *Server) readLoop(sess *session, remote string) {
 	s.mu.Unlock()
 
 	for {
+		// Extend before reading, not after handling: a frame handled
+		// slowly (lock contention, store syncs) must not use up the next
+		// read's budget, whose frames and pings may be waiting already;
+		// a passed deadline fails the read without looking at them.
+		s.extendDeadline(conn)
 		mt, data, err := conn.ReadMessage()
 		if err != nil {
 			s.log.Info("master link closed", "machine", sess.machineID, "error", err)
 			return
 		}
-		s.extendDeadline(conn)
 		s.handleFrame(sess, mt, data)
 	}
 }
