@@ -1,0 +1,577 @@
+package lan_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/e2e"
+	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanwire"
+)
+
+// wait is the bound of every poll: generous, for a loaded 2-core machine
+// running the race detector.
+const wait = 60 * time.Second
+
+func demoNeed(instance string) lanwire.Need {
+	return lanwire.Need{Instance: instance, Module: "demo", Protocols: []string{"tcp", "http"}}
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%02d", prefix, i+1)
+	}
+	return out
+}
+
+// alive lists the master's children that are not finished, by instance,
+// through `allexctl ps -o json`.
+func alive(t *testing.T, m *e2e.Master) map[string]int {
+	t.Helper()
+	out := e2e.MustCtl(t, m.Socket, "-o", "json", "ps")
+	var resp struct {
+		Processes []struct {
+			Instance string `json:"instance"`
+			Pid      int    `json:"pid"`
+			State    string `json:"state"`
+		} `json:"processes"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatalf("ps -o json: %v\n%s", err, out)
+	}
+	got := map[string]int{}
+	for _, p := range resp.Processes {
+		switch p.State {
+		case "PROCESS_STATE_STARTING", "PROCESS_STATE_RUNNING", "PROCESS_STATE_READY", "PROCESS_STATE_STOPPING":
+			got[p.Instance] = p.Pid
+		}
+	}
+	return got
+}
+
+// portsInUse is the master's count of allocated ports over all protocols.
+func portsInUse(t *testing.T, m *e2e.Master) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := e2e.Client(t, m.Socket).Status(ctx, &allexv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range st.GetPortRanges() {
+		n += int(r.GetInUse())
+	}
+	return n
+}
+
+func processGone(pid int) bool {
+	return syscall.Kill(pid, 0) == syscall.ESRCH
+}
+
+func TestTokenRefused(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1", Token: "not-the-token"})
+	m.WaitOutput("LAN manager refused the token", wait)
+	if ms := lan.Machines(t); len(ms) != 0 {
+		t.Errorf("LAN manager lists machines for a refused master: %+v", ms)
+	}
+	lan.AddNeeds(t, demoNeed("d1"))
+	// The refused master keeps retrying; it must never get the need.
+	time.Sleep(time.Second)
+	if got := alive(t, m); len(got) != 0 {
+		t.Errorf("refused master runs %v", got)
+	}
+	if n := lan.Needs(t)["d1"]; n.State != adminapi.StatePending {
+		t.Errorf("need d1 is %q, want pending", n.State)
+	}
+}
+
+func TestNeedPublishedWithReachablePorts(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	w := lan.Watch(t, "demo")
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	lan.MustCtl(t, "needs", "add", "-module", "demo", "-protocols", "tcp,http", "-property", "color=blue", "d1")
+
+	rec := lan.WaitServices(t, wait, "d1")["d1"]
+	if rec.MachineID != "m1" || rec.Address != "127.0.0.1" || rec.Module != "demo" || rec.Properties["color"] != "blue" {
+		t.Errorf("record = %+v", rec)
+	}
+	if len(rec.Ports) != 2 || rec.Ports["tcp"] < uint16(m.TCP) || rec.Ports["tcp"] >= uint16(m.HTTP) ||
+		rec.Ports["http"] < uint16(m.HTTP) || rec.Ports["http"] >= uint16(m.WS) {
+		t.Errorf("ports %v outside the master's ranges tcp %d http %d", rec.Ports, m.TCP, m.HTTP)
+	}
+	if err := e2e.Dial(rec); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", rec.Ports["http"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("hello from d1 (pid %d)", rec.PID); !strings.Contains(string(body), want) {
+		t.Errorf("http body %q lacks %q", body, want)
+	}
+	if pid := alive(t, m)["d1"]; pid != rec.PID {
+		t.Errorf("master runs d1 as pid %d, LAN manager publishes pid %d", pid, rec.PID)
+	}
+	n := lan.Needs(t)["d1"]
+	if n.State != adminapi.StateSatisfied || n.Machine != "m1" {
+		t.Errorf("need d1 = %+v, want satisfied on m1", n)
+	}
+	w.WaitFor(t, wait, func(evs []e2e.TimedEvent) error {
+		for _, ev := range evs {
+			if ev.Type == adminapi.EventUp && ev.Service.Instance == "d1" && ev.Service.PID == rec.PID {
+				return nil
+			}
+		}
+		return fmt.Errorf("no up event for d1 in %d events", len(evs))
+	})
+}
+
+func TestKilledChildRepublished(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	w := lan.Watch(t, "")
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	lan.AddNeeds(t, demoNeed("d1"), demoNeed("d2"))
+	old := lan.WaitServices(t, wait, "d1", "d2")
+
+	for round := 0; round < 2; round++ {
+		victim := old["d1"]
+		if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		w.WaitFor(t, wait, func(evs []e2e.TimedEvent) error {
+			down := false
+			for _, ev := range evs {
+				if ev.Service.Instance != "d1" {
+					continue
+				}
+				if ev.Type == adminapi.EventDown && ev.Service.PID == victim.PID {
+					down = true
+				}
+				if down && ev.Type == adminapi.EventUp && ev.Service.PID != victim.PID {
+					return nil
+				}
+			}
+			return fmt.Errorf("d1 (pid %d) not down then up again (down seen: %v)", victim.PID, down)
+		})
+		now := lan.WaitServices(t, wait, "d1", "d2")
+		if now["d1"].PID == victim.PID {
+			t.Fatalf("d1 still published with the killed pid %d", victim.PID)
+		}
+		if now["d2"].PID != old["d2"].PID {
+			t.Errorf("d2 changed pid %d -> %d though only d1 was killed", old["d2"].PID, now["d2"].PID)
+		}
+		if err := e2e.Dial(now["d1"]); err != nil {
+			t.Error(err)
+		}
+		if pid := alive(t, m)["d1"]; pid != now["d1"].PID {
+			t.Errorf("master runs d1 as %d, published %d", pid, now["d1"].PID)
+		}
+		old = now
+	}
+}
+
+func TestTwoMastersRaceOverNeeds(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1", Size: 40})
+	m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2", Size: 40})
+	lan.WaitConnected(t, wait, "m1", "m2")
+	want := names("r", 30)
+	var needs []lanwire.Need
+	for _, n := range want {
+		needs = append(needs, demoNeed(n))
+	}
+	lan.AddNeeds(t, needs...)
+	recs := lan.WaitServices(t, 2*wait, want...)
+
+	// Let any duplicate that a lost race might have started show up.
+	time.Sleep(time.Second)
+	p1, p2 := alive(t, m1), alive(t, m2)
+	for _, inst := range want {
+		pid1, on1 := p1[inst]
+		pid2, on2 := p2[inst]
+		rec := recs[inst]
+		switch {
+		case on1 && on2:
+			t.Errorf("%s runs on both masters (pids %d, %d)", inst, pid1, pid2)
+		case on1:
+			if rec.MachineID != "m1" || rec.PID != pid1 {
+				t.Errorf("%s runs on m1 as %d, published %+v", inst, pid1, rec)
+			}
+		case on2:
+			if rec.MachineID != "m2" || rec.PID != pid2 {
+				t.Errorf("%s runs on m2 as %d, published %+v", inst, pid2, rec)
+			}
+		default:
+			t.Errorf("%s runs nowhere, published %+v", inst, rec)
+		}
+	}
+	if len(p1)+len(p2) != len(want) {
+		t.Errorf("m1 runs %d and m2 %d children, want %d in all", len(p1), len(p2), len(want))
+	}
+	t.Logf("m1 runs %d, m2 runs %d", len(p1), len(p2))
+	for _, rec := range recs {
+		if err := e2e.Dial(rec); err != nil {
+			t.Error(err)
+		}
+	}
+	// Each grant starts one child. Only a dropped link (which hands the
+	// granted, unpublished needs to the other master and stops the
+	// late children) may add starts, never running duplicates.
+	outs := m1.Output() + m2.Output()
+	starts := strings.Count(outs, "starting granted need")
+	switch dropped := strings.Contains(outs, "LAN link failed") || strings.Contains(outs, "LAN link lost"); {
+	case starts < len(want):
+		t.Errorf("masters started %d granted needs, want %d", starts, len(want))
+	case starts > len(want) && !dropped:
+		t.Errorf("masters started %d granted needs, want %d, and no link dropped", starts, len(want))
+	case starts > len(want):
+		t.Logf("a link dropped; %d starts for %d needs", starts, len(want))
+	}
+}
+
+func TestLANManagerRestartKeepsEverything(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	w := lan.Watch(t, "")
+	m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2"})
+	lan.WaitConnected(t, wait, "m1", "m2")
+	want := names("s", 6)
+	for _, n := range want {
+		lan.AddNeeds(t, demoNeed(n))
+	}
+	// A need no master can run stays pending across the restart.
+	lan.AddNeeds(t, lanwire.Need{Instance: "orphan", Module: "nobody", Properties: map[string]string{"k": "v"}})
+	before := lan.WaitServices(t, wait, want...)
+	p1, p2 := alive(t, m1), alive(t, m2)
+
+	lan.Restart(t)
+	e2e.Eventually(t, wait, func() error {
+		if n := strings.Count(lan.Output(), "master connected"); n < 2 {
+			return fmt.Errorf("%d masters reconnected", n)
+		}
+		return nil
+	})
+	lan.WaitConnected(t, wait, "m1", "m2")
+	// Past the grace period nothing may have gone down.
+	time.Sleep(3 * time.Second)
+	after := lan.WaitServices(t, wait, want...)
+	for _, inst := range want {
+		b, a := before[inst], after[inst]
+		if a.PID != b.PID || a.MachineID != b.MachineID || fmt.Sprint(a.Ports) != fmt.Sprint(b.Ports) {
+			t.Errorf("%s changed across the restart: %+v -> %+v", inst, b, a)
+		}
+	}
+	if q1, q2 := alive(t, m1), alive(t, m2); fmt.Sprint(q1) != fmt.Sprint(p1) || fmt.Sprint(q2) != fmt.Sprint(p2) {
+		t.Errorf("masters' children changed: m1 %v -> %v, m2 %v -> %v", p1, q1, p2, q2)
+	}
+	needs := lan.Needs(t)
+	if o := needs["orphan"]; o.State != adminapi.StatePending || o.Need.Properties["k"] != "v" {
+		t.Errorf("pending need lost or changed across the restart: %+v", o)
+	}
+	if len(needs) != len(want)+1 {
+		t.Errorf("%d needs after the restart, want %d", len(needs), len(want)+1)
+	}
+	for _, ev := range w.Events() {
+		if ev.Type == adminapi.EventDown {
+			t.Errorf("service went down around the restart: %+v", ev.Service)
+		}
+	}
+	if n := strings.Count(m1.Output()+m2.Output(), "starting granted need"); n != len(want) {
+		t.Errorf("masters started %d granted needs, want %d: children were restarted", n, len(want))
+	}
+}
+
+func TestKilledMasterNeedsMoveAfterGrace(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	want := names("k", 3)
+	for _, n := range want {
+		lan.AddNeeds(t, demoNeed(n))
+	}
+	before := lan.WaitServices(t, wait, want...)
+	for _, r := range before {
+		// The children outlive their SIGKILLed master.
+		e2e.KillAtCleanup(t, r.PID)
+	}
+	m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2"})
+	lan.WaitConnected(t, wait, "m2")
+	if err := m1.Cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	e2e.Eventually(t, wait, func() error {
+		got := lan.Services(t)
+		for _, inst := range want {
+			if r, ok := got[inst]; !ok || r.MachineID != "m2" {
+				return fmt.Errorf("%s not yet on m2: %+v", inst, r)
+			}
+		}
+		return nil
+	})
+	t.Logf("needs moved to m2 %s after the kill (grace 2s)", time.Since(killed).Round(time.Millisecond))
+	if !strings.Contains(lan.Output(), "did not come back within grace") {
+		t.Errorf("LAN manager did not log the grace expiry")
+	}
+	if p := alive(t, m2); len(p) != len(want) {
+		t.Errorf("m2 runs %v, want %v", p, want)
+	}
+	if ms := lan.Machines(t); ms["m1"].Connected {
+		t.Errorf("m1 still connected: %+v", ms["m1"])
+	}
+}
+
+func TestNeedRemovedStopsChild(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	lan.AddNeeds(t, demoNeed("d1"), demoNeed("d2"))
+	recs := lan.WaitServices(t, wait, "d1", "d2")
+	if out := lan.MustCtl(t, "needs", "rm", "d1"); !strings.Contains(out, "need d1 removed") {
+		t.Errorf("needs rm output %q", out)
+	}
+	lan.WaitServices(t, wait, "d2")
+	e2e.Eventually(t, wait, func() error {
+		if pid, ok := alive(t, m)["d1"]; ok {
+			return fmt.Errorf("d1 still runs as %d", pid)
+		}
+		if !processGone(recs["d1"].PID) {
+			return fmt.Errorf("pid %d still exists", recs["d1"].PID)
+		}
+		return nil
+	})
+	if _, ok := lan.Needs(t)["d1"]; ok {
+		t.Errorf("need d1 still listed")
+	}
+	if got := alive(t, m); len(got) != 1 || got["d2"] != recs["d2"].PID {
+		t.Errorf("master runs %v, want only d2 as %d", got, recs["d2"].PID)
+	}
+	if _, errOut, err := lan.Ctl(t, "needs", "rm", "d1"); err == nil || !strings.Contains(errOut, "not found") {
+		t.Errorf("removing an unknown need: err %v, stderr %q", err, errOut)
+	}
+}
+
+func TestNeedsFileAtStart(t *testing.T) {
+	dir := e2e.ShortDir(t)
+	file := e2e.WriteFile(t, dir, "needs.json", `{"needs":[
+		{"instance":"f1","module":"demo","protocols":["tcp","http"],"properties":{"from":"file"}},
+		{"instance":"f2","module":"demo","protocols":["tcp"]}]}`)
+	lan := e2e.StartLAN(t, e2e.LANOpts{Extra: []string{"-needs", file}})
+	e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	recs := lan.WaitServices(t, wait, "f1", "f2")
+	if recs["f1"].Properties["from"] != "file" || len(recs["f2"].Ports) != 1 {
+		t.Errorf("records %+v", recs)
+	}
+	for _, r := range recs {
+		if err := e2e.Dial(r); err != nil {
+			t.Error(err)
+		}
+	}
+	for inst, n := range lan.Needs(t) {
+		if n.Origin != "file:"+file {
+			t.Errorf("need %s origin %q, want file:%s", inst, n.Origin, file)
+		}
+	}
+}
+
+func TestPlacement(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	lan.AddNeeds(t, lanwire.Need{Instance: "o1", Module: "other", Protocols: []string{"tcp"}})
+	lan.MustCtl(t, "needs", "add", "-module", "demo", "-protocols", "tcp", "-machine", "m2", "pinned1")
+	lan.MustCtl(t, "needs", "add", "-module", "demo", "-protocols", "tcp", "-machine", "m2", "pinned2")
+	// m1 is offered these needs and must pass on all of them.
+	time.Sleep(2 * time.Second)
+	if got := alive(t, m1); len(got) != 0 {
+		t.Fatalf("m1 runs %v: it lacks module other and is not m2", got)
+	}
+	for inst, n := range lan.Needs(t) {
+		if n.State != adminapi.StatePending {
+			t.Errorf("need %s is %s, want pending", inst, n.State)
+		}
+	}
+
+	m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2", Modules: e2e.DemoModule("demo") + "," + e2e.DemoModule("other")})
+	recs := lan.WaitServices(t, wait, "o1", "pinned1", "pinned2")
+	for inst, r := range recs {
+		if r.MachineID != "m2" {
+			t.Errorf("%s placed on %s, want m2", inst, r.MachineID)
+		}
+	}
+	if got := alive(t, m2); len(got) != 3 {
+		t.Errorf("m2 runs %v, want 3 children", got)
+	}
+	// An unpinned demo need may go to either; one for "other" only to m2.
+	lan.AddNeeds(t, lanwire.Need{Instance: "o2", Module: "other", Protocols: []string{"tcp"}})
+	if r := lan.WaitServices(t, wait, "o1", "o2", "pinned1", "pinned2")["o2"]; r.MachineID != "m2" {
+		t.Errorf("o2 placed on %s, want m2", r.MachineID)
+	}
+	if got := alive(t, m1); len(got) != 0 {
+		t.Errorf("m1 runs %v", got)
+	}
+}
+
+func TestPortCheckFailureRetried(t *testing.T) {
+	self, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A child that never listens, with readiness none so the master
+	// reports it spawned at once: only the LAN manager's port check can
+	// catch it.
+	deaf := fmt.Sprintf(`"deaf":{"command":%q,"env":{"ALLEX_TEST_HELPER":"never"},"protocols":["tcp"],"readiness":"none","stoptimeout":"2s"}`, self)
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1", Modules: deaf})
+	lan.WaitConnected(t, wait, "m1")
+	lan.AddNeeds(t, lanwire.Need{Instance: "x1", Module: "deaf", Protocols: []string{"tcp"}})
+
+	var st adminapi.NeedStatus
+	e2e.Eventually(t, 2*wait, func() error {
+		st = lan.Needs(t)["x1"]
+		if st.Attempts < 2 {
+			return fmt.Errorf("x1 attempts %d (%s, %q)", st.Attempts, st.State, st.LastError)
+		}
+		return nil
+	})
+	if st.LastError == "" {
+		t.Errorf("need x1 has no last error: %+v", st)
+	}
+	t.Logf("x1 after %d attempts: %s", st.Attempts, st.LastError)
+	if len(lan.Services(t)) != 0 {
+		t.Errorf("a service that failed its port check is published")
+	}
+	if n := strings.Count(m.Output(), "LAN manager rejected the service; stopping it"); n < 1 {
+		t.Errorf("master did not stop a rejected child")
+	}
+	// Stop the retries; afterwards nothing may stay running or allocated.
+	lan.MustCtl(t, "needs", "rm", "x1")
+	e2e.Eventually(t, wait, func() error {
+		if got := alive(t, m); len(got) != 0 {
+			return fmt.Errorf("master still runs %v", got)
+		}
+		if n := portsInUse(t, m); n != 0 {
+			return fmt.Errorf("%d ports still allocated", n)
+		}
+		return nil
+	})
+}
+
+func TestCtlAgainstLANManager(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	watch := e2e.Start(t, lan.Dir, e2e.Bins.Ctl, "-lan", lan.URL, "-token", lan.Token, "services", "-w")
+	jwatch := e2e.Start(t, lan.Dir, e2e.Bins.Ctl, "-lan", lan.URL, "-token", lan.Token, "-o", "json", "services", "-w", "-module", "demo")
+
+	lan.MustCtl(t, "needs", "add", "-module", "demo", "-protocols", "tcp,http", "c1")
+	lan.MustCtl(t, "needs", "add", "-module", "nobody", "c2")
+	rec := lan.WaitServices(t, wait, "c1")["c1"]
+
+	table := lan.MustCtl(t, "services")
+	lines := e2e.Lines(table)
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "INSTANCE") ||
+		!strings.Contains(lines[1], "c1") || !strings.Contains(lines[1], fmt.Sprint(rec.PID)) ||
+		!strings.Contains(lines[1], fmt.Sprintf("tcp=%d", rec.Ports["tcp"])) {
+		t.Errorf("services table:\n%s", table)
+	}
+	var recs []lanwire.ServiceRecord
+	if err := json.Unmarshal([]byte(lan.MustCtl(t, "-o", "json", "services")), &recs); err != nil || len(recs) != 1 || recs[0].PID != rec.PID {
+		t.Errorf("services -o json: %v %+v", err, recs)
+	}
+
+	table = lan.MustCtl(t, "needs", "ls")
+	lines = e2e.Lines(table)
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "INSTANCE") ||
+		!strings.Contains(lines[1], "c1") || !strings.Contains(lines[1], "satisfied") || !strings.Contains(lines[1], "m1") ||
+		!strings.Contains(lines[2], "c2") || !strings.Contains(lines[2], "pending") {
+		t.Errorf("needs ls table:\n%s", table)
+	}
+	var needs []adminapi.NeedStatus
+	if err := json.Unmarshal([]byte(lan.MustCtl(t, "-o", "json", "needs", "ls")), &needs); err != nil || len(needs) != 2 ||
+		needs[0].Need.Instance != "c1" || needs[0].State != adminapi.StateSatisfied || needs[1].State != adminapi.StatePending {
+		t.Errorf("needs ls -o json: %v %+v", err, needs)
+	}
+
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	watch.WaitOutput("down c1", wait)
+	e2e.Eventually(t, wait, func() error {
+		ups := 0
+		for _, l := range e2e.Lines(watch.Output()) {
+			if strings.Contains(l, " up ") && strings.Contains(l, " c1 ") {
+				ups++
+			}
+		}
+		if ups < 2 {
+			return fmt.Errorf("%d up lines for c1:\n%s", ups, watch.Output())
+		}
+		return nil
+	})
+	e2e.Eventually(t, wait, func() error {
+		var types []string
+		for _, l := range e2e.Lines(jwatch.Output()) {
+			var ev adminapi.ServiceEvent
+			if err := json.Unmarshal([]byte(l), &ev); err != nil {
+				return fmt.Errorf("watch -o json line %q: %w", l, err)
+			}
+			types = append(types, ev.Type)
+		}
+		if strings.Join(types, ",") != "up,down,up" {
+			return fmt.Errorf("json watch events %v, want up,down,up", types)
+		}
+		return nil
+	})
+
+	if _, errOut, err := lan.Ctl(t, "needs", "add", "-module", "demo", "c1"); err == nil || !strings.Contains(errOut, "c1") {
+		t.Errorf("adding a duplicate need: err %v, stderr %q", err, errOut)
+	}
+	if _, errOut, err := e2e.Ctl(t, "unused", "-lan", lan.URL, "-token", "wrong", "services"); err == nil || !strings.Contains(strings.ToLower(errOut), "unauthorized") {
+		t.Errorf("wrong token: err %v, stderr %q", err, errOut)
+	}
+}
+
+func TestDevMode(t *testing.T) {
+	dir := e2e.ShortDir(t)
+	p := e2e.Start(t, dir, e2e.Bins.Master, "-dev", "-dev-exit", "-dev-lan-addr", "127.0.0.1:0",
+		"-socket", filepath.Join(dir, "m.sock"), "-dev-kills", "2", "-dev-interval", "200ms")
+	if err := p.Wait(2 * wait); err != nil {
+		t.Fatalf("allexmaster -dev: %v\n%s", err, p.Output())
+	}
+	out := p.Output()
+	for _, want := range []string{"allex dev: added 3 demo needs", "all 3 demo services published"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if n := strings.Count(out, "allex dev: kill -9"); n != 2 {
+		t.Errorf("%d kills, want 2", n)
+	}
+	if n := strings.Count(out, "allex dev: re-satisfied"); n != 2 {
+		t.Errorf("%d re-satisfied, want 2", n)
+	}
+	if n := strings.Count(out, "allex dev: published"); n != 5 {
+		t.Errorf("%d published lines, want 3 + 2", n)
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out)
+	}
+}
