@@ -40,6 +40,11 @@ const (
 	envAlloc = "ALLEX_TEST_ALLOC"
 	// envPeer names another instance whose ports the child looks up.
 	envPeer = "ALLEX_TEST_PEER"
+	// envUnlink=1 removes the child's Process socket file once registered,
+	// so the master's Shutdown call cannot reach it.
+	envUnlink = "ALLEX_TEST_UNLINK"
+	// envStubborn=1 makes the child ignore every request to stop.
+	envStubborn = "ALLEX_TEST_STUBBORN"
 )
 
 // queryTimeout bounds the helper's calls to the master on a loaded machine.
@@ -134,7 +139,17 @@ func libChild() int {
 			return err
 		}
 		fmt.Printf("lib-result %s\n", b)
+		if os.Getenv(envUnlink) == "1" {
+			if err := os.Remove(c.SocketPath()); err != nil {
+				return err
+			}
+			fmt.Println("lib unlinked its process socket")
+		}
 		<-ctx.Done()
+		if os.Getenv(envStubborn) == "1" {
+			fmt.Println("lib ignores the stop")
+			time.Sleep(10 * time.Minute)
+		}
 		select {
 		case <-c.ShutdownRequested():
 			viaRPC, grace = true, c.ShutdownGrace()

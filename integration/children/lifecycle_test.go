@@ -227,3 +227,73 @@ func TestCtlRelativeSocket(t *testing.T) {
 		t.Fatalf("allexctl -socket %s status: %v\n%s", filepath.Base(m.Socket), err, out)
 	}
 }
+
+// TestLibraryStopFallbacks: when Process.Shutdown cannot reach a registered
+// child the master signals it; when the child ignores the request it is
+// killed after the stop timeout; a restart stops the old run through its
+// socket and the new run registers afresh.
+func TestLibraryStopFallbacks(t *testing.T) {
+	t.Parallel()
+	m := e2e.StartMaster(t, 10, "")
+	tests := []struct {
+		name, instance, env string
+		// wantLog is what the child printed on its way out; wantSignal
+		// how it ended.
+		wantLog, wantSignal string
+		// hookFailed: the master logs that Shutdown failed and it
+		// signalled instead.
+		hookFailed bool
+	}{
+		{"socket gone", "unlinked", envUnlink + "=1", "lib-exit signal", "", true},
+		{"stubborn", "stubborn", envStubborn + "=1", "lib ignores the stop", "SIGKILL", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m.StartHelper(t, tt.instance, modeLib, "-env", tt.env, "-protocols", "tcp", "-readiness", "sdk", "-stop-timeout", "3s")
+			waitState(t, m, tt.instance, allexv1.ProcessState_PROCESS_STATE_READY)
+			res := libResultOf(t, m, tt.instance)
+			// A SIGKILLed child leaves its socket file behind.
+			t.Cleanup(func() { _ = os.Remove(res.Socket) })
+			if tt.env == envUnlink+"=1" {
+				waitLogs(t, m, tt.instance, "lib unlinked its process socket")
+			}
+			e2e.MustCtl(t, m.Socket, "stop", tt.instance)
+			info := getProcess(t, m, tt.instance)
+			if info.GetState() != allexv1.ProcessState_PROCESS_STATE_EXITED || info.GetExitSignal() != tt.wantSignal {
+				t.Errorf("after stop: state %s code %d signal %q, want exited with signal %q", info.GetState(), info.GetExitCode(), info.GetExitSignal(), tt.wantSignal)
+			}
+			waitLogs(t, m, tt.instance, tt.wantLog)
+			if failed := strings.Contains(m.Output(), "allexmaster."+tt.instance+": shutdown hook failed, signalling"); failed != tt.hookFailed {
+				t.Errorf("master log says the shutdown hook failed=%v, want %v:\n%s", failed, tt.hookFailed, m.Output())
+			}
+			if processAlive(res.PID) {
+				t.Errorf("child %d still alive", res.PID)
+			}
+		})
+	}
+	t.Run("restart", func(t *testing.T) {
+		t.Parallel()
+		m.StartHelper(t, "again", modeLib, "-protocols", "tcp", "-readiness", "sdk")
+		waitState(t, m, "again", allexv1.ProcessState_PROCESS_STATE_READY)
+		first := libResultOf(t, m, "again")
+		e2e.MustCtl(t, m.Socket, "restart", "again")
+		var ps map[string]any
+		e2e.Eventually(t, stateTimeout, func() error {
+			ps = psEntry(t, m, "again")
+			if ps["state"] != "PROCESS_STATE_READY" || ps["pid"] == float64(first.PID) || ps["registered"] != true {
+				return fmt.Errorf("after restart: %v", ps)
+			}
+			return nil
+		})
+		pid := int(ps["pid"].(float64))
+		if want := "/tmp/allexprocess." + strconv.Itoa(pid); ps["process_socket"] != want {
+			t.Errorf("process_socket %v, want the new run's %s", ps["process_socket"], want)
+		}
+		waitLogs(t, m, "again", "lib-exit shutdown-rpc")
+		noFile(t, first.Socket)
+		if processAlive(first.PID) {
+			t.Errorf("first run %d still alive", first.PID)
+		}
+	})
+}

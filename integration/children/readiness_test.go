@@ -18,6 +18,7 @@ import (
 func TestReadinessModes(t *testing.T) {
 	t.Parallel()
 	m := e2e.StartMaster(t, 10, "")
+	ev := watchEvents(t, m)
 	tests := []struct {
 		name, mode, readiness, protocols string
 		want                             allexv1.ProcessState
@@ -58,6 +59,13 @@ func TestReadinessModes(t *testing.T) {
 				if !strings.Contains(info.GetLastError(), "not ready within 4s") {
 					t.Errorf("last error = %q, want the start timeout", info.GetLastError())
 				}
+				ev.wait(t, func(e *allexv1.Event) bool {
+					return e.GetInstance() == inst && e.GetKind() == allexv1.EventKind_EVENT_KIND_FAILED
+				})
+				ev.wait(t, func(e *allexv1.Event) bool {
+					return e.GetInstance() == inst && e.GetKind() == allexv1.EventKind_EVENT_KIND_EXITED &&
+						strings.Contains(e.GetMessage(), "not ready within 4s")
+				})
 				if len(info.GetPorts()) == 0 {
 					break
 				}
