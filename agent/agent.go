@@ -425,6 +425,14 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		spawner.EventBackoff:  allexv1.EventKind_EVENT_KIND_BACKOFF,
 		spawner.EventFailed:   allexv1.EventKind_EVENT_KIND_FAILED,
 	}[ev.Kind]
+	if ev.Kind == spawner.EventExited {
+		a.mu.Lock()
+		sock := p.processSocket
+		a.mu.Unlock()
+		if sock != "" {
+			removeLeftSocket(sock)
+		}
+	}
 	if ev.Kind == spawner.EventRunning {
 		// A new run: the old registration belongs to a dead pid.
 		a.mu.Lock()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -194,4 +196,21 @@ func (a *Agent) shutdownChild(ctx context.Context, p *proc, grace time.Duration)
 		return fmt.Errorf("shutdown %s: %w", p.spec.GetInstance(), err)
 	}
 	return nil
+}
+
+// removeLeftSocket removes the process socket of a run whose whole process
+// group has died, unless someone answers on it: a child killed with SIGKILL
+// cannot remove its own, and /tmp would collect them. Register only accepts
+// paths named after the caller's pid, and only sockets are removed.
+func removeLeftSocket(path string) {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return
+	}
+	if conn, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		// A new process with the same pid already serves it.
+		_ = conn.Close()
+		return
+	}
+	_ = os.Remove(path)
 }
