@@ -253,7 +253,6 @@ func TestLibraryStopFallbacks(t *testing.T) {
 			m.StartHelper(t, tt.instance, modeLib, "-env", tt.env, "-protocols", "tcp", "-readiness", "sdk", "-stop-timeout", "3s")
 			waitState(t, m, tt.instance, allexv1.ProcessState_PROCESS_STATE_READY)
 			res := libResultOf(t, m, tt.instance)
-			// A SIGKILLed child leaves its socket file behind.
 			t.Cleanup(func() { _ = os.Remove(res.Socket) })
 			if tt.env == envUnlink+"=1" {
 				waitLogs(t, m, tt.instance, "lib unlinked its process socket")
@@ -270,6 +269,8 @@ func TestLibraryStopFallbacks(t *testing.T) {
 			if processAlive(res.PID) {
 				t.Errorf("child %d still alive", res.PID)
 			}
+			// A SIGKILLed child cannot remove its socket; the master does.
+			noFile(t, res.Socket)
 		})
 	}
 	t.Run("restart", func(t *testing.T) {
