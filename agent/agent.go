@@ -63,6 +63,7 @@ type Agent struct {
 
 	mu      sync.Mutex
 	stateMu sync.Mutex
+	starts  map[leftover]uint64 // process start times of live children, guarded by stateMu
 	runCtx  context.Context
 	procs   map[string]*proc
 	ownerN  uint64

@@ -34,10 +34,26 @@ func (a *Agent) writeState() {
 			continue
 		}
 		if pid := p.sup.PID(); pid > 0 {
-			live = append(live, leftover{Instance: p.spec.GetInstance(), PID: pid, Start: processStart(pid)})
+			live = append(live, leftover{Instance: p.spec.GetInstance(), PID: pid})
 		}
 	}
 	a.mu.Unlock()
+	// A process's start time never changes, so each child's /proc entry
+	// is read once, outside a.mu: rereading every child's on every change
+	// made starting n children O(n²) and blocked the agent meanwhile.
+	starts := make(map[leftover]uint64, len(live))
+	for i := range live {
+		key := leftover{Instance: live[i].Instance, PID: live[i].PID}
+		st, ok := a.starts[key]
+		if !ok {
+			st = processStart(key.PID)
+		}
+		live[i].Start = st
+		if st != 0 {
+			starts[key] = st
+		}
+	}
+	a.starts = starts
 	b, err := json.Marshal(live)
 	if err != nil {
 		return
