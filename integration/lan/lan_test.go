@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/e2e"
 	"github.com/allex-go/allex/lanmanager/adminapi"
@@ -298,43 +300,81 @@ func TestLANManagerRestartKeepsEverything(t *testing.T) {
 	}
 }
 
-func TestKilledMasterNeedsMoveAfterGrace(t *testing.T) {
-	lan := e2e.StartLAN(t, e2e.LANOpts{})
-	m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
-	lan.WaitConnected(t, wait, "m1")
-	want := names("k", 3)
-	for _, n := range want {
-		lan.AddNeeds(t, demoNeed(n))
-	}
-	before := lan.WaitServices(t, wait, want...)
-	for _, r := range before {
-		// The children outlive their SIGKILLed master.
-		e2e.KillAtCleanup(t, r.PID)
-	}
-	m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2"})
-	lan.WaitConnected(t, wait, "m2")
-	if err := m1.Cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	e2e.Eventually(t, wait, func() error {
-		got := lan.Services(t)
-		for _, inst := range want {
-			if r, ok := got[inst]; !ok || r.MachineID != "m2" {
-				return fmt.Errorf("%s not yet on m2: %+v", inst, r)
+// TestLostMasterNeedsMoveAfterGrace loses a master two ways: SIGKILL
+// (its link closes at once) and SIGSTOP (its link goes silent, caught by
+// the heartbeat). Either way its services move to the other master after
+// the grace period; a stopped master that comes back stops its stale
+// children instead of running duplicates.
+func TestLostMasterNeedsMoveAfterGrace(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"SIGKILL", syscall.SIGKILL}, {"SIGSTOP", syscall.SIGSTOP}} {
+		sig := tt.sig
+		t.Run(tt.name, func(t *testing.T) {
+			lan := e2e.StartLAN(t, e2e.LANOpts{})
+			m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+			t.Cleanup(func() { _ = m1.Cmd.Process.Signal(syscall.SIGCONT) })
+			lan.WaitConnected(t, wait, "m1")
+			want := names("k", 3)
+			for _, n := range want {
+				lan.AddNeeds(t, demoNeed(n))
 			}
-		}
-		return nil
-	})
-	t.Logf("needs moved to m2 %s after the kill (grace 2s)", time.Since(killed).Round(time.Millisecond))
-	if !strings.Contains(lan.Output(), "did not come back within grace") {
-		t.Errorf("LAN manager did not log the grace expiry")
-	}
-	if p := alive(t, m2); len(p) != len(want) {
-		t.Errorf("m2 runs %v, want %v", p, want)
-	}
-	if ms := lan.Machines(t); ms["m1"].Connected {
-		t.Errorf("m1 still connected: %+v", ms["m1"])
+			before := lan.WaitServices(t, wait, want...)
+			for _, r := range before {
+				// Children outlive a SIGKILLed master.
+				e2e.KillAtCleanup(t, r.PID)
+			}
+			m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2"})
+			lan.WaitConnected(t, wait, "m2")
+			if err := m1.Cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			lost := time.Now()
+			e2e.Eventually(t, wait, func() error {
+				got := lan.Services(t)
+				for _, inst := range want {
+					if r, ok := got[inst]; !ok || r.MachineID != "m2" {
+						return fmt.Errorf("%s not yet on m2: %+v", inst, r)
+					}
+				}
+				return nil
+			})
+			t.Logf("needs moved to m2 %s after %s (heartbeat 200ms, grace 2s)", time.Since(lost).Round(time.Millisecond), tt.name)
+			if !strings.Contains(lan.Output(), "did not come back within grace") {
+				t.Errorf("LAN manager did not log the grace expiry")
+			}
+			if p := alive(t, m2); len(p) != len(want) {
+				t.Errorf("m2 runs %v, want %v", p, want)
+			}
+			if ms := lan.Machines(t); ms["m1"].Connected {
+				t.Errorf("m1 still connected: %+v", ms["m1"])
+			}
+			if sig != syscall.SIGSTOP {
+				return
+			}
+			if err := m1.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			lan.WaitConnected(t, wait, "m1")
+			e2e.Eventually(t, wait, func() error {
+				if p := alive(t, m1); len(p) != 0 {
+					return fmt.Errorf("m1 back and still runs %v", p)
+				}
+				for _, r := range before {
+					if !processGone(r.PID) {
+						return fmt.Errorf("m1's old child %s pid %d still exists", r.Instance, r.PID)
+					}
+				}
+				return nil
+			})
+			after := lan.WaitServices(t, wait, want...)
+			for _, inst := range want {
+				if after[inst].MachineID != "m2" {
+					t.Errorf("%s moved back: %+v", inst, after[inst])
+				}
+			}
+		})
 	}
 }
 
@@ -573,5 +613,153 @@ func TestDevMode(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("output:\n%s", out)
+	}
+}
+
+// rawLink is a hand-driven master link for feeding the LAN manager frames
+// a real master never sends.
+type rawLink struct {
+	t    *testing.T
+	conn *websocket.Conn
+}
+
+func dialRaw(t *testing.T, lan *e2e.LAN, token string) (*rawLink, *http.Response, error) {
+	url := fmt.Sprintf("ws://127.0.0.1:%d%s", lan.Port, lanwire.Path)
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	conn, resp, err := d.Dial(url, http.Header{"Authorization": {"Bearer " + token}})
+	if err != nil {
+		return nil, resp, err
+	}
+	r := &rawLink{t: t, conn: conn}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		// Keep-alive: the LAN manager drops links silent for 3 heartbeats.
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)) != nil {
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done; conn.Close() })
+	return r, resp, nil
+}
+
+func (r *rawLink) send(mt int, b []byte) {
+	r.t.Helper()
+	if err := r.conn.SetWriteDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.conn.WriteMessage(mt, b); err != nil {
+		r.t.Fatalf("write: %v", err)
+	}
+}
+
+func (r *rawLink) sendFrame(typ string, payload any) {
+	r.t.Helper()
+	b, err := lanwire.Encode(typ, payload)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.send(websocket.TextMessage, b)
+}
+
+// next reads frames until one of type typ arrives.
+func (r *rawLink) next(typ string) any {
+	r.t.Helper()
+	if err := r.conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		r.t.Fatal(err)
+	}
+	for {
+		_, b, err := r.conn.ReadMessage()
+		if err != nil {
+			r.t.Fatalf("waiting for a %s frame: %v", typ, err)
+		}
+		got, p, err := lanwire.Decode(b)
+		if err != nil {
+			r.t.Fatalf("LAN manager sent a bad frame %q: %v", b, err)
+		}
+		if got == typ {
+			return p
+		}
+	}
+}
+
+func TestMalformedFramesRefused(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{Heartbeat: time.Second, Grace: 5 * time.Second})
+	w := lan.Watch(t, "")
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	lan.AddNeeds(t, demoNeed("d1"), lanwire.Need{Instance: "p1", Module: "nobody"})
+	before := lan.WaitServices(t, wait, "d1")
+
+	if _, resp, err := dialRaw(t, lan, "wrong"); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("link with a wrong token: err %v, response %+v", err, resp)
+	}
+
+	r, _, err := dialRaw(t, lan, lan.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.sendFrame(lanwire.TypeHello, &lanwire.Hello{MachineID: "raw", Address: "127.0.0.1", Modules: []string{"nobody"}})
+	r.next(lanwire.TypeWelcome)
+	lan.WaitConnected(t, wait, "raw")
+
+	bad := []struct {
+		name string
+		mt   int
+		data string
+	}{
+		{"not json", websocket.TextMessage, `{"type":"claim",`},
+		{"binary", websocket.BinaryMessage, `{"type":"claim","data":{"instance":"p1"}}`},
+		{"unknown type", websocket.TextMessage, `{"type":"explode","data":{}}`},
+		{"unknown field", websocket.TextMessage, `{"type":"claim","data":{"instance":"p1","force":true}}`},
+		{"trailing data", websocket.TextMessage, `{"type":"claim","data":{"instance":"p1"}} {}`},
+		{"missing data", websocket.TextMessage, `{"type":"claim"}`},
+		{"bad instance", websocket.TextMessage, `{"type":"claim","data":{"instance":"../p1"}}`},
+		{"bad port", websocket.TextMessage, `{"type":"spawned","data":{"instance":"d1","pid":1,"ports":{"tcp":0},"startedat":"2026-01-01T00:00:00Z"}}`},
+		{"second hello", websocket.TextMessage, `{"type":"hello","data":{"machine":"m1","address":"127.0.0.1","modules":["demo"],"capacity":{"maxprocesses":0,"running":0}}}`},
+		{"frame of the LAN manager", websocket.TextMessage, `{"type":"stop","data":{"instance":"d1"}}`},
+	}
+	for _, b := range bad {
+		r.send(b.mt, []byte(b.data))
+		if e, ok := r.next(lanwire.TypeError).(*lanwire.Error); !ok || e.Message == "" {
+			t.Errorf("%s: error frame %+v", b.name, e)
+		}
+	}
+	// Well-formed frames about a service this link does not own must not
+	// touch it either.
+	r.sendFrame(lanwire.TypeDown, &lanwire.Down{Instance: "d1", PID: before["d1"].PID, Reason: "forged"})
+	r.sendFrame(lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: "d1", Error: "forged"})
+	r.sendFrame(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "d1", PID: 1, Ports: lanwire.Ports{"tcp": 1}, StartedAt: time.Now()})
+	r.sendFrame(lanwire.TypeClaim, &lanwire.Claim{Instance: "d1"})
+	r.next(lanwire.TypeDeny)
+
+	after := lan.WaitServices(t, wait, "d1")
+	if fmt.Sprint(after["d1"]) != fmt.Sprint(before["d1"]) {
+		t.Errorf("d1 changed: %+v -> %+v", before["d1"], after["d1"])
+	}
+	needs := lan.Needs(t)
+	if len(needs) != 2 || needs["d1"].State != adminapi.StateSatisfied || needs["p1"].State != adminapi.StatePending {
+		t.Errorf("needs changed: %+v", needs)
+	}
+	if ms := lan.Machines(t); !ms["m1"].Connected || !ms["raw"].Connected {
+		t.Errorf("links dropped: %+v", ms)
+	}
+	if pid := alive(t, m)["d1"]; pid != before["d1"].PID {
+		t.Errorf("m1 runs d1 as %d, want %d", pid, before["d1"].PID)
+	}
+	for _, ev := range w.Events() {
+		if ev.Type == adminapi.EventDown {
+			t.Errorf("service went down: %+v", ev.Service)
+		}
 	}
 }
