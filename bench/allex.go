@@ -63,20 +63,21 @@ type allexInstance struct {
 	// timestamps (same host clock): kill to the new child's spawn, spawn
 	// to publication, publication to the watch event.
 	spawned, published, watched []time.Duration
+	startNotes                  []string
 }
 
 func (in *allexInstance) notes() []string {
 	if len(in.spawned) == 0 {
-		return nil
+		return in.startNotes
 	}
 	f := func(ds []time.Duration) string {
 		return fmt.Sprintf("%.1f/%.1f", ms(percentile(ds, 50)), ms(percentile(ds, 99)))
 	}
-	return []string{fmt.Sprintf("allex kill -9 breakdown, p50/p99 ms: kill → replacement spawned %s "+
+	return append(in.startNotes, fmt.Sprintf("allex kill -9 breakdown, p50/p99 ms: kill → replacement spawned %s "+
 		"(master notices the exit, reports it, the LAN manager re-grants the need, the master spawns); "+
 		"spawned → published %s (master readiness poll of the port, then the LAN manager's own port check); "+
 		"published → watch event seen %s",
-		f(in.spawned), f(in.published), f(in.watched))}
+		f(in.spawned), f(in.published), f(in.watched)))
 }
 
 func (a *allexSystem) launch(ctx context.Context, o *options, n int) (_ instance, _ timing, err error) {
@@ -181,6 +182,9 @@ func (in *allexInstance) startServices(ctx context.Context, n int) (timing, erro
 	for i := range rangeAddrs {
 		rangeAddrs[i] = addr(in.base + i)
 	}
+	// CPU each daemon burns during the start says which one limits it.
+	masterCPU, _ := cpuTicks(in.master.pid())
+	lmCPU, _ := cpuTicks(in.lm.pid())
 	acceptDone := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -210,6 +214,17 @@ func (in *allexInstance) startServices(ctx context.Context, n int) (timing, erro
 		}
 	}
 	t.ready = time.Since(start)
+	masterCPU2, _ := cpuTicks(in.master.pid())
+	lmCPU2, _ := cpuTicks(in.lm.pid())
+	var spawned, published []time.Duration
+	for _, rec := range in.up {
+		spawned = append(spawned, rec.StartedAt.Sub(start))
+		published = append(published, rec.PublishedAt.Sub(rec.StartedAt))
+	}
+	in.startNotes = append(in.startNotes, fmt.Sprintf("allex start N=%d breakdown, p50/max ms: start → child spawned %.0f/%.0f; "+
+		"spawned → published %.0f/%.0f; CPU used meanwhile: allexmaster %.2fs, allexlanmanager %.2fs", n,
+		ms(percentile(spawned, 50)), ms(percentile(spawned, 100)), ms(percentile(published, 50)), ms(percentile(published, 100)),
+		float64(masterCPU2-masterCPU)/clockTicks, float64(lmCPU2-lmCPU)/clockTicks))
 	if err := <-acceptDone; err != nil {
 		return t, err
 	}

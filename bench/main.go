@@ -105,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for RSS and CPU")
 	fs.StringVar(&o.out, "out", "bench/results.md", "Markdown results file (relative to the module root)")
 	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2 or supervisord")
-	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s")
+	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -113,7 +113,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if *quick {
-		*ns, o.kills, o.idle = "1,20", 10, 2*time.Second
+		// Flags given explicitly win over -quick's.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["n"] {
+			*ns = "1,20"
+		}
+		if !set["kills"] {
+			o.kills = 10
+		}
+		if !set["idle"] {
+			o.idle = 2 * time.Second
+		}
 	}
 	for _, s := range strings.Split(*ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -158,6 +169,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
+	loadBefore := loadAvg()
 	var results []*result
 	for _, sys := range []system{&allexSystem{}, &pm2System{}, &supervisordSystem{}} {
 		if o.only != "" && o.only != sys.name() {
@@ -169,7 +181,8 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	md := report(o, results, machineInfo(ctx, o, results))
+	info := append(machineInfo(ctx, o, results), "load average (1/5/15 min) before: "+loadBefore+", after: "+loadAvg())
+	md := report(o, results, info)
 	fmt.Fprint(stdout, md)
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return fmt.Errorf("write results: %w", err)
@@ -203,7 +216,7 @@ func measure(ctx context.Context, o *options, sys system) *result {
 	logf("version %s", v)
 	for _, n := range o.ns {
 		if err := launchOnce(ctx, o, sys, n, r, logf); err != nil {
-			r.failed = fmt.Errorf("N=%d: %w", n, err)
+			r.failed = fmt.Errorf("with %d services: %w", n, err)
 			logf("failed: %v", r.failed)
 			return r
 		}
@@ -229,6 +242,9 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, l
 	r.start[n] = t
 	logf("N=%d ready in %v (all accepting TCP: %v)", n, t.ready.Round(time.Millisecond), t.accept.Round(time.Millisecond))
 	if n != o.maxN() {
+		if nt, ok := in.(interface{ notes() []string }); ok {
+			r.notes = append(r.notes, nt.notes()...)
+		}
 		return nil
 	}
 	// Let start-up work (logs, timers, GC) settle before calling it idle.
@@ -296,4 +312,18 @@ func goBuild(ctx context.Context, o *options, out, pkg string) error {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// loadAvg is /proc/loadavg's first three fields: other work on the
+// machine skews every number, so the report says how busy it was.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -14,10 +14,9 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "tinysrv:", err)
-		os.Exit(1)
-	}
+	// run only returns on failure: a supervisor stops tinysrv by signal.
+	fmt.Fprintln(os.Stderr, "tinysrv:", run())
+	os.Exit(1)
 }
 
 func run() error {

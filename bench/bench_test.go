@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestQuickAllex runs the allex part of the command in -quick mode, so CI
+// exercises its whole code path (build, LAN manager, master, needs, kills,
+// idle sampling, report) without installing the peers.
+func TestQuickAllex(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs allexmaster and allexlanmanager")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out := filepath.Join(t.TempDir(), "results.md")
+	var stdout bytes.Buffer
+	if err := runBench(ctx, []string{"-quick", "-only", "allex", "-kills", "3", "-idle", "1s", "-out", out}, &stdout); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stdout.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for _, want := range []string{
+		"| metric | allex |",
+		"(a) start N=20: all ready",
+		"(b) kill -9 → accepting again, p99 of 3",
+		"(c) supervisor RSS, idle with 20 children",
+		"allexlanmanager RSS",
+		"kill -9 breakdown",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results lack %q:\n%s", want, md)
+		}
+	}
+	// Every measured cell is a number, none left as "–".
+	for _, l := range strings.Split(md, "\n") {
+		if strings.HasPrefix(l, "| (") && strings.Contains(l, "–") {
+			t.Errorf("unmeasured row: %s", l)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr bool
+		ns      string
+	}{
+		{args: nil, ns: "1,100,500"},
+		{args: []string{"-quick"}, ns: "1,20"},
+		{args: []string{"-quick", "-n", "5"}, ns: "5"},
+		{args: []string{"-n", "3, 7"}, ns: "3,7"},
+		{args: []string{"-n", "0"}, wantErr: true},
+		{args: []string{"-n", "x"}, wantErr: true},
+		{args: []string{"-only", "systemd"}, wantErr: true},
+		{args: []string{"-kills", "-1"}, wantErr: true},
+		{args: []string{"-idle", "0s"}, wantErr: true},
+		{args: []string{"extra"}, wantErr: true},
+	} {
+		o, err := parseFlags(tc.args, &bytes.Buffer{})
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%q: err %v, want error %v", tc.args, err, tc.wantErr)
+			continue
+		}
+		if err == nil && joinInts(o.ns) != tc.ns {
+			t.Errorf("%q: ns %s, want %s", tc.args, joinInts(o.ns), tc.ns)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := make([]time.Duration, 100)
+	for i := range ds {
+		ds[len(ds)-1-i] = time.Duration(i+1) * time.Millisecond
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := percentile(ds, tc.p); got != tc.want {
+			t.Errorf("p%v = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("empty: %v", got)
+	}
+}
+
+func TestProcStats(t *testing.T) {
+	pid := os.Getpid()
+	if kb, err := rssKB(pid); err != nil || kb <= 0 {
+		t.Errorf("rssKB = %d, %v", kb, err)
+	}
+	if _, err := cpuTicks(pid); err != nil {
+		t.Errorf("cpuTicks: %v", err)
+	}
+}
