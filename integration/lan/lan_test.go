@@ -300,6 +300,46 @@ func TestLANManagerRestartKeepsEverything(t *testing.T) {
 	}
 }
 
+// TestChildDiesWhileLANManagerDown: the master reports the dead child in
+// its hello after reconnecting, and the LAN manager reconciles its
+// registry (record removed, need re-satisfied) while the other service
+// keeps its pid.
+func TestChildDiesWhileLANManagerDown(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	w := lan.Watch(t, "")
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	lan.AddNeeds(t, demoNeed("d1"), demoNeed("d2"))
+	before := lan.WaitServices(t, wait, "d1", "d2")
+	lan.RestartAfter(t, func() {
+		if err := syscall.Kill(before["d1"].PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		e2e.Eventually(t, wait, func() error {
+			if pid, ok := alive(t, m)["d1"]; ok {
+				return fmt.Errorf("d1 still running as %d", pid)
+			}
+			return nil
+		})
+	})
+	w.WaitFor(t, wait, func(evs []e2e.TimedEvent) error {
+		if _, ok := firstUp(evs, "d1", before["d1"].PID, time.Time{}); ok {
+			return nil
+		}
+		return fmt.Errorf("d1 not republished with a new pid")
+	})
+	after := lan.WaitServices(t, wait, "d1", "d2")
+	if after["d2"].PID != before["d2"].PID {
+		t.Errorf("d2 restarted: pid %d -> %d", before["d2"].PID, after["d2"].PID)
+	}
+	if after["d1"].PID == before["d1"].PID {
+		t.Errorf("d1 still published with its dead pid %d", before["d1"].PID)
+	}
+	if got := alive(t, m); len(got) != 2 || got["d1"] != after["d1"].PID || got["d2"] != after["d2"].PID {
+		t.Errorf("master runs %v, published %+v", got, after)
+	}
+}
+
 // TestLostMasterNeedsMoveAfterGrace loses a master two ways: SIGKILL
 // (its link closes at once) and SIGSTOP (its link goes silent, caught by
 // the heartbeat). Either way its services move to the other master after

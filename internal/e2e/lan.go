@@ -29,7 +29,6 @@ type LAN struct {
 	Port           int
 	URL, Token     string
 	args           []string
-	stopped        bool
 	restartedProcs []*Proc
 
 	// blocks are the port ranges handed to this LAN's masters: a block is
@@ -77,17 +76,26 @@ func (l *LAN) start(t testing.TB) {
 	t.Helper()
 	l.Proc = Start(t, l.Dir, Bins.LAN, l.args...)
 	l.WaitOutput("LAN manager listening", 30*time.Second)
-	l.stopped = false
 }
 
 // Restart SIGTERMs the LAN manager, checks it exited cleanly and starts it
 // again with the same flags, port and data dir.
 func (l *LAN) Restart(t testing.TB) {
 	t.Helper()
+	l.RestartAfter(t, nil)
+}
+
+// RestartAfter is Restart running whileDown (if not nil) while the LAN
+// manager is stopped.
+func (l *LAN) RestartAfter(t testing.TB, whileDown func()) {
+	t.Helper()
 	if err := l.Stop(20 * time.Second); err != nil {
 		t.Fatalf("LAN manager exit: %v\n%s", err, l.Output())
 	}
 	l.restartedProcs = append(l.restartedProcs, l.Proc)
+	if whileDown != nil {
+		whileDown()
+	}
 	// The port was ours a moment ago; wait until the kernel lets it go
 	// rather than assume it is free at once.
 	Eventually(t, 30*time.Second, func() error {
