@@ -86,12 +86,14 @@ func (a *Agent) reapLeftovers() {
 		a.log.Warn("ignoring unreadable state file", "path", path, "error", err)
 		return
 	}
+	var groups []int
 	for _, l := range left {
 		if l.PID <= 0 || l.Start == 0 || processStart(l.PID) != l.Start {
 			continue
 		}
 		a.log.Warn("stopping child left behind by a previous master", "instance", l.Instance, "pid", l.PID)
-		killGroupNow(l.PID)
+		groups = append(groups, l.PID)
 	}
+	killGroupsNow(groups)
 	_ = os.Remove(path)
 }

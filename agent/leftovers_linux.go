@@ -31,16 +31,70 @@ func processStart(pid int) uint64 {
 	return v
 }
 
-// killGroupNow stops a leftover child's group: SIGTERM, a short grace,
-// then SIGKILL.
-func killGroupNow(pid int) {
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(-pid, 0) != nil {
-			return
+// killGroupsNow stops leftover children's groups together: SIGTERM to
+// all, one shared grace, then SIGKILL to the groups still alive, and a
+// short wait for those to die so their ports are free. One group at a
+// time, n children that ignore SIGTERM held up the start n times the grace.
+func killGroupsNow(pgids []int) {
+	for _, g := range pgids {
+		_ = syscall.Kill(-g, syscall.SIGTERM)
+	}
+	alive := waitGroups(pgids, 3*time.Second)
+	for _, g := range alive {
+		_ = syscall.Kill(-g, syscall.SIGKILL)
+	}
+	waitGroups(alive, 2*time.Second)
+}
+
+// waitGroups waits until no group has a live member or d passes, and
+// returns the groups still alive.
+func waitGroups(pgids []int, d time.Duration) []int {
+	deadline := time.Now().Add(d)
+	for {
+		var alive []int
+		for _, g := range pgids {
+			if groupAlive(g) {
+				alive = append(alive, g)
+			}
 		}
+		if len(alive) == 0 || time.Now().After(deadline) {
+			return alive
+		}
+		pgids = alive
 		time.Sleep(50 * time.Millisecond)
 	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// groupAlive reports whether process group pgid has a member that is not a
+// zombie. kill(-pgid, 0) alone counts zombies, and a leftover is an orphan
+// whose zombie lingers until PID 1 reaps it, which some inits (containers,
+// VMs) do only every few seconds or never: each leftover then cost the
+// whole grace. A zombie has closed its files, so its ports are free.
+func groupAlive(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }
