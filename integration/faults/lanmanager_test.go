@@ -17,12 +17,24 @@ import (
 )
 
 // TestLANManagerRestartUnderLoad: 100 needs run on two masters; the LAN
-// manager is stopped (SIGTERM) while 50 more needs are being added, and
+// manager is stopped (SIGTERM, or SIGKILL: bbolt must survive it) while 50 more needs are being added, and
 // started again on the same bolt data dir. Every need ends up satisfied
 // exactly once, the children that ran before the restart keep running
 // (same pids, re-adopted through the masters' hellos), and no need runs
 // on both masters.
 func TestLANManagerRestartUnderLoad(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill bool
+	}{
+		{"SIGTERM", false},
+		{"SIGKILL", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testLANManagerRestart(t, tc.kill) })
+	}
+}
+
+func testLANManagerRestart(t *testing.T, kill bool) {
 	const first, more = 100, 50
 	orphans := e2e.NewFaultOrphans(t)
 	data := e2e.ShortDir(t)
@@ -75,7 +87,9 @@ func TestLANManagerRestartUnderLoad(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		names = append(names, <-added)
 	}
-	if err := lan.Stop(30 * time.Second); err != nil {
+	if kill {
+		e2e.FaultKill9(t, lan.Proc)
+	} else if err := lan.Stop(30 * time.Second); err != nil {
 		t.Logf("LAN manager stopped: %v", err)
 	}
 	restarted := e2e.StartFaultLAN(t, data, lan.Port, token, lanArgs...)

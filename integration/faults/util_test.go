@@ -182,6 +182,14 @@ func checkPlacement(t *testing.T, svcs map[string]lanwire.ServiceRecord, masters
 		if err != nil {
 			return err
 		}
+		// A crashed or removed child must give its port back.
+		use, err := e2e.FaultPortsInUse(t, m.Socket)
+		if err != nil {
+			return err
+		}
+		if n, live := use["PROTOCOL_TCP"], countLive(t, m); n != live {
+			return fmt.Errorf("%s holds %d tcp ports for %d live children", m.ID, n, live)
+		}
 		for inst, pid := range kids {
 			if other, ok := where[inst]; ok {
 				return fmt.Errorf("need %s runs on %s and %s", inst, other, m.ID)
@@ -202,6 +210,22 @@ func checkPlacement(t *testing.T, svcs map[string]lanwire.ServiceRecord, masters
 		}
 	}
 	return nil
+}
+
+// countLive counts the master's live children, need or not; -1 when ps
+// fails (which then fails the comparison).
+func countLive(t *testing.T, m *e2e.FaultMaster) int {
+	ps, err := e2e.FaultPSList(t, m.Socket)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, p := range ps {
+		if p.Live() {
+			n++
+		}
+	}
+	return n
 }
 
 // checkServing verifies every service's pid is alive and its port accepts.

@@ -269,3 +269,27 @@ func FaultFreeBlock(t testing.TB, n int) int {
 	t.Fatal("no block of free ports")
 	return 0
 }
+
+// FaultPortsInUse is the master's count of held ports per protocol
+// ("PROTOCOL_TCP", ...) from `allexctl -o json status`.
+func FaultPortsInUse(t testing.TB, socket string) (map[string]int, error) {
+	t.Helper()
+	out, errOut, err := Ctl(t, socket, "-o", "json", "status")
+	if err != nil {
+		return nil, fmt.Errorf("allexctl status: %w: %s", err, errOut)
+	}
+	var st struct {
+		Ranges []struct {
+			Protocol string `json:"protocol"`
+			InUse    int    `json:"in_use"`
+		} `json:"port_ranges"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("status -o json: %w\n%s", err, out)
+	}
+	use := map[string]int{}
+	for _, r := range st.Ranges {
+		use[r.Protocol] = r.InUse
+	}
+	return use, nil
+}
