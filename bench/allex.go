@@ -178,19 +178,27 @@ func (a *allexSystem) launch(ctx context.Context, o *options, n int) (_ instance
 // n ports of the master's TCP range accept.
 func (in *allexInstance) startServices(ctx context.Context, n int) (timing, error) {
 	var t timing
-	rangeAddrs := make([]string, in.size)
-	for i := range rangeAddrs {
-		rangeAddrs[i] = addr(in.base + i)
+	// The port office hands out the lowest free ports of the range, which
+	// was free when chosen, so the services should take its first n
+	// ports; that is checked once they are published.
+	firstAddrs := make([]string, n)
+	for i := range firstAddrs {
+		firstAddrs[i] = addr(in.base + i)
 	}
 	// CPU each daemon burns during the start says which one limits it.
 	masterCPU, _ := cpuTicks(in.master.pid())
 	lmCPU, _ := cpuTicks(in.lm.pid())
-	acceptDone := make(chan error, 1)
+	type accepted struct {
+		d   time.Duration
+		err error
+	}
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	acceptDone := make(chan accepted, 1)
 	start := time.Now()
 	go func() {
-		d, err := waitNAccept(ctx, rangeAddrs, n, start, 5*time.Minute)
-		t.accept = d
-		acceptDone <- err
+		d, err := waitAllAccept(probeCtx, firstAddrs, start, 5*time.Minute)
+		acceptDone <- accepted{d, err}
 	}()
 	addErr := make(chan error, 1)
 	go func() { addErr <- in.addNeeds(ctx, n) }()
@@ -225,9 +233,16 @@ func (in *allexInstance) startServices(ctx context.Context, n int) (timing, erro
 		"spawned → published %.0f/%.0f; CPU used meanwhile: allexmaster %.2fs, allexlanmanager %.2fs", n,
 		ms(percentile(spawned, 50)), ms(percentile(spawned, 100)), ms(percentile(published, 50)), ms(percentile(published, 100)),
 		float64(masterCPU2-masterCPU)/clockTicks, float64(lmCPU2-lmCPU)/clockTicks))
-	if err := <-acceptDone; err != nil {
-		return t, err
+	for inst, rec := range in.up {
+		if p := int(rec.Ports["tcp"]); p < in.base || p >= in.base+n {
+			return t, fmt.Errorf("published %s on port %d, outside the first %d ports of the range from %d", inst, p, n, in.base)
+		}
 	}
+	acc := <-acceptDone
+	if acc.err != nil {
+		return t, acc.err
+	}
+	t.accept = acc.d
 	for inst, rec := range in.up {
 		a := net.JoinHostPort(rec.Address, strconv.Itoa(int(rec.Ports["tcp"])))
 		pid, err := readPID(a)
@@ -379,36 +394,4 @@ func pollUntil(ctx context.Context, timeout time.Duration, p *proc, fn func() er
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// waitNAccept polls addrs until want of them answer and returns how long
-// after start that took.
-func waitNAccept(ctx context.Context, addrs []string, want int, start time.Time, timeout time.Duration) (time.Duration, error) {
-	accepted := make([]bool, len(addrs))
-	count := 0
-	deadline := time.Now().Add(timeout)
-	for count < want {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%d of %d ports accepting after %v", count, want, timeout)
-		}
-		for i, a := range addrs {
-			if accepted[i] {
-				continue
-			}
-			c, err := net.DialTimeout("tcp", a, time.Second)
-			if err != nil {
-				continue
-			}
-			c.Close()
-			accepted[i] = true
-			if count++; count == want {
-				return time.Since(start), nil
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start), nil
 }
