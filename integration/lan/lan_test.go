@@ -525,8 +525,13 @@ func TestPortCheckFailureRetried(t *testing.T) {
 
 	var st adminapi.NeedStatus
 	e2e.Eventually(t, 2*wait, func() error {
+		// Each attempt allocates one tcp port; a rejected attempt that
+		// kept its port would show as more than one in use.
+		if n := portsInUse(t, m); n > 1 {
+			t.Fatalf("%d ports in use with one deaf child at a time", n)
+		}
 		st = lan.Needs(t)["x1"]
-		if st.Attempts < 2 {
+		if st.Attempts < 3 {
 			return fmt.Errorf("x1 attempts %d (%s, %q)", st.Attempts, st.State, st.LastError)
 		}
 		return nil
