@@ -18,6 +18,9 @@ import (
 )
 
 func main() {
+	// Piping the output into head must not kill the bench before it has
+	// stopped the supervisors it started.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := runBench(ctx, os.Args[1:], os.Stdout)
 	stop()
