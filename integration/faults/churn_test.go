@@ -174,6 +174,8 @@ func TestChurnWithCrashingChildren(t *testing.T) {
 	t.Logf("%d operations and %d child kills in %s; %d needs should remain", ops.Load(), kills.Load(), churned.Round(time.Millisecond), len(want))
 
 	settleStart := time.Now()
+	var matched time.Duration
+	var interim []string
 	e2e.Eventually(t, 2*time.Minute, func() error {
 		svcs, err := services(lan)
 		if err != nil {
@@ -181,6 +183,9 @@ func TestChurnWithCrashingChildren(t *testing.T) {
 		}
 		if s := diff(want, keys(svcs)); s != "" {
 			return fmt.Errorf("services: %s", s)
+		}
+		if matched == 0 {
+			matched = time.Since(settleStart)
 		}
 		orphans.Add(pidsOf(svcs)...)
 		states, err := needStates(lan)
@@ -196,11 +201,31 @@ func TestChurnWithCrashingChildren(t *testing.T) {
 			}
 		}
 		if err := checkPlacement(t, svcs, m1, m2); err != nil {
+			interim = append(interim, err.Error())
 			return err
 		}
 		return checkServing(svcs)
 	})
-	t.Logf("registry matched the needs %s after the churn stopped", time.Since(settleStart).Round(time.Millisecond))
+	if len(interim) > 0 {
+		t.Logf("placement converged after: %s", clip(interim))
+		// ALLEX_CHURN_TRACE=1 prints the daemons' log lines about the
+		// first child that was out of place.
+		var inst string
+		if _, rest, ok := strings.Cut(interim[0], " runs "); ok {
+			inst, _, _ = strings.Cut(rest, " ")
+		}
+		if os.Getenv("ALLEX_CHURN_TRACE") != "" && inst != "" {
+			for _, p := range []*e2e.Proc{lan.Proc, m1.Proc, m2.Proc} {
+				for _, l := range e2e.Lines(p.Output()) {
+					if strings.Contains(l, inst+" ") || strings.Contains(l, "="+inst) || strings.Contains(l, inst+".") {
+						t.Log(l)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("registry listed exactly the needs %s after the churn stopped; every check passed after %s",
+		matched.Round(time.Millisecond), time.Since(settleStart).Round(time.Millisecond))
 
 	// A removed need must stay gone: nothing for it may come back.
 	for _, w := range ws {

@@ -55,6 +55,7 @@ func testLANManagerRestart(t *testing.T, kill bool) {
 
 	// Add the next 50 in a bounded loop, retrying across the restart.
 	var cur atomic.Pointer[e2e.FaultLAN]
+	var refused atomic.Int64
 	cur.Store(lan)
 	var wg sync.WaitGroup
 	added := make(chan string, more)
@@ -73,6 +74,7 @@ func testLANManagerRestart(t *testing.T, kill bool) {
 				if err == nil {
 					break
 				}
+				refused.Add(1)
 				if time.Now().After(deadline) {
 					addErr <- fmt.Errorf("add %s: %w", name, err)
 					return
@@ -92,7 +94,12 @@ func testLANManagerRestart(t *testing.T, kill bool) {
 	} else if err := lan.Stop(30 * time.Second); err != nil {
 		t.Logf("LAN manager stopped: %v", err)
 	}
+	down := time.Now()
+	// Stay down a while: adds keep failing and the masters' reconnects
+	// back off, as in a real outage.
+	time.Sleep(time.Second)
 	restarted := e2e.StartFaultLAN(t, data, lan.Port, token, lanArgs...)
+	t.Logf("LAN manager answering again %s after the stop", time.Since(down).Round(time.Millisecond))
 	cur.Store(restarted)
 	lan = restarted
 	for n := range added {
@@ -141,7 +148,8 @@ func testLANManagerRestart(t *testing.T, kill bool) {
 			t.Errorf("need %s is %s, want satisfied", inst, st)
 		}
 	}
-	t.Logf("%d services after the restart (m1/m2 split %d/%d)", len(final), countOn(final, "m1"), countOn(final, "m2"))
+	t.Logf("%d services after the restart (m1/m2 split %d/%d); %d add attempts failed during the outage and were retried",
+		len(final), countOn(final, "m1"), countOn(final, "m2"), refused.Load())
 }
 
 func countOn(svcs map[string]lanwire.ServiceRecord, id string) int {
