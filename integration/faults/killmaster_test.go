@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,6 +212,85 @@ func TestKillMasterMovesNeeds(t *testing.T) {
 		return nil
 	})
 	e2e.Eventually(t, 30*time.Second, func() error {
+		svcs, err := services(lan)
+		if err != nil {
+			return err
+		}
+		for inst, s := range svcs {
+			if old := moved[inst]; s.MachineID != "m2" || s.PID != old.PID {
+				return fmt.Errorf("service %s moved again: now %s pid %d, was m2 pid %d", inst, s.MachineID, s.PID, old.PID)
+			}
+		}
+		if s := diff(setOf(names...), keys(svcs)); s != "" {
+			return fmt.Errorf("services: %s", s)
+		}
+		if err := checkPlacement(t, svcs, m1, m2); err != nil {
+			return err
+		}
+		return checkServing(svcs)
+	})
+}
+
+// TestMasterStopsAnswering: a master frozen with SIGSTOP is dropped by the
+// LAN manager after three heartbeats and, after the grace, its needs move
+// to the other master. Continued, it reconnects still running its old
+// children; the LAN manager, which now has those services on the other
+// master, tells it to stop them, so no need ends up running twice.
+func TestMasterStopsAnswering(t *testing.T) {
+	orphans := e2e.NewFaultOrphans(t)
+	lan := e2e.StartFaultLAN(t, e2e.ShortDir(t), 0, token)
+	m1 := e2e.StartFaultMaster(t, lan, "m1", 10, 0)
+	pid := m1.Cmd.Process.Pid
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	names := addNeeds(t, lan, "fz", 0, 4)
+	before := waitServices(t, lan, setOf(names...), 90*time.Second)
+	if err := allOn(before, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	orphans.Add(pidsOf(before)...)
+	m2 := e2e.StartFaultMaster(t, lan, "m2", 10, 0)
+
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var moved map[string]lanwire.ServiceRecord
+	e2e.Eventually(t, 60*time.Second, func() error {
+		svcs, err := services(lan)
+		if err != nil {
+			return err
+		}
+		if s := diff(setOf(names...), keys(svcs)); s != "" {
+			return fmt.Errorf("services: %s", s)
+		}
+		if err := allOn(svcs, "m2"); err != nil {
+			return err
+		}
+		moved = svcs
+		return nil
+	})
+	orphans.Add(pidsOf(moved)...)
+	for inst, s := range before {
+		if !e2e.FaultPIDAlive(s.PID) {
+			t.Fatalf("child %s (pid %d) of the frozen master died", inst, s.PID)
+		}
+	}
+
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	e2e.Eventually(t, 60*time.Second, func() error {
+		st, err := e2e.FaultLinkState(t, m1.Socket)
+		if err != nil {
+			return err
+		}
+		if st != "connected" {
+			return fmt.Errorf("m1 link is %s", st)
+		}
+		for inst, s := range before {
+			if e2e.FaultPIDAlive(s.PID) {
+				return fmt.Errorf("m1 still runs %s (pid %d), which moved to m2", inst, s.PID)
+			}
+		}
 		svcs, err := services(lan)
 		if err != nil {
 			return err
