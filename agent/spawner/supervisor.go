@@ -339,7 +339,10 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	// The child has its own descriptors now.
 	closeAll(files)
 	waitCh := make(chan error, 1)
-	go func() { waitCh <- cmd.Wait() }()
+	go func() {
+		awaitExit(p.Pid)
+		waitCh <- cmd.Wait()
+	}()
 
 	c := &child{pid: p.Pid, ready: make(chan struct{})}
 	s.mu.Lock()
@@ -536,8 +539,12 @@ func (s *Supervisor) awaitGroupDeath(pgid int) {
 func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 	ports := slices.Sorted(maps.Values(s.spec.Ports))
 	d := net.Dialer{Timeout: 250 * time.Millisecond}
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
+	// Most children listen within milliseconds of exec: probe soon, then
+	// back off so a slow starter costs little.
+	const minProbe, maxProbe = time.Millisecond, 25 * time.Millisecond
+	delay := minProbe
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
 	for len(ports) > 0 {
 		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0]))))
 		if err == nil {
@@ -545,10 +552,12 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 			ports = ports[1:]
 			continue
 		}
+		timer.Reset(delay)
+		delay = min(2*delay, maxProbe)
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
 	}
 	c.markReady()
