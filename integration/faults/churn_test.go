@@ -57,7 +57,8 @@ func (w *churnWorker) next(lo, hi int) (add bool, name string) {
 // TestChurnWithCrashingChildren: 1000 add/remove operations on needs, in
 // a seeded random order from four concurrent clients (at most 100 needs
 // alive at once), over two masters, while another goroutine SIGKILLs
-// random published children. Afterwards the registry must converge to
+// random published children and, halfway, one master is killed with
+// SIGKILL and started again. Afterwards the registry must converge to
 // exactly the needs that were added and not removed: one service each,
 // its pid alive and its port accepting, one live child for it on exactly
 // one master, and nothing for removed needs.
@@ -153,6 +154,25 @@ func TestChurnWithCrashingChildren(t *testing.T) {
 			}
 		}
 	}()
+	// Halfway through, crash a master and start it again on its dir: its
+	// leftovers are killed and its needs go to the other master or back.
+	for ops.Load() < workers*opsPer/2 && time.Now().Before(deadline) {
+		errMu.Lock()
+		failed := len(errs) > 0
+		errMu.Unlock()
+		if failed {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if kids, err := liveNeedChildren(t, m2); err == nil {
+		for _, pid := range kids {
+			orphans.Add(pid)
+		}
+	}
+	e2e.FaultKill9(t, m2.Proc)
+	t.Logf("master m2 killed after %d operations", ops.Load())
+	m2.Run(t)
 	wg.Wait()
 	close(stopped)
 	<-killerDone
