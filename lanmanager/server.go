@@ -87,6 +87,9 @@ type Server struct {
 	watchers map[*watcher]struct{}
 	sessions map[*session]struct{}
 	closed   bool
+	// reoffer wakes reofferLoop; one pending wake-up covers any number of
+	// changes.
+	reoffer chan struct{}
 	// wg tracks link sessions and port checks, which outlive their HTTP
 	// handlers' bookkeeping in http.Server.
 	wg sync.WaitGroup
@@ -130,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 		watchers: map[*watcher]struct{}{},
 		sessions: map[*session]struct{}{},
 		ready:    make(chan struct{}),
+		reoffer:  make(chan struct{}, 1),
 	}
 	if err := s.load(fileNeeds); err != nil {
 		_ = st.Close()
@@ -247,6 +251,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.ctx = ctx
 	s.startTimersLocked()
 	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.reofferLoop(ctx)
 	s.log.Info("LAN manager listening", "addr", s.ln.Addr().String())
 
 	hs := &http.Server{

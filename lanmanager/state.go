@@ -1,6 +1,7 @@
 package lanmanager
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -253,9 +254,37 @@ func (s *Server) offerable(ns *needState, sess *session, now time.Time) string {
 	return ""
 }
 
-// reofferLocked sends every live master its current needs list when it
-// changed since the last one it got.
+// reofferLocked asks for every live master to get its current needs list.
+// The lists go out from reofferLoop: a burst of changes (hundreds of needs
+// added or granted in a row) then costs one list per master instead of one
+// per change, which made starting n services cost n² need entries.
 func (s *Server) reofferLocked() {
+	select {
+	case s.reoffer <- struct{}{}:
+	default:
+	}
+}
+
+// reofferLoop sends the needs lists reofferLocked asked for.
+func (s *Server) reofferLoop(ctx context.Context) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.reoffer:
+		}
+		s.mu.Lock()
+		if !s.closed {
+			s.sendOffersLocked()
+		}
+		s.mu.Unlock()
+	}
+}
+
+// sendOffersLocked sends every live master its current needs list when it
+// changed since the last one it got.
+func (s *Server) sendOffersLocked() {
 	sorted := s.sortedNeedsLocked()
 	now := time.Now()
 	for _, m := range s.machines {
