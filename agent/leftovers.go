@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // stateFile lists the live children so that a master that was killed
@@ -70,23 +71,23 @@ func (a *Agent) writeState() {
 }
 
 // reapLeftovers kills the process groups of children a previous master
-// left running.
+// left running: those its state file lists, and those it started but had
+// not recorded yet when it died (found by their master socket).
 func (a *Agent) reapLeftovers() {
+	var groups []int
 	path := filepath.Join(a.opts.StateDir, stateFile)
 	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	if err != nil {
-		a.log.Warn("cannot read state file", "path", path, "error", err)
-		return
-	}
 	var left []leftover
-	if err := json.Unmarshal(b, &left); err != nil {
-		a.log.Warn("ignoring unreadable state file", "path", path, "error", err)
-		return
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		a.log.Warn("cannot read state file", "path", path, "error", err)
+	default:
+		if err := json.Unmarshal(b, &left); err != nil {
+			a.log.Warn("ignoring unreadable state file", "path", path, "error", err)
+			left = nil
+		}
 	}
-	var groups []int
 	for _, l := range left {
 		if l.PID <= 0 || l.Start == 0 || processStart(l.PID) != l.Start {
 			continue
@@ -94,6 +95,14 @@ func (a *Agent) reapLeftovers() {
 		a.log.Warn("stopping child left behind by a previous master", "instance", l.Instance, "pid", l.PID)
 		groups = append(groups, l.PID)
 	}
+	for _, pid := range strayGroups(a.opts.Socket) {
+		if !slices.Contains(groups, pid) {
+			a.log.Warn("stopping unrecorded child left behind by a previous master", "pid", pid)
+			groups = append(groups, pid)
+		}
+	}
 	killGroupsNow(groups)
-	_ = os.Remove(path)
+	if err == nil {
+		_ = os.Remove(path)
+	}
 }

@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"bytes"
 	"os"
 	"strconv"
 	"strings"
@@ -97,4 +98,50 @@ func groupAlive(pgid int) bool {
 		}
 	}
 	return false
+}
+
+// strayGroups lists the process groups led by children of an earlier
+// master on this socket. The state file is written just after each spawn,
+// so a master killed in between leaves a child it never recorded (under
+// need churn, about one per kill). Every child carries
+// ALLEX_MASTER_SOCKET in its environment, the socket path belongs to one
+// master at a time, and each child leads its own process group.
+func strayGroups(socket string) []int {
+	if socket == "" {
+		return nil
+	}
+	want := []byte("\x00ALLEX_MASTER_SOCKET=" + socket + "\x00")
+	self := os.Getpid()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 3 || f[2] != e.Name() || f[0] == "Z" || f[0] == "X" {
+			continue // not a live group leader
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue // gone, or another user's
+		}
+		if bytes.Contains(append([]byte{0}, env...), want) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
