@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -189,6 +190,16 @@ func checkPlacement(t *testing.T, svcs map[string]lanwire.ServiceRecord, masters
 		}
 		if n, live := use["PROTOCOL_TCP"], countLive(t, m); n != live {
 			return fmt.Errorf("%s holds %d tcp ports for %d live children", m.ID, n, live)
+		}
+		// No orphan of an earlier run of this master may survive.
+		ps, err := e2e.FaultPSList(t, m.Socket)
+		if err != nil {
+			return err
+		}
+		for _, pid := range e2e.FaultProcsOf(m.Socket) {
+			if !slices.ContainsFunc(ps, func(p e2e.FaultPS) bool { return p.Pid == pid && p.Live() }) {
+				return fmt.Errorf("pid %d was started for %s but is none of its live children", pid, m.ID)
+			}
 		}
 		for inst, pid := range kids {
 			if other, ok := where[inst]; ok {

@@ -293,3 +293,29 @@ func FaultPortsInUse(t testing.TB, socket string) (map[string]int, error) {
 	}
 	return use, nil
 }
+
+// FaultProcsOf lists the live processes started for the master on socket:
+// those whose environment has ALLEX_MASTER_SOCKET=socket, whoever their
+// parent is now, so orphans of a crashed master are found too.
+func FaultProcsOf(socket string) []int {
+	want := "\x00ALLEX_MASTER_SOCKET=" + socket + "\x00"
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !FaultPIDAlive(pid) {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		if strings.Contains("\x00"+string(env), want) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
