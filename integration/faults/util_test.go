@@ -159,6 +159,10 @@ func liveNeedChildren(t *testing.T, m *e2e.FaultMaster) (map[string]int, error) 
 	if err != nil {
 		return nil, err
 	}
+	return needChildren(m, ps)
+}
+
+func needChildren(m *e2e.FaultMaster, ps []e2e.FaultPS) (map[string]int, error) {
 	out := map[string]int{}
 	for _, p := range ps {
 		if p.NeedID == "" || !p.Live() {
@@ -179,23 +183,29 @@ func checkPlacement(t *testing.T, svcs map[string]lanwire.ServiceRecord, masters
 	t.Helper()
 	where := map[string]string{}
 	for _, m := range masters {
-		kids, err := liveNeedChildren(t, m)
+		ps, err := e2e.FaultPSList(t, m.Socket)
 		if err != nil {
 			return err
+		}
+		kids, err := needChildren(m, ps)
+		if err != nil {
+			return err
+		}
+		live := 0
+		for _, p := range ps {
+			if p.Live() {
+				live++
+			}
 		}
 		// A crashed or removed child must give its port back.
 		use, err := e2e.FaultPortsInUse(t, m.Socket)
 		if err != nil {
 			return err
 		}
-		if n, live := use["PROTOCOL_TCP"], countLive(t, m); n != live {
+		if n := use["PROTOCOL_TCP"]; n != live {
 			return fmt.Errorf("%s holds %d tcp ports for %d live children", m.ID, n, live)
 		}
 		// No orphan of an earlier run of this master may survive.
-		ps, err := e2e.FaultPSList(t, m.Socket)
-		if err != nil {
-			return err
-		}
 		for _, pid := range e2e.FaultProcsOf(m.Socket) {
 			if !slices.ContainsFunc(ps, func(p e2e.FaultPS) bool { return p.Pid == pid && p.Live() }) {
 				return fmt.Errorf("pid %d was started for %s but is none of its live children", pid, m.ID)
@@ -221,22 +231,6 @@ func checkPlacement(t *testing.T, svcs map[string]lanwire.ServiceRecord, masters
 		}
 	}
 	return nil
-}
-
-// countLive counts the master's live children, need or not; -1 when ps
-// fails (which then fails the comparison).
-func countLive(t *testing.T, m *e2e.FaultMaster) int {
-	ps, err := e2e.FaultPSList(t, m.Socket)
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for _, p := range ps {
-		if p.Live() {
-			n++
-		}
-	}
-	return n
 }
 
 // checkServing verifies every service's pid is alive and its port accepts.
