@@ -12,7 +12,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,33 +225,19 @@ func Client(t testing.TB, socket string) allexv1.MachineManagerClient {
 }
 
 // FreeBlock finds n consecutive ports that are free right now, so tests
-// never assume fixed ports are unused.
+// never assume fixed ports are unused. Blocks come from below the kernel's
+// ephemeral range (32768 and up on Linux): there the source ports of the
+// tests' own connections never land in a child's range, and a busy machine
+// still has large free blocks.
 func FreeBlock(t testing.TB, n int) int {
 	t.Helper()
-	for attempt := 0; attempt < 200; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if base+n > 65000 {
-			continue
-		}
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
+	for attempt := 0; attempt < 500; attempt++ {
+		base := rangeLow + rand.IntN(rangeHigh-rangeLow-n)
+		if bindable(base, n) {
 			return base
 		}
 	}
-	t.Fatal("no block of free ports")
+	t.Fatalf("no free block of %d ports in %d-%d", n, rangeLow, rangeHigh)
 	return 0
 }
 

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -114,7 +113,7 @@ func FaultMasterConfig(dir, id string, lanPort int, token string, base, size, ma
 func StartFaultMaster(t testing.TB, lan *FaultLAN, id string, size, maxProcs int) *FaultMaster {
 	t.Helper()
 	dir := ShortDir(t)
-	base := FaultFreeBlock(t, 3*size)
+	base := FreeBlock(t, 3*size)
 	WriteFile(t, dir, "allexmasterconfig.json", FaultMasterConfig(dir, id, lan.Port, lan.Token, base, size, maxProcs))
 	m := &FaultMaster{ID: id, Dir: dir, Socket: filepath.Join(dir, "m.sock"), Base: base, Size: size}
 	m.Run(t)
@@ -243,31 +242,6 @@ func (o *FaultOrphans) Add(pids ...int) {
 			o.pids[p] = true
 		}
 	}
-}
-
-// FaultFreeBlock finds n consecutive ports free right now below the
-// ephemeral range (32768 and up on Linux), where the outgoing connections
-// of a busy test machine do not keep large blocks from ever being free.
-func FaultFreeBlock(t testing.TB, n int) int {
-	t.Helper()
-	const lo, hi = 10000, 32000
-	for attempt := 0; attempt < 500; attempt++ {
-		base := lo + rand.IntN(hi-lo-n)
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no block of free ports")
-	return 0
 }
 
 // FaultPortsInUse is the master's count of held ports per protocol
