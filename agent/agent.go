@@ -91,7 +91,6 @@ type proc struct {
 	// LAN bookkeeping for need children, guarded by Agent.mu.
 	spawnedSent  bool
 	suppressDown bool
-	published    bool
 }
 
 // New builds an agent; Run starts it.
@@ -151,7 +150,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	close(a.running)
 
 	for _, inst := range a.opts.Config.Run {
-		spec, err := a.specFor(&allexv1.ModuleSpec{Module: inst.Module, Instance: inst.Instance, Properties: inst.Properties, FixedPorts: toU32(inst.FixedPorts)})
+		spec, err := a.opts.Config.InstanceSpec(inst)
 		if err == nil {
 			_, err = a.Start(spec, "")
 		}
@@ -200,17 +199,6 @@ func (a *Agent) specFor(req *allexv1.ModuleSpec) (*allexv1.ModuleSpec, error) {
 		spec.Restart = req.GetRestart()
 	}
 	return spec, nil
-}
-
-func toU32(m map[string]uint16) map[string]uint32 {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make(map[string]uint32, len(m))
-	for k, v := range m {
-		out[k] = uint32(v)
-	}
-	return out
 }
 
 // StartProcess starts a child from a (possibly partial) spec.

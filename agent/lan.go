@@ -158,11 +158,6 @@ func (l *lanState) HandleFrame(typ string, payload any) {
 		l.mu.Unlock()
 		l.a.log.Debug("claim denied", "instance", f.Instance, "reason", f.Reason)
 	case *lanwire.Approved:
-		l.a.mu.Lock()
-		if p, ok := l.a.procs[f.Service.Instance]; ok && p.needID != "" {
-			p.published = true
-		}
-		l.a.mu.Unlock()
 		l.a.log.Info("service published", "instance", f.Service.Instance, "ports", f.Service.Ports)
 	case *lanwire.Rejected:
 		l.a.log.Warn("LAN manager rejected the service; stopping it", "instance", f.Instance, "reason", f.Reason)
@@ -307,7 +302,8 @@ func (l *lanState) childFinished(p *proc, runErr error) {
 			l.send(lanwire.TypeDown, &lanwire.Down{Instance: p.needID, PID: st.PID, ExitCode: st.ExitCode, Signal: st.Signal, Reason: reason})
 		}
 	}
-	l.send(lanwire.TypeCapacity, func() *lanwire.Capacity { c := l.a.capacity(); return &c }())
+	capa := l.a.capacity()
+	l.send(lanwire.TypeCapacity, &capa)
 	l.claimOffered()
 }
 
