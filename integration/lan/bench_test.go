@@ -154,7 +154,7 @@ func BenchmarkNeedToPublished(b *testing.B) {
 		b.ReportMetric(adding.Seconds()/float64(b.N), "add_s")
 	})
 	b.Run("one-at-a-time", func(b *testing.B) {
-		const n = 20
+		const n = 200
 		lan, m, w := benchLAN(b, n)
 		var lat []time.Duration
 		b.ResetTimer()
