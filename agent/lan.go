@@ -275,6 +275,9 @@ func (l *lanState) childReady(p *proc, pid int) {
 	}
 	a.mu.Unlock()
 	l.send(lanwire.TypeSpawned, sp)
+	// Keep the LAN manager's view of this machine's load current.
+	capa := a.capacity()
+	l.send(lanwire.TypeCapacity, &capa)
 }
 
 // childFinished tells the LAN manager a need child is gone, and uses the
