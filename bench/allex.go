@@ -100,6 +100,9 @@ func (a *allexSystem) launch(ctx context.Context, o *options, n int) (_ instance
 	// A short heartbeat as in allexmaster -dev; memory store: the bench
 	// times supervision, not the disk.
 	in.lm, err = startProc("allexlanmanager", dir, filepath.Join(dir, "lanmanager.log"), nil, a.lanManager,
+		// Kill rounds may hit one service many times (small -n): measure
+		// raw recovery, as the peers are set up to (no restart delay).
+		"-crashloop-limit", "-1",
 		"-addr", addr(lmPort), "-data", filepath.Join(dir, "lm"), "-token", allexToken, "-store", "memory",
 		"-heartbeat", "1s", "-log-level", "warn")
 	if err != nil {

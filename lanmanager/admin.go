@@ -57,6 +57,8 @@ func (s *Server) AddNeed(n lanwire.Need) error {
 func (s *Server) RemoveNeed(instance string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A need added again later starts with a clean crash record.
+	delete(s.downs, instance)
 	if ns, ok := s.needs[instance]; ok {
 		if err := s.store.DeleteNeed(instance); err != nil {
 			return err

@@ -568,3 +568,49 @@ func TestIPv6Master(t *testing.T) {
 		t.Fatalf("record = %+v", rec)
 	}
 }
+
+func TestCrashLoopBacksOff(t *testing.T) {
+	cfg := testConfig()
+	cfg.CrashLoopLimit = 2
+	cfg.RetryBackoffInitial = 300 * time.Millisecond
+	cfg.RetryBackoffMax = 300 * time.Millisecond
+	e := start(t, cfg)
+	e.addNeeds(tcpNeed("w1", "web"))
+	m := e.connect(t, hello("m1", "web"))
+	// Downs within the limit are re-offered at once.
+	for i := 0; i < cfg.CrashLoopLimit; i++ {
+		m.publish("w1")
+		m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
+		m.expectNeeds("w1")
+		if st, att, _ := needState(e, "w1"); st != adminapi.StatePending || att != 0 {
+			t.Fatalf("down %d: state %q attempts %d, want pending with no backoff", i+1, st, att)
+		}
+	}
+	// One more within the window is a crash loop: the need waits.
+	m.publish("w1")
+	m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
+	eventually(t, "crash-loop backoff", func() bool {
+		st, att, le := needState(e, "w1")
+		return st == adminapi.StatePending && att == 1 && strings.Contains(le, "crash loop")
+	})
+	m.send(lanwire.TypeClaim, &lanwire.Claim{Instance: "w1"})
+	if d := m.expect(lanwire.TypeDeny).p.(*lanwire.Deny); d.Instance != "w1" {
+		t.Fatalf("deny for %q", d.Instance)
+	}
+	// After the backoff it is offered and can run again.
+	m.expectNeeds("w1")
+	m.publish("w1")
+
+	// A need removed and added again starts with a clean record.
+	if err := e.srv.RemoveNeed("w1"); err != nil {
+		t.Fatal(err)
+	}
+	m.expect(lanwire.TypeStop)
+	e.addNeeds(tcpNeed("w1", "web"))
+	m.publish("w1")
+	m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
+	m.expectNeeds("w1")
+	if _, att, _ := needState(e, "w1"); att != 0 {
+		t.Fatalf("attempts %d after re-adding the need, want 0", att)
+	}
+}

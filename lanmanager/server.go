@@ -45,7 +45,14 @@ type Config struct {
 	// failed need is offered again (defaults 1s and 60s).
 	RetryBackoffInitial time.Duration
 	RetryBackoffMax     time.Duration
-	Logger              hclog.Logger
+	// CrashLoopLimit is how many times a need's service may go down within
+	// CrashLoopWindow before the need is re-offered only after a backoff
+	// (0: 10; negative: never back off). Without it a service that dies
+	// right after being published would be restarted as fast as the LAN
+	// allows, forever.
+	CrashLoopLimit  int
+	CrashLoopWindow time.Duration
+	Logger          hclog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -63,6 +70,10 @@ func (c *Config) setDefaults() {
 	def(&c.PortCheckInterval, 200*time.Millisecond)
 	def(&c.RetryBackoffInitial, time.Second)
 	def(&c.RetryBackoffMax, 60*time.Second)
+	def(&c.CrashLoopWindow, time.Minute)
+	if c.CrashLoopLimit == 0 {
+		c.CrashLoopLimit = 10
+	}
 	if c.PortCheckAttempts <= 0 {
 		c.PortCheckAttempts = 3
 	}
@@ -90,6 +101,9 @@ type Server struct {
 	// reoffer wakes reofferLoop; one pending wake-up covers any number of
 	// changes.
 	reoffer chan struct{}
+	// downs holds, per instance, when its service went down within the
+	// crash-loop window.
+	downs map[string][]time.Time
 	// wg tracks link sessions and port checks, which outlive their HTTP
 	// handlers' bookkeeping in http.Server.
 	wg sync.WaitGroup
@@ -134,6 +148,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: map[*session]struct{}{},
 		ready:    make(chan struct{}),
 		reoffer:  make(chan struct{}, 1),
+		downs:    map[string][]time.Time{},
 	}
 	if err := s.load(fileNeeds); err != nil {
 		_ = st.Close()

@@ -113,22 +113,52 @@ func (s *Server) serviceInstancesLocked(machineID string) []string {
 	return out
 }
 
-// serviceDownLocked removes a service and recreates its need at once.
+// serviceDownLocked removes a service and recreates its need: at once,
+// unless the service keeps going down (a crash loop), then after a backoff.
 func (s *Server) serviceDownLocked(inst, reason string) {
 	sv := s.svcs[inst]
 	if sv == nil {
 		return
 	}
-	n := store.Need{Need: sv.Need, CreatedAt: time.Now(), Origin: sv.Origin}
+	now := time.Now()
+	n := store.Need{Need: sv.Need, CreatedAt: now, Origin: sv.Origin}
+	if over := s.countDownLocked(inst, now); over > 0 {
+		n.Attempts = over
+		n.NotBefore = now.Add(s.backoff(over))
+		n.LastError = fmt.Sprintf("crash loop: down %d times within %v (last: %s)", s.cfg.CrashLoopLimit+over, s.cfg.CrashLoopWindow, reason)
+	}
 	if err := s.store.Unpublish(inst, n); err != nil {
 		// Memory stays as it was so it keeps matching the store.
 		s.log.Error("cannot unpublish service", "instance", inst, "error", err)
 		return
 	}
 	delete(s.svcs, inst)
-	s.needs[inst] = &needState{st: n}
+	ns := &needState{st: n}
+	s.needs[inst] = ns
 	s.emitLocked(adminapi.EventDown, sv.Record)
+	if n.Attempts > 0 {
+		s.armBackoffLocked(ns)
+		s.log.Warn("service down in a crash loop, need backs off", "instance", inst, "until", n.NotBefore, "reason", reason)
+		return
+	}
 	s.log.Info("service down, need recreated", "instance", inst, "reason", reason)
+}
+
+// countDownLocked records a down of inst and returns by how many downs the
+// crash-loop window is over its limit (0: not in a crash loop).
+func (s *Server) countDownLocked(inst string, now time.Time) int {
+	if s.cfg.CrashLoopLimit < 0 {
+		return 0
+	}
+	recent := s.downs[inst][:0]
+	for _, t := range s.downs[inst] {
+		if now.Sub(t) < s.cfg.CrashLoopWindow {
+			recent = append(recent, t)
+		}
+	}
+	recent = append(recent, now)
+	s.downs[inst] = recent
+	return max(len(recent)-s.cfg.CrashLoopLimit, 0)
 }
 
 func (s *Server) emitLocked(typ string, rec lanwire.ServiceRecord) {

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/store"
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.Var(&needs, "needs", "needs file (repeatable; later files override earlier ones per instance)")
 	fset.DurationVar(&cfg.Heartbeat, "heartbeat", 0, "master ping period; silent links are dropped after 3× (default 5s)")
 	fset.DurationVar(&cfg.Grace, "grace", 0, "how long a lost master's services stay published (default 15s)")
+	fset.IntVar(&cfg.CrashLoopLimit, "crashloop-limit", 10, "downs of one service within -crashloop-window before its need backs off (-1: never)")
+	fset.DurationVar(&cfg.CrashLoopWindow, "crashloop-window", time.Minute, "window of -crashloop-limit")
 	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data) or memory (state lost on exit)")
 	if err := fset.Parse(args); err != nil {

@@ -35,7 +35,9 @@ func reportLatencies(b *testing.B, ds []time.Duration) {
 
 // benchLAN is one LAN manager and one master able to run n needs.
 func benchLAN(b *testing.B, n int) (*e2e.LAN, *e2e.Master, *e2e.Watcher) {
-	lan := e2e.StartLAN(b, e2e.LANOpts{Heartbeat: time.Second, Grace: 5 * time.Second})
+	// The kill benchmark kills the same services over and over on purpose,
+	// which the crash-loop guard would otherwise slow down.
+	lan := e2e.StartLAN(b, e2e.LANOpts{Heartbeat: time.Second, Grace: 5 * time.Second, Extra: []string{"-crashloop-limit", "-1"}})
 	w := lan.Watch(b, "")
 	m := e2e.StartLANMaster(b, lan, e2e.MasterOpts{MachineID: "m1", Size: n + 10})
 	lan.WaitConnected(b, wait, "m1")
