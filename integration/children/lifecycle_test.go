@@ -101,7 +101,7 @@ func TestExitBeforeReady(t *testing.T) {
 	// The state turns failed just before the supervisor hands the ports
 	// back.
 	e2e.Eventually(t, stateTimeout, func() error {
-		if n := inUse(t, m); n != 0 {
+		if n := m.PortsInUse(t); n != 0 {
 			return fmt.Errorf("%d ports still in use after the failure", n)
 		}
 		return nil
@@ -195,11 +195,11 @@ func TestLibraryPortQueries(t *testing.T) {
 	if got := getProcess(t, m, "asker").GetPorts(); len(got) != 3 || !got[2].GetExtra() || len(asker.GetPorts()) < 2 {
 		t.Errorf("process ports %v, want two assigned and one extra", got)
 	}
-	before := inUse(t, m)
+	before := m.PortsInUse(t)
 	e2e.MustCtl(t, m.Socket, "stop", "asker")
 	waitLogs(t, m, "asker", "lib-exit shutdown-rpc")
 	// The extra port goes back with the assigned ones.
-	if after := inUse(t, m); after != before-3 {
+	if after := m.PortsInUse(t); after != before-3 {
 		t.Errorf("ports in use: %d before the stop, %d after; want 3 released", before, after)
 	}
 }

@@ -190,22 +190,6 @@ func noFile(t *testing.T, path string) {
 	}
 }
 
-// inUse sums the ports the master holds over all ranges.
-func inUse(t *testing.T, m *e2e.Master) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := e2e.Client(t, m.Socket).Status(ctx, &allexv1.StatusRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range st.GetPortRanges() {
-		n += int(r.GetInUse())
-	}
-	return n
-}
-
 // helperPID is the pid a test helper child printed first thing ("helper
 // <mode> pid <pid> instance <instance>"); the master forgets a child's pid
 // once it has exited.

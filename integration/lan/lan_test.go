@@ -1,7 +1,6 @@
 package lan_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/e2e"
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanwire"
@@ -60,22 +58,6 @@ func alive(t *testing.T, m *e2e.Master) map[string]int {
 		}
 	}
 	return got
-}
-
-// portsInUse is the master's count of allocated ports over all protocols.
-func portsInUse(t *testing.T, m *e2e.Master) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := e2e.Client(t, m.Socket).Status(ctx, &allexv1.StatusRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range st.GetPortRanges() {
-		n += int(r.GetInUse())
-	}
-	return n
 }
 
 func processGone(pid int) bool {
@@ -527,7 +509,7 @@ func TestPortCheckFailureRetried(t *testing.T) {
 	e2e.Eventually(t, 2*wait, func() error {
 		// Each attempt allocates one tcp port; a rejected attempt that
 		// kept its port would show as more than one in use.
-		if n := portsInUse(t, m); n > 1 {
+		if n := m.PortsInUse(t); n > 1 {
 			t.Fatalf("%d ports in use with one deaf child at a time", n)
 		}
 		st = lan.Needs(t)["x1"]
@@ -552,7 +534,7 @@ func TestPortCheckFailureRetried(t *testing.T) {
 		if got := alive(t, m); len(got) != 0 {
 			return fmt.Errorf("master still runs %v", got)
 		}
-		if n := portsInUse(t, m); n != 0 {
+		if n := m.PortsInUse(t); n != 0 {
 			return fmt.Errorf("%d ports still allocated", n)
 		}
 		return nil

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -103,4 +104,20 @@ func (m *Master) WaitState(t testing.TB, instance string, want allexv1.ProcessSt
 		return nil
 	})
 	return info
+}
+
+// PortsInUse is the number of ports the master holds, over all ranges.
+func (m *Master) PortsInUse(t testing.TB) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := Client(t, m.Socket).Status(ctx, &allexv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range st.GetPortRanges() {
+		n += int(r.GetInUse())
+	}
+	return n
 }
