@@ -405,15 +405,7 @@ func (a *Agent) supervise(p *proc) {
 // onEvent turns a supervisor event into a machine event and drives the
 // LAN bookkeeping of need children.
 func (a *Agent) onEvent(p *proc, ev spawner.Event) {
-	kind := map[spawner.EventKind]allexv1.EventKind{
-		spawner.EventStarting: allexv1.EventKind_EVENT_KIND_STARTING,
-		spawner.EventRunning:  allexv1.EventKind_EVENT_KIND_RUNNING,
-		spawner.EventReady:    allexv1.EventKind_EVENT_KIND_READY,
-		spawner.EventStopping: allexv1.EventKind_EVENT_KIND_STOPPING,
-		spawner.EventExited:   allexv1.EventKind_EVENT_KIND_EXITED,
-		spawner.EventBackoff:  allexv1.EventKind_EVENT_KIND_BACKOFF,
-		spawner.EventFailed:   allexv1.EventKind_EVENT_KIND_FAILED,
-	}[ev.Kind]
+	kind := eventKindOf(ev.Kind)
 	if ev.Kind == spawner.EventExited {
 		a.mu.Lock()
 		sock := p.processSocket
@@ -524,6 +516,28 @@ func portList(p *proc) []*allexv1.PortAssignment {
 		}
 	}
 	return append(out, p.extra...)
+}
+
+// eventKindOf maps a supervisor event onto the API's; it runs for every
+// event, so it is a switch rather than a map built per call.
+func eventKindOf(k spawner.EventKind) allexv1.EventKind {
+	switch k {
+	case spawner.EventStarting:
+		return allexv1.EventKind_EVENT_KIND_STARTING
+	case spawner.EventRunning:
+		return allexv1.EventKind_EVENT_KIND_RUNNING
+	case spawner.EventReady:
+		return allexv1.EventKind_EVENT_KIND_READY
+	case spawner.EventStopping:
+		return allexv1.EventKind_EVENT_KIND_STOPPING
+	case spawner.EventExited:
+		return allexv1.EventKind_EVENT_KIND_EXITED
+	case spawner.EventBackoff:
+		return allexv1.EventKind_EVENT_KIND_BACKOFF
+	case spawner.EventFailed:
+		return allexv1.EventKind_EVENT_KIND_FAILED
+	}
+	return allexv1.EventKind_EVENT_KIND_UNSPECIFIED
 }
 
 func stateOf(s spawner.State) allexv1.ProcessState {
