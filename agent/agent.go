@@ -391,7 +391,7 @@ func (a *Agent) spawnerSpec(s *allexv1.ModuleSpec, ports map[string]uint16) (spa
 // supervise runs one child to its end, then gives its ports back.
 func (a *Agent) supervise(p *proc) {
 	defer a.wg.Done()
-	a.writeState()
+	// The state file gets the child on its running event, once it has a pid.
 	err := p.sup.Run(a.runCtx)
 	a.ports.ReleaseOwner(p.owner)
 	a.mu.Lock()
