@@ -133,7 +133,19 @@ func testKillMaster(t *testing.T, waitGrace bool) {
 		}
 		return nil
 	})
-	after := waitServices(t, lan, setOf(names...), 90*time.Second)
+	// Within the grace the killed children's records are still published
+	// until the new master says hello, so "all names present" alone can
+	// still be the old registry: wait for the replacements.
+	var after map[string]lanwire.ServiceRecord
+	e2e.Eventually(t, 90*time.Second, func() error {
+		after = waitServices(t, lan, setOf(names...), 90*time.Second)
+		for inst, s := range after {
+			if s.PID == before[inst].PID {
+				return fmt.Errorf("registry still lists %s with the killed child's pid %d", inst, s.PID)
+			}
+		}
+		return nil
+	})
 	t.Logf("needs satisfied again %s after the restart", time.Since(restarted).Round(time.Millisecond))
 	orphans.Add(pidsOf(after)...)
 	if err := allOn(after, "m1"); err != nil {
