@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
@@ -38,10 +39,16 @@ func TestQuickAllex(t *testing.T) {
 		"(c) supervisor RSS, idle with 20 children",
 		"allexlanmanager RSS",
 		"kill -9 breakdown",
+		"- child: ",
+		" -child c\n",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("results lack %q:\n%s", want, md)
 		}
+	}
+	// The C child by default, unless there is no C compiler.
+	if _, err := findCC(); err == nil && !strings.Contains(md, "- child: C (bench/tinysrv-c/tinysrv.c), built with `") {
+		t.Errorf("results do not say the C child ran:\n%s", md)
 	}
 	// Every measured cell is a number, none left as "–".
 	for _, l := range strings.Split(md, "\n") {
@@ -56,8 +63,12 @@ func TestParseFlags(t *testing.T) {
 		args    []string
 		wantErr bool
 		ns      string
+		child   string // "" means c
 	}{
 		{args: nil, ns: "1,100,500"},
+		{args: []string{"-child", "go"}, ns: "1,100,500", child: "go"},
+		{args: []string{"-child", "c", "-quick"}, ns: "1,20"},
+		{args: []string{"-child", "rust"}, wantErr: true},
 		{args: []string{"-quick"}, ns: "1,20"},
 		{args: []string{"-quick", "-n", "5"}, ns: "5"},
 		{args: []string{"-n", "3, 7"}, ns: "3,7"},
@@ -73,8 +84,14 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("%q: err %v, want error %v", tc.args, err, tc.wantErr)
 			continue
 		}
-		if err == nil && joinInts(o.ns) != tc.ns {
+		if err != nil {
+			continue
+		}
+		if joinInts(o.ns) != tc.ns {
 			t.Errorf("%q: ns %s, want %s", tc.args, joinInts(o.ns), tc.ns)
+		}
+		if want := cmp.Or(tc.child, "c"); o.child != want {
+			t.Errorf("%q: child %q, want %q", tc.args, o.child, want)
 		}
 	}
 }

@@ -1,7 +1,8 @@
 // Command bench compares allex with PM2 and supervisord on the same tiny
-// child program (bench/tinysrv): how long N services take to start, how long
-// a kill -9'd child takes to accept connections again, and the supervisor's
-// own memory and CPU while idle. It installs the peers itself (PM2 from the
+// child program (bench/tinysrv-c in C by default, bench/tinysrv in Go with
+// -child go): how long N services take to start, how long a kill -9'd child
+// takes to accept connections again, and the supervisor's own memory and
+// CPU while idle. It installs the peers itself (PM2 from the
 // npm registry into .tools/bench/pm2, supervisord with apt-get), runs the
 // systems one after the other, prints a table with allex/peer ratios and
 // writes it as Markdown (default bench/results.md).
@@ -9,6 +10,7 @@
 //	go run ./bench                 # full run: N=1,100,500, 100 kills, 10s idle
 //	go run ./bench -quick          # smoke run: N=1,20, 10 kills, 2s idle
 //	go run ./bench -only allex     # one system
+//	go run ./bench -child go       # the Go child instead of the C one
 //
 // See bench/README.md for what exactly is timed.
 package main

@@ -44,8 +44,12 @@ type options struct {
 	repo    string // module root
 	cache   string // peers installed here, kept between runs
 	work    string // temp dir, removed at the end
+	child   string // -child: "c" or "go"
 	tinysrv string // built child binary
-	log     io.Writer
+	// childInfo says which child ran and how it was built (machine info).
+	childInfo string
+	notes     []string // for the report, e.g. a fallback to the Go child
+	log       io.Writer
 }
 
 func (o *options) maxN() int { return slices.Max(o.ns) }
@@ -110,6 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for RSS and CPU")
 	fs.StringVar(&o.out, "out", "bench/results.md", "Markdown results file (relative to the module root)")
 	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2 or supervisord")
+	fs.StringVar(&o.child, "child", "c", "tiny child to supervise: c (bench/tinysrv-c, built with cc) or go (bench/tinysrv)")
 	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -149,6 +154,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	default:
 		return nil, fmt.Errorf("-only %q: want allex, pm2 or supervisord", o.only)
 	}
+	if o.child != "c" && o.child != "go" {
+		return nil, fmt.Errorf("-child %q: want c or go", o.child)
+	}
 	return o, nil
 }
 
@@ -169,8 +177,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("work dir: %w", err)
 	}
 	defer os.RemoveAll(o.work)
-	o.tinysrv = filepath.Join(o.work, "tinysrv")
-	if err := goBuild(ctx, o, o.tinysrv, "./bench/tinysrv"); err != nil {
+	if err := buildChild(ctx, o); err != nil {
 		return err
 	}
 

@@ -29,7 +29,10 @@ func machineInfo(ctx context.Context, o *options, results []*result) []string {
 			info = append(info, r.name+": "+r.version)
 		}
 	}
-	info = append(info, fmt.Sprintf("settings: -n %s -kills %d -idle %v", joinInts(o.ns), o.kills, o.idle))
+	if o.childInfo != "" {
+		info = append(info, o.childInfo)
+	}
+	info = append(info, fmt.Sprintf("settings: -n %s -kills %d -idle %v -child %s", joinInts(o.ns), o.kills, o.idle, o.child))
 	return info
 }
 
@@ -178,6 +181,9 @@ func report(o *options, results []*result, info []string) string {
 		for _, n := range r.notes {
 			b.WriteString("- " + n + "\n")
 		}
+	}
+	for _, n := range o.notes {
+		b.WriteString("- " + n + "\n")
 	}
 	if allex != nil && len(peers) > 0 {
 		b.WriteString("\nTargets (issue 5): allex at least 5x faster than each peer on (a) and (b) (ratio ≤ 0.20), allexmaster under 30 MB RSS with 500 children.\n")
