@@ -19,6 +19,9 @@ import (
 // deliberate choice (-addr :23552), not an accident of defaults.
 const DefaultAddr = "127.0.0.1:23552"
 
+// DefaultOfferWindow is Config.OfferWindow's default.
+const DefaultOfferWindow = 64
+
 // Config configures a Server. Zero durations take the defaults below.
 type Config struct {
 	// Addr to listen on; default DefaultAddr. "127.0.0.1:0" picks a port.
@@ -52,7 +55,12 @@ type Config struct {
 	// allows, forever.
 	CrashLoopLimit  int
 	CrashLoopWindow time.Duration
-	Logger          hclog.Logger
+	// OfferWindow caps how many needs one needs list carries (default
+	// 64). A master claims what it is offered and the next list brings
+	// the next needs, so a larger window only makes every list of a big
+	// backlog cost more to send, decode and claim.
+	OfferWindow int
+	Logger      hclog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -71,6 +79,9 @@ func (c *Config) setDefaults() {
 	def(&c.RetryBackoffInitial, time.Second)
 	def(&c.RetryBackoffMax, 60*time.Second)
 	def(&c.CrashLoopWindow, time.Minute)
+	if c.OfferWindow <= 0 {
+		c.OfferWindow = DefaultOfferWindow
+	}
 	if c.CrashLoopLimit == 0 {
 		c.CrashLoopLimit = 10
 	}

@@ -312,8 +312,9 @@ func (s *Server) reofferLoop(ctx context.Context) {
 	}
 }
 
-// sendOffersLocked sends every live master its current needs list when it
-// changed since the last one it got.
+// sendOffersLocked sends every live master its current needs list, the
+// first OfferWindow needs it may claim, when it changed since the last one
+// it got.
 func (s *Server) sendOffersLocked() {
 	sorted := s.sortedNeedsLocked()
 	now := time.Now()
@@ -325,6 +326,9 @@ func (s *Server) sendOffersLocked() {
 		list := []lanwire.Need{}
 		if !full(m.capacity) {
 			for _, ns := range sorted {
+				if len(list) == s.cfg.OfferWindow {
+					break
+				}
 				if s.offerable(ns, sess, now) == "" {
 					list = append(list, ns.st.Need)
 				}

@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.DurationVar(&cfg.Grace, "grace", 0, "how long a lost master's services stay published (default 15s)")
 	fset.IntVar(&cfg.CrashLoopLimit, "crashloop-limit", 10, "downs of one service within -crashloop-window before its need backs off (-1: never)")
 	fset.DurationVar(&cfg.CrashLoopWindow, "crashloop-window", time.Minute, "window of -crashloop-limit")
+	fset.IntVar(&cfg.OfferWindow, "offer-window", lanmanager.DefaultOfferWindow, "most needs offered to a master in one needs list")
 	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data) or memory (state lost on exit)")
 	if err := fset.Parse(args); err != nil {
