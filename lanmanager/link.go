@@ -293,8 +293,16 @@ func (s *Server) reconcileLocked(sess *session, r lanwire.RunningService) {
 			}
 			if err := s.store.PutService(sv2); err != nil {
 				s.log.Error("cannot store service", "instance", r.Instance, "error", err)
-			} else {
-				*sv = sv2
+				return
+			}
+			old := sv.Record
+			*sv = sv2
+			if old.PID != sv2.Record.PID {
+				// The master restarted the child while the link was down:
+				// watchers see the old process go and the new one come.
+				s.log.Info("service restarted by its master while unlinked", "instance", r.Instance, "pid", old.PID, "newpid", r.PID)
+				s.emitLocked(adminapi.EventDown, old)
+				s.emitLocked(adminapi.EventUp, sv2.Record)
 			}
 			return
 		}
@@ -397,6 +405,11 @@ func (s *Server) finishCheckLocked(sess *session, gen uint64, sp lanwire.Spawned
 		return
 	}
 	if ns.grantGen != gen || ns.grantee != sess {
+		if ns.grantee == sess {
+			// Granted again to the same master, which is restarting the
+			// child: its next spawned report starts a new check.
+			return
+		}
 		// Regranted while checking (e.g. removed and added again).
 		if sess.live {
 			s.sendLocked(sess, lanwire.TypeStop, &lanwire.Stop{Instance: sp.Instance, Reason: "need removed or regranted during the port check"})
@@ -497,15 +510,42 @@ func (s *Server) onDownLocked(sess *session, d *lanwire.Down) {
 			reason = fmt.Sprintf("exit code %d %s", d.ExitCode, d.Signal)
 		}
 		s.serviceDownLocked(d.Instance, reason)
+		if d.Restarting {
+			s.keepForRestartLocked(sess, d.Instance)
+		}
 		s.reofferLocked()
 		return
 	}
 	if ns := s.needs[d.Instance]; ns != nil && ns.grantee == sess {
+		if d.Restarting {
+			// Died during its port check: the next run gets a fresh
+			// grant, and the stale check's result is dropped.
+			s.keepForRestartLocked(sess, d.Instance)
+			return
+		}
 		s.failLocked(ns, "child died before it was published: "+d.Reason)
 		s.reofferLocked()
 		return
 	}
 	s.sendError(sess, lanwire.TypeDown, fmt.Errorf("down %s: no service or grant of this master", d.Instance))
+}
+
+// keepForRestartLocked grants a need straight back to the master that is
+// restarting its child on the same machine and ports, so no other master
+// claims it meanwhile. A need in a crash-loop backoff is not kept: the
+// master is told to stop the child, and the need waits out its backoff
+// like any other.
+func (s *Server) keepForRestartLocked(sess *session, inst string) {
+	ns := s.needs[inst]
+	if ns == nil || !sess.live {
+		return
+	}
+	if time.Now().Before(ns.st.NotBefore) {
+		s.sendLocked(sess, lanwire.TypeStop, &lanwire.Stop{Instance: inst, Reason: ns.st.LastError})
+		return
+	}
+	s.grantLocked(ns, sess, true)
+	s.log.Debug("need kept for the master restarting its child", "instance", inst, "machine", sess.machineID)
 }
 
 // disconnectLocked ends a session's part in the state: its grants are

@@ -158,6 +158,11 @@ type Down struct {
 	ExitCode int    `json:"exitcode"`
 	Signal   string `json:"signal,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Restarting says the master is starting the child again on this
+	// machine, on the same ports: the record goes, but the need stays
+	// granted to this master until it reports spawned again, gives the
+	// need back (spawn_failed) or the grant times out.
+	Restarting bool `json:"restarting,omitempty"`
 }
 
 // Welcome accepts a hello.
