@@ -19,6 +19,7 @@ import (
 	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/portoffice"
 	"github.com/allex-go/allex/agent/spawner"
+	"github.com/allex-go/allex/agent/statefile"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -62,8 +63,7 @@ type Agent struct {
 	started time.Time
 
 	mu      sync.Mutex
-	stateMu sync.Mutex
-	starts  map[leftover]uint64 // process start times of live children, guarded by stateMu
+	journal *statefile.Journal // live children, for the next master; nil without a state dir
 	runCtx  context.Context
 	procs   map[string]*proc
 	ownerN  uint64
@@ -84,6 +84,9 @@ type proc struct {
 	stderr   string
 	done     chan struct{}
 	finalErr error
+	// journalPID is the run last added to the state journal, guarded by
+	// Agent.mu.
+	journalPID int
 
 	registered    bool
 	processSocket string
@@ -173,7 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.wg.Wait()
 	stopLink()
 	err := <-linkDone
-	a.writeState()
+	a.closeState()
 	return err
 }
 
@@ -398,7 +401,7 @@ func (a *Agent) supervise(p *proc) {
 	p.finalErr = err
 	close(p.done)
 	a.mu.Unlock()
-	a.writeState()
+	a.recordFinished(p)
 	a.lan.childFinished(p, err)
 }
 
@@ -407,6 +410,7 @@ func (a *Agent) supervise(p *proc) {
 func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 	kind := eventKindOf(ev.Kind)
 	if ev.Kind == spawner.EventExited {
+		a.recordExited(p, ev.PID)
 		a.mu.Lock()
 		sock := p.processSocket
 		a.mu.Unlock()
@@ -420,7 +424,7 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		p.registered = false
 		p.processSocket = ""
 		a.mu.Unlock()
-		a.writeState()
+		a.recordRunning(p, ev.PID)
 	}
 	a.events.publish(&allexv1.Event{
 		Time:       timestamppb.New(ev.Time),

@@ -1,93 +1,64 @@
 package agent
 
 import (
-	"encoding/json"
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
+
+	"github.com/allex-go/allex/agent/statefile"
 )
 
-// stateFile lists the live children so that a master that was killed
-// without stopping them (kill -9, OOM) can clean them up on its next
-// start instead of leaving orphans that hold ports.
-const stateFile = "children.json"
+// The state journal (package statefile) lists the live children so that a
+// master that was killed without stopping them (kill -9, OOM) can clean
+// them up on its next start instead of leaving orphans that hold ports.
 
-type leftover struct {
-	Instance string `json:"instance"`
-	PID      int    `json:"pid"`
-	// Start is the process start time in clock ticks since boot, so a
-	// recycled pid is never mistaken for our old child.
-	Start uint64 `json:"start"`
+// recordRunning adds a child's new run to the state journal, with its
+// process start time, read once here, so that a recycled pid is never
+// mistaken for the child.
+func (a *Agent) recordRunning(p *proc, pid int) {
+	if a.journal == nil {
+		return
+	}
+	a.mu.Lock()
+	p.journalPID = pid
+	a.mu.Unlock()
+	a.journal.Add(p.spec.GetInstance(), pid, processStart(pid))
 }
 
-func (a *Agent) writeState() {
-	if a.opts.StateDir == "" {
+// recordExited removes a run of a child from the state journal once its
+// process group is dead.
+func (a *Agent) recordExited(p *proc, pid int) {
+	a.journal.Del(p.spec.GetInstance(), pid)
+}
+
+// recordFinished removes the child's last run from the state journal when
+// its supervisor is done. Its exit event has done so already; this is a
+// no-op then, and keeps the journal right should a run end without one.
+func (a *Agent) recordFinished(p *proc) {
+	if a.journal == nil {
 		return
 	}
-	a.stateMu.Lock()
-	defer a.stateMu.Unlock()
 	a.mu.Lock()
-	var live []leftover
-	for _, p := range a.procs {
-		if isDone(p) {
-			continue
-		}
-		if pid := p.sup.PID(); pid > 0 {
-			live = append(live, leftover{Instance: p.spec.GetInstance(), PID: pid})
-		}
-	}
+	pid := p.journalPID
 	a.mu.Unlock()
-	// A process's start time never changes, so each child's /proc entry
-	// is read once, outside a.mu: rereading every child's on every change
-	// made starting n children O(n²) and blocked the agent meanwhile.
-	starts := make(map[leftover]uint64, len(live))
-	for i := range live {
-		key := leftover{Instance: live[i].Instance, PID: live[i].PID}
-		st, ok := a.starts[key]
-		if !ok {
-			st = processStart(key.PID)
-		}
-		live[i].Start = st
-		if st != 0 {
-			starts[key] = st
-		}
-	}
-	a.starts = starts
-	b, err := json.Marshal(live)
-	if err != nil {
-		return
-	}
-	path := filepath.Join(a.opts.StateDir, stateFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		a.log.Warn("cannot write state file", "error", err)
-		return
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		a.log.Warn("cannot write state file", "error", err)
+	a.journal.Del(p.spec.GetInstance(), pid)
+}
+
+// closeState leaves the journal empty once every child has been stopped.
+func (a *Agent) closeState() {
+	if err := a.journal.Close(); err != nil {
+		a.log.Warn("cannot close state journal", "error", err)
 	}
 }
 
 // reapLeftovers kills the process groups of children a previous master
-// left running: those its state file lists, and those it started but had
-// not recorded yet when it died (found by their master socket).
+// left running: those its state journal lists, and those it started but had
+// not recorded yet when it died (found by their master socket). Then it
+// starts a fresh journal for this master's children.
 func (a *Agent) reapLeftovers() {
-	var groups []int
-	path := filepath.Join(a.opts.StateDir, stateFile)
-	b, err := os.ReadFile(path)
-	var left []leftover
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		a.log.Warn("cannot read state file", "path", path, "error", err)
-	default:
-		if err := json.Unmarshal(b, &left); err != nil {
-			a.log.Warn("ignoring unreadable state file", "path", path, "error", err)
-			left = nil
-		}
+	left, err := statefile.Load(a.opts.StateDir, a.log)
+	if err != nil {
+		a.log.Warn("cannot read state journal", "error", err)
 	}
+	var groups []int
 	for _, l := range left {
 		if l.PID <= 0 || l.Start == 0 || processStart(l.PID) != l.Start {
 			continue
@@ -102,7 +73,11 @@ func (a *Agent) reapLeftovers() {
 		}
 	}
 	killGroupsNow(groups)
-	if err == nil {
-		_ = os.Remove(path)
+	j, err := statefile.Open(a.opts.StateDir, a.log)
+	if err != nil {
+		// Leftovers of this master are then found by strayGroups alone.
+		a.log.Warn("cannot start state journal; children are not recorded", "error", err)
+		return
 	}
+	a.journal = j
 }

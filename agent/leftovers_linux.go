@@ -101,9 +101,9 @@ func groupAlive(pgid int) bool {
 }
 
 // strayGroups lists the process groups led by children of an earlier
-// master on this socket. The state file is written just after each spawn,
-// so a master killed in between leaves a child it never recorded (under
-// need churn, about one per kill). Every child carries
+// master on this socket. The state journal records each child just after
+// its spawn, so a master killed in between leaves a child it never
+// recorded (under need churn, about one per kill). Every child carries
 // ALLEX_MASTER_SOCKET in its environment, the socket path belongs to one
 // master at a time, and each child leads its own process group.
 func strayGroups(socket string) []int {
