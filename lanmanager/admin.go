@@ -1,6 +1,7 @@
 package lanmanager
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,24 +28,45 @@ type ServiceFilter struct {
 
 // AddNeed adds a need (origin "api"). Errors wrap adminapi.ErrInvalid or
 // adminapi.ErrConflict.
-func (s *Server) AddNeed(n lanwire.Need) error {
-	if err := n.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", adminapi.ErrInvalid, err)
+func (s *Server) AddNeed(n lanwire.Need) error { return s.AddNeeds([]lanwire.Need{n}) }
+
+// AddNeeds adds several needs at once, all or none: one invalid or
+// conflicting need (or one named twice) refuses the whole batch, with the
+// same errors as AddNeed. The batch is stored in one transaction and
+// offered to the masters together.
+func (s *Server) AddNeeds(needs []lanwire.Need) error {
+	seen := make(map[string]bool, len(needs))
+	for _, n := range needs {
+		if err := n.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", adminapi.ErrInvalid, err)
+		}
+		if seen[n.Instance] {
+			return fmt.Errorf("%w: need %s given twice", adminapi.ErrInvalid, n.Instance)
+		}
+		seen[n.Instance] = true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.needs[n.Instance]; ok {
-		return fmt.Errorf("%w: need %s already exists", adminapi.ErrConflict, n.Instance)
+	for _, n := range needs {
+		if _, ok := s.needs[n.Instance]; ok {
+			return fmt.Errorf("%w: need %s already exists", adminapi.ErrConflict, n.Instance)
+		}
+		if sv, ok := s.svcs[n.Instance]; ok {
+			return fmt.Errorf("%w: %s already runs as a service on machine %s", adminapi.ErrConflict, n.Instance, sv.Record.MachineID)
+		}
 	}
-	if sv, ok := s.svcs[n.Instance]; ok {
-		return fmt.Errorf("%w: %s already runs as a service on machine %s", adminapi.ErrConflict, n.Instance, sv.Record.MachineID)
+	now := time.Now()
+	sts := make([]store.Need, len(needs))
+	for i, n := range needs {
+		sts[i] = store.Need{Need: n, CreatedAt: now, Origin: "api"}
 	}
-	st := store.Need{Need: n, CreatedAt: time.Now(), Origin: "api"}
-	if err := s.store.PutNeed(st); err != nil {
+	if err := s.store.PutNeeds(sts); err != nil {
 		return err
 	}
-	s.needs[n.Instance] = &needState{st: st}
-	s.log.Info("need added", "instance", n.Instance, "module", n.Module)
+	for _, st := range sts {
+		s.needs[st.Need.Instance] = &needState{st: st}
+		s.log.Info("need added", "instance", st.Need.Instance, "module", st.Need.Module)
+	}
 	if !s.closed {
 		s.reofferLocked()
 	}
@@ -233,6 +255,10 @@ func (s *Server) handleAddNeed(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
+	if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '[' {
+		s.handleAddNeeds(w, body)
+		return
+	}
 	n, err := lanwire.DecodeNeed(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -242,15 +268,49 @@ func (s *Server) handleAddNeed(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	s.mu.Lock()
-	var st adminapi.NeedStatus
-	if ns, ok := s.needs[n.Instance]; ok {
-		st = s.needStatusLocked(ns)
-	} else {
-		st = adminapi.NeedStatus{Need: n, State: adminapi.StateSatisfied}
+	writeJSON(w, http.StatusCreated, s.addedStatus(n))
+}
+
+// handleAddNeeds adds a JSON array of needs, all or none.
+func (s *Server) handleAddNeeds(w http.ResponseWriter, body []byte) {
+	var raws []json.RawMessage
+	if err := json.Unmarshal(body, &raws); err != nil {
+		writeError(w, http.StatusBadRequest, "needs array: "+err.Error())
+		return
 	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusCreated, st)
+	if len(raws) == 0 {
+		writeError(w, http.StatusBadRequest, "needs array is empty")
+		return
+	}
+	needs := make([]lanwire.Need, len(raws))
+	for i, raw := range raws {
+		n, err := lanwire.DecodeNeed(raw)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("need %d: %v", i, err))
+			return
+		}
+		needs[i] = n
+	}
+	if err := s.AddNeeds(needs); err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := make([]adminapi.NeedStatus, len(needs))
+	for i, n := range needs {
+		out[i] = s.addedStatus(n)
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// addedStatus is what the answer to adding n shows: its status now, or
+// satisfied when it was granted and published meanwhile.
+func (s *Server) addedStatus(n lanwire.Need) adminapi.NeedStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ns, ok := s.needs[n.Instance]; ok {
+		return s.needStatusLocked(ns)
+	}
+	return adminapi.NeedStatus{Need: n, State: adminapi.StateSatisfied}
 }
 
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {

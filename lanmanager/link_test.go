@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -488,6 +489,14 @@ func TestAdminErrors(t *testing.T) {
 		{"delete unknown", "DELETE", "/v1/needs/zz", testToken, "", 404, "zz"},
 		{"service unknown", "GET", "/v1/services/zz", testToken, "", 404, "zz"},
 		{"ok", "POST", "/v1/needs", testToken, `{"instance":"w2","module":"web"}`, 201, ""},
+		// Batches are all or none: b1 must not be added by any refused one.
+		{"batch empty", "POST", "/v1/needs", testToken, `[]`, 400, "empty"},
+		{"batch bad json", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},`, 400, "needs array"},
+		{"batch bad need", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},{"instance":"../x","module":"m"}]`, 400, "need 1"},
+		{"batch named twice", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},{"instance":"b1","module":"web"}]`, 400, "given twice"},
+		{"batch conflict", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},{"instance":"w1","module":"web"}]`, 409, "already exists"},
+		{"batch ok", "POST", "/v1/needs", testToken, ` [{"instance":"b1","module":"web"},{"instance":"b2","module":"web"}]`, 201, ""},
+		{"batch again", "POST", "/v1/needs", testToken, `[{"instance":"b3","module":"web"},{"instance":"b1","module":"web"}]`, 409, "already exists"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -506,6 +515,13 @@ func TestAdminErrors(t *testing.T) {
 				t.Fatalf("%d %q, want %d with %q", resp.StatusCode, body.Error, tt.status, tt.msg)
 			}
 		})
+	}
+	var got []string
+	for _, n := range e.srv.Needs() {
+		got = append(got, n.Need.Instance)
+	}
+	if want := []string{"b1", "b2", "w1", "w2"}; !slices.Equal(got, want) {
+		t.Fatalf("needs after the admin calls: %v, want %v", got, want)
 	}
 }
 

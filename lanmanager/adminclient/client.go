@@ -119,6 +119,19 @@ func (c *Client) AddNeed(ctx context.Context, n lanwire.Need) error {
 	return resp.Body.Close()
 }
 
+// AddNeeds adds several needs in one request, all or none.
+func (c *Client) AddNeeds(ctx context.Context, needs []lanwire.Need) error {
+	b, err := json.Marshal(needs)
+	if err != nil {
+		return fmt.Errorf("add needs: %w", err)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/needs", b)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
 // RemoveNeed removes a need (stopping its service if one runs).
 func (c *Client) RemoveNeed(ctx context.Context, instance string) error {
 	resp, err := c.do(ctx, http.MethodDelete, "/v1/needs/"+url.PathEscape(instance), nil)

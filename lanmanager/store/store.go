@@ -43,6 +43,8 @@ type Store interface {
 	// Load returns every need and service, sorted by instance.
 	Load() ([]Need, []Service, error)
 	PutNeed(Need) error
+	// PutNeeds stores several needs in one transaction: all or none.
+	PutNeeds([]Need) error
 	DeleteNeed(instance string) error
 	PutService(Service) error
 	DeleteService(instance string) error
@@ -145,6 +147,18 @@ func (b *Bolt) PutNeed(n Need) error {
 	return b.update("put need", func(tx *bolt.Tx) error { return put(tx, bucketNeeds, n.Need.Instance, n) })
 }
 
+// PutNeeds implements Store: one transaction (one fsync) for the batch.
+func (b *Bolt) PutNeeds(ns []Need) error {
+	return b.update("put needs", func(tx *bolt.Tx) error {
+		for _, n := range ns {
+			if err := put(tx, bucketNeeds, n.Need.Instance, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // DeleteNeed implements Store.
 func (b *Bolt) DeleteNeed(instance string) error {
 	return b.update("delete need", func(tx *bolt.Tx) error { return tx.Bucket(bucketNeeds).Delete([]byte(instance)) })
@@ -221,6 +235,15 @@ func (m *Memory) do(fn func()) error {
 
 // PutNeed implements Store.
 func (m *Memory) PutNeed(n Need) error { return m.do(func() { m.needs[n.Need.Instance] = n }) }
+
+// PutNeeds implements Store.
+func (m *Memory) PutNeeds(ns []Need) error {
+	return m.do(func() {
+		for _, n := range ns {
+			m.needs[n.Need.Instance] = n
+		}
+	})
+}
 
 // DeleteNeed implements Store.
 func (m *Memory) DeleteNeed(instance string) error {

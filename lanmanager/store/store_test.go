@@ -42,10 +42,11 @@ func TestStores(t *testing.T) {
 			now := time.Now().UTC().Truncate(time.Millisecond)
 			n1 := Need{Need: lanwire.Need{Instance: "a", Module: "m", Protocols: []string{"tcp"}}, CreatedAt: now, Origin: "api"}
 			n2 := Need{Need: lanwire.Need{Instance: "b", Module: "m"}, Attempts: 2, NotBefore: now, LastError: "x"}
-			for _, n := range []Need{n1, n2} {
-				if err := s.PutNeed(n); err != nil {
-					t.Fatal(err)
-				}
+			if err := s.PutNeed(n1); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.PutNeeds([]Need{n2}); err != nil {
+				t.Fatal(err)
 			}
 			svc := Service{Record: lanwire.ServiceRecord{Instance: "a", Module: "m", MachineID: "m1", Address: "127.0.0.1", PID: 3, Ports: lanwire.Ports{"tcp": 5}}, Need: n1.Need, Origin: "api"}
 			if err := s.Publish(svc); err != nil {
