@@ -5,6 +5,7 @@ package spawner
 import (
 	"context"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -65,4 +66,54 @@ func BenchmarkSpawnToReadyPorts(b *testing.B) {
 	spec.Ports = map[string]uint16{"tcp": freePort(b)}
 	spec.Readiness = ReadyPorts
 	benchSpawn(b, spec, EventReady)
+}
+
+// BenchmarkKillToRestarted measures a crash restart: SIGKILL of a child
+// that had been running a while to the running event of its replacement
+// (exec included), which is the supervisor's share of kill recovery.
+func BenchmarkKillToRestarted(b *testing.B) {
+	sleepPath, err := exec.LookPath("sleep")
+	if err != nil {
+		b.Skip("no sleep(1)")
+	}
+	spec := Spec{Module: "bench", Instance: "b1", Command: sleepPath, Args: []string{"1000"}, Restart: PolicyAlways,
+		MaxRestarts: 1 << 30, RestartWindow: time.Millisecond}
+	running := make(chan Event, 1)
+	s, err := New(spec, Options{OnEvent: func(ev Event) {
+		if ev.Kind == EventRunning {
+			running <- ev
+		}
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(context.Background()) }()
+	ev := <-running
+	var total time.Duration
+	n := 0
+	for b.Loop() {
+		// Past stableRun, as a serving child would be.
+		b.StopTimer()
+		time.Sleep(stableRun + 10*time.Millisecond)
+		b.StartTimer()
+		t0 := time.Now()
+		if err := syscall.Kill(ev.PID, syscall.SIGKILL); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case ev = <-running:
+			total += ev.Time.Sub(t0)
+			n++
+		case <-time.After(waitLimit):
+			b.Fatalf("no restart within %v", waitLimit)
+		}
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	<-errc
+	if n > 0 {
+		b.ReportMetric(float64(total.Microseconds())/float64(n), "µs-kill-to-running")
+	}
 }

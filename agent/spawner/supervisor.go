@@ -256,6 +256,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		s.setState(StateBackoff, func(st *Status) { st.Restarts++ })
 		s.emit(Event{Kind: EventBackoff, Message: fmt.Sprintf("restarting in %v after %s", delay.Round(time.Millisecond), o.why)})
+		if delay == 0 {
+			// An immediate restart skips the timer, which would only
+			// cost a trip through the scheduler.
+			continue
+		}
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:

@@ -5,6 +5,10 @@ import (
 	"time"
 )
 
+// stableRun is how long a run must have lasted for its end to be restarted
+// without delay (PM2's min_uptime default).
+const stableRun = time.Second
+
 // tracker decides how long to wait before a restart and when a child is
 // crash-looping. It holds no clock of its own so it can be tested with plain
 // timestamps.
@@ -58,6 +62,13 @@ func (t *tracker) restart(now time.Time, uptime time.Duration) (delay time.Durat
 		return 0, false
 	}
 	t.restarts = append(t.restarts, now)
+	if uptime >= stableRun {
+		// A child that had been serving and then died (killed, crashed on
+		// a request) comes back at once, as under PM2 or systemd's
+		// RestartSec=0; the backoff is for children that die as they
+		// start. The crash-loop limit still bounds how often.
+		return 0, true
+	}
 	delay = t.next
 	if t.jitter != nil {
 		delay += t.jitter(delay)

@@ -38,12 +38,25 @@ func TestTracker(t *testing.T) {
 			{1 * time.Second, 0, 200 * ms, true},
 			{2 * time.Second, 0, 400 * ms, true},
 			{3 * time.Second, 0, 500 * ms, true},
-			{15 * time.Second, 11 * time.Second, 100 * ms, true},
-			{16 * time.Second, 0, 200 * ms, true},
+			{15 * time.Second, 11 * time.Second, 0, true},
+			{16 * time.Second, 0, 100 * ms, true},
 		}},
 		{"uptime equal to window does not reset", []step{
 			{0, 0, 100 * ms, true},
-			{20 * time.Second, 10 * time.Second, 200 * ms, true},
+			{20 * time.Second, 10 * time.Second, 0, true},
+			{21 * time.Second, 0, 200 * ms, true},
+		}},
+		{"a stable run restarts at once, without growing the backoff", []step{
+			{0, 0, 100 * ms, true},
+			{2 * time.Second, stableRun, 0, true},
+			{3 * time.Second, stableRun - ms, 200 * ms, true},
+		}},
+		{"stable runs still count toward the crash loop", []step{
+			{0, 2 * time.Second, 0, true},
+			{2 * time.Second, 2 * time.Second, 0, true},
+			{4 * time.Second, 2 * time.Second, 0, true},
+			{6 * time.Second, 2 * time.Second, 0, true},
+			{8 * time.Second, 2 * time.Second, 0, false},
 		}},
 	}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
