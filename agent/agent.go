@@ -92,8 +92,9 @@ type proc struct {
 	processSocket string
 
 	// LAN bookkeeping for need children, guarded by Agent.mu.
-	spawnedSent  bool
+	spawnedSent  bool // the LAN manager was told the current run is up
 	suppressDown bool
+	lastExit     spawner.Event
 }
 
 // New builds an agent; Run starts it.
@@ -436,8 +437,13 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		ExitSignal: ev.Signal,
 		Message:    ev.Message,
 	})
-	if ev.Kind == spawner.EventReady {
+	switch ev.Kind {
+	case spawner.EventReady:
 		a.lan.childReady(p, ev.PID)
+	case spawner.EventExited:
+		a.lan.childExited(p, ev)
+	case spawner.EventBackoff, spawner.EventStarting:
+		a.lan.childRestarting(p)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/lanlink"
+	"github.com/allex-go/allex/agent/spawner"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -105,6 +106,16 @@ func (l *lanState) Hello() lanwire.Hello {
 		h.Modules = append(h.Modules, m)
 	}
 	sort.Strings(h.Modules)
+	var restarting []string
+	defer func() {
+		// A need child between two runs cannot be reported running, so
+		// the LAN manager of the new session may give its need to another
+		// master: give it up rather than risk a duplicate.
+		for _, inst := range restarting {
+			l.a.log.Info("LAN link reconnected while a need child was restarting; stopping it", "instance", inst)
+			l.stopNeedChild(inst)
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, p := range a.procs {
@@ -113,6 +124,7 @@ func (l *lanState) Hello() lanwire.Hello {
 		}
 		pid := p.sup.PID()
 		if pid <= 0 {
+			restarting = append(restarting, p.spec.GetInstance())
 			continue
 		}
 		rs := lanwire.RunningService{Instance: p.needID, Module: p.spec.GetModule(), PID: pid, Ports: lanwire.Ports(p.ports)}
@@ -246,9 +258,15 @@ func (l *lanState) grant(n lanwire.Need) {
 	for name, port := range n.FixedPorts {
 		spec.FixedPorts[name] = uint32(port)
 	}
-	// The LAN manager re-satisfies a need whose child died, possibly on
-	// another machine; a local restart would race it into a duplicate.
-	spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_NEVER
+	// A need child that dies is restarted here first, on the same ports,
+	// as the module's restart policy says (always when it names none):
+	// that is much faster than the LAN manager re-offering the need, and
+	// the need stays granted to this master meanwhile (down with
+	// restarting), so no other master runs a duplicate. When the local
+	// restarts give up (policy, crash loop) the need goes back to the LAN.
+	if m.Restart == "" {
+		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_ALWAYS
+	}
 	if _, err := a.Start(spec, n.Instance); err != nil {
 		a.log.Warn("cannot start granted need", "instance", n.Instance, "error", err)
 		l.send(lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: n.Instance, Error: err.Error()})
@@ -278,6 +296,41 @@ func (l *lanState) childReady(p *proc, pid int) {
 	// Keep the LAN manager's view of this machine's load current.
 	capa := a.capacity()
 	l.send(lanwire.TypeCapacity, &capa)
+}
+
+// childExited remembers how a need child's run ended, for the down report
+// that follows when the supervisor restarts it.
+func (l *lanState) childExited(p *proc, ev spawner.Event) {
+	if p.needID == "" {
+		return
+	}
+	l.a.mu.Lock()
+	p.lastExit = ev
+	l.a.mu.Unlock()
+}
+
+// childRestarting tells the LAN manager that a need child it had published
+// is down and being restarted here (on a backoff, or a new run starting
+// without one, as after allexctl restart). The need stays granted to this
+// master; the next ready run is reported spawned again.
+func (l *lanState) childRestarting(p *proc) {
+	if p.needID == "" {
+		return
+	}
+	a := l.a
+	a.mu.Lock()
+	if !p.spawnedSent || p.suppressDown {
+		a.mu.Unlock()
+		return
+	}
+	p.spawnedSent = false
+	ev := p.lastExit
+	a.mu.Unlock()
+	reason := ev.Message
+	if reason == "" {
+		reason = "restarting"
+	}
+	l.send(lanwire.TypeDown, &lanwire.Down{Instance: p.needID, PID: ev.PID, ExitCode: ev.ExitCode, Signal: ev.Signal, Reason: reason, Restarting: true})
 }
 
 // childFinished tells the LAN manager a need child is gone, and uses the

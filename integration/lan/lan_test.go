@@ -282,10 +282,11 @@ func TestLANManagerRestartKeepsEverything(t *testing.T) {
 	}
 }
 
-// TestChildDiesWhileLANManagerDown: the master reports the dead child in
-// its hello after reconnecting, and the LAN manager reconciles its
-// registry (record removed, need re-satisfied) while the other service
-// keeps its pid.
+// TestChildDiesWhileLANManagerDown: the master restarts the dead child on
+// its own, on the same ports, while the LAN manager is away; after the
+// reconnect its hello carries the new pid, the registry follows and
+// watchers see the old pid go and the new one come, while the other
+// service keeps its pid.
 func TestChildDiesWhileLANManagerDown(t *testing.T) {
 	lan := e2e.StartLAN(t, e2e.LANOpts{})
 	w := lan.Watch(t, "")
@@ -298,8 +299,8 @@ func TestChildDiesWhileLANManagerDown(t *testing.T) {
 			t.Fatal(err)
 		}
 		e2e.Eventually(t, wait, func() error {
-			if pid, ok := alive(t, m)["d1"]; ok {
-				return fmt.Errorf("d1 still running as %d", pid)
+			if pid, ok := alive(t, m)["d1"]; !ok || pid == before["d1"].PID {
+				return fmt.Errorf("d1 not restarted by its master (pid %d)", pid)
 			}
 			return nil
 		})
@@ -316,6 +317,9 @@ func TestChildDiesWhileLANManagerDown(t *testing.T) {
 	}
 	if after["d1"].PID == before["d1"].PID {
 		t.Errorf("d1 still published with its dead pid %d", before["d1"].PID)
+	}
+	if fmt.Sprint(after["d1"].Ports) != fmt.Sprint(before["d1"].Ports) {
+		t.Errorf("d1 moved ports in its local restart: %v -> %v", before["d1"].Ports, after["d1"].Ports)
 	}
 	if got := alive(t, m); len(got) != 2 || got["d1"] != after["d1"].PID || got["d2"] != after["d2"].PID {
 		t.Errorf("master runs %v, published %+v", got, after)
