@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -65,6 +64,7 @@ type allexInstance struct {
 	// timestamps (same host clock): kill to the new child's spawn, spawn
 	// to publication, publication to the watch event.
 	spawned, published, watched []time.Duration
+	republished                 []time.Duration
 	startNotes                  []string
 }
 
@@ -76,8 +76,8 @@ func (in *allexInstance) notes() []string {
 		return fmt.Sprintf("%.1f/%.1f", ms(percentile(ds, 50)), ms(percentile(ds, 99)))
 	}
 	return append(in.startNotes, fmt.Sprintf("allex kill -9 breakdown, p50/p99 ms: kill → replacement spawned %s "+
-		"(master notices the exit, reports it, the LAN manager re-grants the need, the master spawns); "+
-		"spawned → published %s (master readiness poll of the port, then the LAN manager's own port check); "+
+		"(master notices the exit, reports the service down and restarts the child on the same ports); "+
+		"spawned → published %s (master readiness poll of the port, spawned report, the LAN manager's own port check); "+
 		"published → watch event seen %s",
 		f(in.spawned), f(in.published), f(in.watched)))
 }
@@ -261,43 +261,17 @@ func (in *allexInstance) startServices(ctx context.Context, n int) (timing, erro
 	return t, nil
 }
 
-// addNeeds posts n needs from a few concurrent clients, as a deploy tool
-// would.
+// addNeeds adds the n needs in one request, the way pm2 start takes an
+// ecosystem file and supervisorctl start all takes every program.
 func (in *allexInstance) addNeeds(ctx context.Context, n int) error {
-	const workers = 8
-	next := make(chan int)
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				need := lanwire.Need{Instance: allexInstanceName(i), Module: allexModule, Protocols: []string{"tcp"}}
-				if err := in.client.AddNeed(ctx, need); err != nil {
-					errs <- fmt.Errorf("add need %d: %w", i, err)
-					return
-				}
-			}
-		}()
+	needs := make([]lanwire.Need, n)
+	for i := range needs {
+		needs[i] = lanwire.Need{Instance: allexInstanceName(i), Module: allexModule, Protocols: []string{"tcp"}}
 	}
-	var err error
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case err = <-errs:
-			break feed
-		}
+	if err := in.client.AddNeeds(ctx, needs); err != nil {
+		return fmt.Errorf("add %d needs: %w", n, err)
 	}
-	close(next)
-	wg.Wait()
-	select {
-	case e := <-errs:
-		err = errors.Join(err, e)
-	default:
-	}
-	return err
+	return nil
 }
 
 func allexInstanceName(i int) string { return "tiny" + strconv.Itoa(i) }
@@ -313,8 +287,10 @@ func (in *allexInstance) apply(ev adminapi.ServiceEvent) {
 	}
 }
 
-// kill kill -9's the child of service i and times until the LAN manager
-// publishes a replacement with a new pid and that one accepts TCP.
+// kill kill -9's the child of service i and times until a replacement
+// accepts TCP on the service's address with a new pid, as for the peers;
+// it also waits until the LAN manager has published the replacement and
+// records that time apart (republished).
 func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error) {
 	name := allexInstanceName(i)
 	rec, ok := in.up[name]
@@ -322,14 +298,36 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 		return 0, fmt.Errorf("%s is not published", name)
 	}
 	old := rec.PID
+	oldAddr := net.JoinHostPort(rec.Address, strconv.Itoa(int(rec.Ports["tcp"])))
+	type accepted struct {
+		d   time.Duration
+		err error
+	}
+	actx, stopAccept := context.WithCancel(ctx)
+	defer stopAccept()
+	acceptCh := make(chan accepted, 1)
 	start := time.Now()
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		return 0, fmt.Errorf("kill %s pid %d: %w", name, old, err)
 	}
+	// The master restarts the child on the same ports; should the need
+	// move elsewhere instead, the published address is polled below.
+	go func() {
+		_, err := waitNewPID(actx, oldAddr, old, time.Minute)
+		acceptCh <- accepted{time.Since(start), err}
+	}()
 	deadline := time.NewTimer(time.Minute)
 	defer deadline.Stop()
+	var acceptD time.Duration
+	acceptDone := false
 	for {
 		select {
+		case a := <-acceptCh:
+			if a.err != nil && !errors.Is(a.err, context.Canceled) {
+				return 0, a.err
+			}
+			acceptD, acceptDone, acceptCh = a.d, a.err == nil, nil
+			continue
 		case ev, ok := <-in.events:
 			if !ok {
 				return 0, fmt.Errorf("watch ended: %w", <-in.watchDone)
@@ -339,15 +337,26 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 				continue
 			}
 			seen := time.Now()
-			a := net.JoinHostPort(ev.Service.Address, strconv.Itoa(int(ev.Service.Ports["tcp"])))
-			if _, err := waitNewPID(ctx, a, old, 30*time.Second); err != nil {
-				return 0, err
-			}
-			d := time.Since(start)
+			in.republished = append(in.republished, seen.Sub(start))
 			in.spawned = append(in.spawned, ev.Service.StartedAt.Sub(start))
 			in.published = append(in.published, ev.Service.PublishedAt.Sub(ev.Service.StartedAt))
 			in.watched = append(in.watched, seen.Sub(ev.Service.PublishedAt))
-			return d, nil
+			addr := net.JoinHostPort(ev.Service.Address, strconv.Itoa(int(ev.Service.Ports["tcp"])))
+			if addr != oldAddr {
+				stopAccept()
+				if _, err := waitNewPID(ctx, addr, old, 30*time.Second); err != nil {
+					return 0, err
+				}
+				return time.Since(start), nil
+			}
+			if !acceptDone {
+				a := <-acceptCh
+				if a.err != nil {
+					return 0, a.err
+				}
+				acceptD = a.d
+			}
+			return acceptD, nil
 		case <-deadline.C:
 			return 0, fmt.Errorf("%s (pid %d) not published again within 1m\n%s", name, old, in.master.tail())
 		case <-ctx.Done():
@@ -355,6 +364,9 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 		}
 	}
 }
+
+// republishedKills are the kill → published-again times of the kills.
+func (in *allexInstance) republishedKills() []time.Duration { return in.republished }
 
 func (in *allexInstance) pids() []namedPID {
 	return []namedPID{{"allexmaster", in.master.pid()}, {"allexlanmanager", in.lm.pid()}}

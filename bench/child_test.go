@@ -35,7 +35,7 @@ func TestChild(t *testing.T) {
 			t.Skip(err)
 		}
 		bin := filepath.Join(dir, "tinysrv-c")
-		cmdline, warnings, err := buildCChild(ctx, repo, cc, bin)
+		cmdline, warnings, err := buildCChild(ctx, repo, cc, bin, append(append([]string(nil), cFlags...), staticFlag))
 		if err != nil {
 			t.Fatal(err)
 		}

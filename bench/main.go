@@ -95,6 +95,7 @@ type result struct {
 	failed        error
 	start         map[int]timing
 	kills         []time.Duration
+	republished   []time.Duration // allex: kill → the LAN manager published the replacement
 	idleN         int
 	idle          []namedUsage
 	notes         []string
@@ -254,6 +255,9 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, l
 	r.start[n] = t
 	logf("N=%d ready in %v (all accepting TCP: %v)", n, t.ready.Round(time.Millisecond), t.accept.Round(time.Millisecond))
 	if n != o.maxN() {
+		if rk, ok := in.(interface{ republishedKills() []time.Duration }); ok {
+			r.republished = rk.republishedKills()
+		}
 		if nt, ok := in.(interface{ notes() []string }); ok {
 			r.notes = append(r.notes, nt.notes()...)
 		}
@@ -287,6 +291,9 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, l
 		r.kills = append(r.kills, d)
 		// Let the supervisor finish its bookkeeping (outside the timing).
 		time.Sleep(50 * time.Millisecond)
+	}
+	if rk, ok := in.(interface{ republishedKills() []time.Duration }); ok {
+		r.republished = rk.republishedKills()
 	}
 	if nt, ok := in.(interface{ notes() []string }); ok {
 		r.notes = append(r.notes, nt.notes()...)

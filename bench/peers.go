@@ -253,6 +253,8 @@ serverurl=unix://%[1]s/s.sock
 `, dir, 3*n+1024)
 	// autostart=false: the daemon comes up first, outside the timing, and
 	// "supervisorctl start all" starts the services, as pm2 start does.
+	// stdout/stderr logs stay at their default (AUTO: a file each in
+	// childlogdir), as allex and PM2 keep one per stream and process.
 	for i, port := range in.list {
 		fmt.Fprintf(&b, `
 [program:tiny%d]
@@ -261,8 +263,6 @@ autostart=false
 autorestart=true
 startsecs=0
 startretries=1000000
-stdout_logfile=NONE
-stderr_logfile=NONE
 `, i, o.tinysrv, port)
 	}
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {

@@ -148,6 +148,11 @@ func report(o *options, results []*result, info []string) string {
 			return cell{ms(percentile(r.kills, p)), len(r.kills) > 0}
 		})
 	}
+	for _, p := range []float64{50, 99} {
+		row(fmt.Sprintf("(b) kill -9 → published again (allex only), p%.0f of %d", p, o.kills), "%.1f", func(r *result) cell {
+			return cell{ms(percentile(r.republished, p)), len(r.republished) > 0}
+		})
+	}
 	row(fmt.Sprintf("(c) supervisor RSS, idle with %d children (MB)", o.maxN()), "%.1f", func(r *result) cell {
 		if len(r.idle) == 0 {
 			return cell{}
