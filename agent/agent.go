@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -63,7 +64,9 @@ type Agent struct {
 	started time.Time
 
 	mu      sync.Mutex
-	journal *statefile.Journal // live children, for the next master; nil without a state dir
+	journal *statefile.Journal   // live children, for the next master; nil without a state dir
+	exits   *spawner.ExitWatcher // nil where unsupported: each supervisor waits itself
+	starts  *spawner.StartGate
 	runCtx  context.Context
 	procs   map[string]*proc
 	ownerN  uint64
@@ -117,6 +120,9 @@ func New(opts Options) (*Agent, error) {
 		procs:   map[string]*proc{},
 		started: time.Now(),
 		running: make(chan struct{}),
+		// A few more than the cores: starts block in the kernel only
+		// briefly, and beyond that they just add threads.
+		starts: spawner.NewStartGate(2 * runtime.GOMAXPROCS(0)),
 	}
 	a.lan = newLANState(a)
 	return a, nil
@@ -140,6 +146,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("state dir: %w", err)
 		}
 		a.reapLeftovers()
+	}
+	if w, err := spawner.NewExitWatcher(); err == nil {
+		a.exits = w
+		defer w.Close()
+	} else {
+		a.log.Debug("no shared exit watcher; one goroutine per child waits", "error", err)
 	}
 	// Children outlive ctx long enough to be stopped; they get their own
 	// context, cancelled only after ctx is done.
@@ -259,6 +271,8 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 		Logger:   a.log.Named(spec.GetInstance()),
 		OnEvent:  func(ev spawner.Event) { a.onEvent(p, ev) },
 		Shutdown: func(ctx context.Context, pid int, grace time.Duration) error { return a.shutdownChild(ctx, p, grace) },
+		Exits:    a.exits,
+		Starts:   a.starts,
 	})
 	if err != nil {
 		a.ports.ReleaseOwner(p.owner)

@@ -56,6 +56,31 @@ type Options struct {
 	// child's allex.v1.Process/Shutdown). On error, or when nil, the process
 	// group gets SIGTERM instead. Either way SIGKILL follows after grace.
 	Shutdown func(ctx context.Context, pid int, grace time.Duration) error
+	// Exits, if set, watches for the child's exit, shared with other
+	// supervisors; without it the supervisor parks a goroutine per child.
+	Exits *ExitWatcher
+	// Starts, if set, bounds how many supervisors sharing it create log
+	// files and fork/exec at the same time.
+	Starts *StartGate
+}
+
+// StartGate bounds concurrent child starts. Opening log files and fork/exec
+// block their thread in the kernel, and the Go runtime gives every blocked
+// thread's work to a new one: five hundred supervisors starting at once
+// left the master with dozens of threads (and their stacks) for good, and
+// no start went faster for it on a machine with few cores.
+type StartGate struct{ slots chan struct{} }
+
+// NewStartGate lets n starts run at once (at least 1).
+func NewStartGate(n int) *StartGate { return &StartGate{slots: make(chan struct{}, max(n, 1))} }
+
+// acquire waits for a slot and returns its release; a nil gate never waits.
+func (g *StartGate) acquire() (release func()) {
+	if g == nil {
+		return func() {}
+	}
+	g.slots <- struct{}{}
+	return func() { <-g.slots }
 }
 
 const (
@@ -317,6 +342,7 @@ type outcome struct {
 func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outcome {
 	s.setState(StateStarting, func(st *Status) { st.PID = 0 })
 	s.emit(Event{Kind: EventStarting})
+	release := s.opts.Starts.acquire()
 	cmd, files, err := s.command()
 	if err == nil {
 		err = cmd.Start()
@@ -324,6 +350,7 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 			err = fmt.Errorf("spawner: %s: start %s: %w", s.spec.Instance, s.spec.Command, err)
 		}
 	}
+	release()
 	if err != nil {
 		closeAll(files)
 		if restartReply != nil {
@@ -344,10 +371,13 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	// The child has its own descriptors now.
 	closeAll(files)
 	waitCh := make(chan error, 1)
-	go func() {
-		awaitExit(p.Pid)
-		waitCh <- cmd.Wait()
-	}()
+	reap := func() { waitCh <- cmd.Wait() }
+	if w := s.opts.Exits; w == nil || w.watch(p.Pid, func() { go reap() }) != nil {
+		go func() {
+			awaitExit(p.Pid)
+			reap()
+		}()
+	}
 
 	c := &child{pid: p.Pid, ready: make(chan struct{})}
 	s.mu.Lock()

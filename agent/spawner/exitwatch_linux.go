@@ -1,0 +1,137 @@
+//go:build linux
+
+package spawner
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// ExitWatcher tells supervisors when their children exit, for all of them
+// from one goroutine: it waits on every child's pidfd with a single epoll.
+// Without it each child costs a goroutine parked on its pidfd (with its
+// stack) for its whole life, which for hundreds of children is megabytes.
+// Share one among the supervisors of an agent and Close it after they have
+// all returned.
+type ExitWatcher struct {
+	epfd, wakefd int
+	done         chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	watches map[int32]func() // by pidfd
+}
+
+// NewExitWatcher starts a watcher.
+func NewExitWatcher() (*ExitWatcher, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("exit watcher: epoll: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("exit watcher: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wakefd)
+		return nil, fmt.Errorf("exit watcher: epoll add: %w", err)
+	}
+	w := &ExitWatcher{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), watches: map[int32]func(){}}
+	go w.run()
+	return w, nil
+}
+
+// errWatcherClosed is returned by watch after Close.
+var errWatcherClosed = errors.New("exit watcher closed")
+
+// watch calls exited once, from the watcher's goroutine, when process pid
+// has exited (it is not reaped); exited must not block. On error nothing
+// is watched and the caller waits some other way.
+func (w *ExitWatcher) watch(pid int, exited func()) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		_ = unix.Close(fd)
+		return errWatcherClosed
+	}
+	// Registered before the fd is added, so the loop always finds it.
+	w.watches[int32(fd)] = exited
+	// One-shot: a pidfd stays readable once its process has exited.
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}); err != nil {
+		delete(w.watches, int32(fd))
+		_ = unix.Close(fd)
+		return fmt.Errorf("epoll add pidfd: %w", err)
+	}
+	return nil
+}
+
+func (w *ExitWatcher) run() {
+	defer close(w.done)
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(w.epfd, events, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			// Cannot happen with a valid epoll fd; fail the watches so
+			// their supervisors do not wait forever.
+			w.fail()
+			return
+		}
+		for _, ev := range events[:n] {
+			if int(ev.Fd) == w.wakefd {
+				w.fail()
+				return
+			}
+			w.mu.Lock()
+			exited, ok := w.watches[ev.Fd]
+			delete(w.watches, ev.Fd)
+			w.mu.Unlock()
+			if ok {
+				_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(ev.Fd), nil)
+				_ = unix.Close(int(ev.Fd))
+				exited()
+			}
+		}
+	}
+}
+
+// fail ends every watch: their callbacks run, and the supervisors' own
+// blocking Wait then does the waiting.
+func (w *ExitWatcher) fail() {
+	w.mu.Lock()
+	w.closed = true
+	watches := w.watches
+	w.watches = map[int32]func(){}
+	w.mu.Unlock()
+	for fd, exited := range watches {
+		_ = unix.Close(int(fd))
+		exited()
+	}
+}
+
+// Close stops the watcher. Watches still pending are ended (their
+// supervisors fall back to a blocking Wait), so close it after the
+// supervisors have returned.
+func (w *ExitWatcher) Close() error {
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	if !closed {
+		var one [8]byte
+		one[0] = 1
+		_, _ = unix.Write(w.wakefd, one[:])
+	}
+	<-w.done
+	return errors.Join(unix.Close(w.epfd), unix.Close(w.wakefd))
+}
