@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -25,6 +26,32 @@ func Encode(typ string, payload any) ([]byte, error) {
 		return nil, fmt.Errorf("encode %q: %w", typ, err)
 	}
 	return json.Marshal(Envelope{Type: typ, Data: data})
+}
+
+// Check reports whether payload is the payload type of typ (e.g. *Down or
+// Down for "down") and valid, as Decode would find it, without encoding it.
+func Check(typ string, payload any) error {
+	want, ok := payloadFor(typ)
+	if !ok {
+		return fmt.Errorf("%w: unknown type %q", ErrBadFrame, typ)
+	}
+	wantT := reflect.TypeOf(want)
+	switch t := reflect.TypeOf(payload); t {
+	case wantT:
+	case wantT.Elem():
+		// A value encodes as its pointer would; validate through one.
+		p := reflect.New(t)
+		p.Elem().Set(reflect.ValueOf(payload))
+		payload = p.Interface()
+	default:
+		return fmt.Errorf("%w: %s: payload is %T, want %T", ErrBadFrame, typ, payload, want)
+	}
+	if v, ok := payload.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrBadFrame, typ, err)
+		}
+	}
+	return nil
 }
 
 // Decode parses and validates one frame. It returns the frame type and a

@@ -110,7 +110,7 @@ type Link struct {
 	running   bool
 	state     string
 	sessionID string
-	out       chan []byte // queue of the welcomed session, nil when none
+	out       chan outFrame // queue of the welcomed session, nil when none
 }
 
 // New checks cfg and returns a Link; Run starts it.
@@ -223,19 +223,16 @@ func masterFrame(typ string) bool {
 
 // Send queues a claim, spawned, spawn_failed, down or capacity frame for the
 // current session without waiting for the network. The frame is checked
-// the way the LAN manager will check it, so a bad one fails here. It
-// returns ErrNotConnected when no session is welcomed and ErrQueueFull when
-// the queue is full. Frames still queued when a session ends are dropped:
-// the next hello carries the state instead.
+// the way the LAN manager will check it, so a bad one fails here; it is
+// encoded by the session's writer, so the caller must not change payload
+// afterwards. It returns ErrNotConnected when no session is welcomed and
+// ErrQueueFull when the queue is full. Frames still queued when a session
+// ends are dropped: the next hello carries the state instead.
 func (l *Link) Send(typ string, payload any) error {
 	if !masterFrame(typ) {
 		return fmt.Errorf("lanlink: send %q: not a frame a master sends (want claim, spawned, spawn_failed, down or capacity)", typ)
 	}
-	b, err := lanwire.Encode(typ, payload)
-	if err != nil {
-		return fmt.Errorf("lanlink: send: %w", err)
-	}
-	if _, _, err := lanwire.Decode(b); err != nil {
+	if err := lanwire.Check(typ, payload); err != nil {
 		return fmt.Errorf("lanlink: send %q: %w", typ, err)
 	}
 	l.mu.Lock()
@@ -244,7 +241,7 @@ func (l *Link) Send(typ string, payload any) error {
 		return ErrNotConnected
 	}
 	select {
-	case l.out <- b:
+	case l.out <- outFrame{typ, payload}:
 		return nil
 	default:
 		return fmt.Errorf("lanlink: send %q: %w (%d frames)", typ, ErrQueueFull, cap(l.out))
@@ -375,7 +372,7 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 		return nil
 	})
 
-	out := make(chan []byte, QueueSize)
+	out := make(chan outFrame, QueueSize)
 	start := time.Now()
 	l.mu.Lock()
 	l.out = out
@@ -525,9 +522,17 @@ func (l *Link) readLoop(conn *websocket.Conn, readWait time.Duration) error {
 	}
 }
 
+// outFrame is a frame queued by Send, encoded by the writer so that the
+// callers (supervisors reporting their children) do not run the JSON
+// encoder on their own goroutines.
+type outFrame struct {
+	typ     string
+	payload any
+}
+
 // writeLoop is the session's only writer: queued frames, pings, and the
 // close frame when ctx is done.
-func (l *Link) writeLoop(ctx context.Context, conn *websocket.Conn, out <-chan []byte, heartbeat time.Duration, readDone <-chan struct{}) error {
+func (l *Link) writeLoop(ctx context.Context, conn *websocket.Conn, out <-chan outFrame, heartbeat time.Duration, readDone <-chan struct{}) error {
 	ping := time.NewTicker(heartbeat)
 	defer ping.Stop()
 	writeWait := 3 * heartbeat
@@ -549,7 +554,16 @@ func (l *Link) writeLoop(ctx context.Context, conn *websocket.Conn, out <-chan [
 			}
 			t.Stop()
 			return nil
-		case b := <-out:
+		case f := <-out:
+			// Checked by Send: only a frame over the size limit can fail.
+			b, err := lanwire.Encode(f.typ, f.payload)
+			if err == nil && len(b) > lanwire.MaxFrameSize {
+				err = fmt.Errorf("%d bytes exceeds %d", len(b), lanwire.MaxFrameSize)
+			}
+			if err != nil {
+				l.log.Error("dropping a frame that cannot be sent", "type", f.typ, "error", err)
+				continue
+			}
 			if err := conn.SetWriteDeadline(time.Now().Add(writeWait)); err != nil {
 				return fmt.Errorf("write: %w", err)
 			}

@@ -486,10 +486,10 @@ func TestSend(t *testing.T) {
 		{"unknown type", "bogus", &lanwire.Claim{}, "not a frame a master sends"},
 		{"nil payload", lanwire.TypeClaim, nil, "bad frame"},
 		{"invalid instance", lanwire.TypeClaim, &lanwire.Claim{Instance: "../x"}, "bad frame"},
-		{"payload of another type", lanwire.TypeClaim, &lanwire.Spawned{Instance: "w", PID: 3}, "unknown field"},
+		{"payload of another type", lanwire.TypeClaim, &lanwire.Spawned{Instance: "w", PID: 3}, "payload is *lanwire.Spawned"},
 		{"zero pid", lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w"}, "positive pid"},
 		{"negative capacity", lanwire.TypeCapacity, &lanwire.Capacity{Running: -1}, "negative"},
-		{"unencodable", lanwire.TypeClaim, func() {}, "encode"},
+		{"not a payload", lanwire.TypeClaim, func() {}, "payload is func()"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -537,7 +537,7 @@ func TestSendQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A session whose writer is stuck: nothing drains the queue.
-	l.out = make(chan []byte, 2)
+	l.out = make(chan outFrame, 2)
 	for i := range 2 {
 		if err := l.Send(lanwire.TypeClaim, &lanwire.Claim{Instance: "web1"}); err != nil {
 			t.Fatalf("Send %d: %v", i, err)

@@ -1,0 +1,46 @@
+package lanwire
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name    string
+		typ     string
+		payload any
+		wantErr string
+	}{
+		{"pointer", TypeDown, &Down{Instance: "w1", Restarting: true}, ""},
+		{"value", TypeCapacity, Capacity{Running: 2}, ""},
+		{"invalid value", TypeCapacity, Capacity{Running: -1}, "negative"},
+		{"invalid pointer", TypeClaim, &Claim{Instance: "../x"}, "instance"},
+		{"other type", TypeClaim, &Down{Instance: "w1"}, "payload is *lanwire.Down"},
+		{"nil", TypeClaim, nil, "payload is <nil>"},
+		{"unknown type", "bogus", &Claim{Instance: "w1"}, "unknown type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Check(tt.typ, tt.payload)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Check = %v", err)
+				}
+				// What Check accepts, Encode and Decode agree on.
+				b, err := Encode(tt.typ, tt.payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := Decode(b); err != nil {
+					t.Fatalf("Decode of a checked frame: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrBadFrame) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Check = %v, want ErrBadFrame with %q", err, tt.wantErr)
+			}
+		})
+	}
+}
