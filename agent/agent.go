@@ -66,13 +66,16 @@ type Agent struct {
 	mu      sync.Mutex
 	journal *statefile.Journal   // live children, for the next master; nil without a state dir
 	exits   *spawner.ExitWatcher // nil where unsupported: each supervisor waits itself
-	starts  *spawner.StartGate
-	runCtx  context.Context
-	procs   map[string]*proc
-	ownerN  uint64
-	wg      sync.WaitGroup
-	lan     *lanState
-	running chan struct{}
+	// startSignals carries child starts to trimAfterBursts; buffered so that
+	// a burst is counted while the trimmer catches up.
+	startSignals chan struct{}
+	starts       *spawner.StartGate
+	runCtx       context.Context
+	procs        map[string]*proc
+	ownerN       uint64
+	wg           sync.WaitGroup
+	lan          *lanState
+	running      chan struct{}
 }
 
 // proc is one supervised child (one instance) and its bookkeeping.
@@ -113,13 +116,14 @@ func New(opts Options) (*Agent, error) {
 		opts.Ports = po
 	}
 	a := &Agent{
-		log:     opts.Logger,
-		opts:    opts,
-		ports:   opts.Ports,
-		events:  newBus(),
-		procs:   map[string]*proc{},
-		started: time.Now(),
-		running: make(chan struct{}),
+		log:          opts.Logger,
+		opts:         opts,
+		ports:        opts.Ports,
+		events:       newBus(),
+		procs:        map[string]*proc{},
+		started:      time.Now(),
+		running:      make(chan struct{}),
+		startSignals: make(chan struct{}, 1024),
 		// A few more than the cores: starts block in the kernel only
 		// briefly, and beyond that they just add threads.
 		starts: spawner.NewStartGate(2 * runtime.GOMAXPROCS(0)),
@@ -164,6 +168,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.runCtx = childCtx
 	a.mu.Unlock()
 	close(a.running)
+	trimDone := make(chan struct{})
+	go func() {
+		defer close(trimDone)
+		trimAfterBursts(linkCtx, a.startSignals, trimQuiet, trimMinStarts, a.freeMemory)
+	}()
+	defer func() { <-trimDone }()
 
 	for _, inst := range a.opts.Config.Run {
 		spec, err := a.opts.Config.InstanceSpec(inst)
@@ -440,6 +450,7 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		p.processSocket = ""
 		a.mu.Unlock()
 		a.recordRunning(p, ev.PID)
+		a.noteStart()
 	}
 	a.events.publish(&allexv1.Event{
 		Time:       timestamppb.New(ev.Time),
