@@ -326,6 +326,8 @@ func moduleRoot() (string, error) {
 func goBuild(ctx context.Context, o *options, out, pkg string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	cmd.Dir = o.repo
+	// Built as the README builds for deployment: static, without libc.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	b, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
