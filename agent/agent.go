@@ -467,7 +467,14 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		a.lan.childReady(p, ev.PID)
 	case spawner.EventExited:
 		a.lan.childExited(p, ev)
-	case spawner.EventBackoff, spawner.EventStarting:
+	case spawner.EventBackoff:
+		if ev.Delay > 0 {
+			a.lan.childRestarting(p)
+		}
+	case spawner.EventRunning:
+		// An immediate restart (or allexctl restart) reports the old run
+		// down once the new one is exec'd: the LAN manager's and its
+		// watchers' work then does not compete with the restart for CPU.
 		a.lan.childRestarting(p)
 	}
 }

@@ -310,9 +310,9 @@ func (l *lanState) childExited(p *proc, ev spawner.Event) {
 }
 
 // childRestarting tells the LAN manager that a need child it had published
-// is down and being restarted here (on a backoff, or a new run starting
-// without one, as after allexctl restart). The need stays granted to this
-// master; the next ready run is reported spawned again.
+// is down and being restarted here: when a backoff starts, or, for an
+// immediate restart, when the new run is running. The need stays granted
+// to this master; the next ready run is reported spawned again.
 func (l *lanState) childRestarting(p *proc) {
 	if p.needID == "" {
 		return

@@ -27,10 +27,11 @@ type Event struct {
 	Kind             EventKind
 	Instance, Module string
 	PID              int
-	ExitCode         int    // EventExited: exit code, -1 when killed by a signal
-	Signal           string // EventExited: e.g. "SIGKILL"
-	Message          string // why: stop reason, backoff delay, failure
-	Restarts         int    // restarts counted against the crash-loop limit so far
+	ExitCode         int           // EventExited: exit code, -1 when killed by a signal
+	Signal           string        // EventExited: e.g. "SIGKILL"
+	Message          string        // why: stop reason, backoff delay, failure
+	Restarts         int           // restarts counted against the crash-loop limit so far
+	Delay            time.Duration // EventBackoff: wait before the restart (0: at once)
 }
 
 // Status is a snapshot of a supervisor.
@@ -280,7 +281,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return err
 		}
 		s.setState(StateBackoff, func(st *Status) { st.Restarts++ })
-		s.emit(Event{Kind: EventBackoff, Message: fmt.Sprintf("restarting in %v after %s", delay.Round(time.Millisecond), o.why)})
+		s.emit(Event{Kind: EventBackoff, Delay: delay, Message: fmt.Sprintf("restarting in %v after %s", delay.Round(time.Millisecond), o.why)})
 		if delay == 0 {
 			// An immediate restart skips the timer, which would only
 			// cost a trip through the scheduler.
