@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -274,8 +273,8 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 		return nil, err
 	}
 	if a.opts.LogDir != "" {
-		p.stdout = filepath.Join(a.opts.LogDir, spec.GetInstance()+".stdout.log")
-		p.stderr = filepath.Join(a.opts.LogDir, spec.GetInstance()+".stderr.log")
+		p.stdout = spawner.LogPath(a.opts.LogDir, spec.GetInstance(), "stdout")
+		p.stderr = spawner.LogPath(a.opts.LogDir, spec.GetInstance(), "stderr")
 	}
 	sup, err := spawner.New(sspec, spawner.Options{
 		Logger:   a.log.Named(spec.GetInstance()),

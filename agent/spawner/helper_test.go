@@ -279,7 +279,7 @@ func pollUntil(t testing.TB, what string, cond func() bool) {
 
 func readLog(t testing.TB, spec Spec, stream string) string {
 	t.Helper()
-	b, err := os.ReadFile(spec.LogDir + "/" + spec.Instance + "." + stream + ".log")
+	b, err := os.ReadFile(LogPath(spec.LogDir, spec.Instance, stream))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -156,7 +156,7 @@ type Spec struct {
 	StartTimeout   time.Duration
 	Readiness      Readiness
 
-	// LogDir receives <Instance>.stdout.log and <Instance>.stderr.log; empty
+	// LogDir receives stdout/<Instance>.log and stderr/<Instance>.log; empty
 	// sends the child's output to the null device.
 	LogDir string
 }

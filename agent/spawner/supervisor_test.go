@@ -82,9 +82,10 @@ func TestLogFilesAppendAcrossRuns(t *testing.T) {
 		path string
 		mode os.FileMode
 	}{
-		{spec.LogDir, 0o750 | os.ModeDir},
-		{spec.LogDir + "/h1.stdout.log", 0o640},
-		{spec.LogDir + "/h1.stderr.log", 0o640},
+		{spec.LogDir + "/stdout", 0o750 | os.ModeDir},
+		{spec.LogDir + "/stderr", 0o750 | os.ModeDir},
+		{spec.LogDir + "/stdout/h1.log", 0o640},
+		{spec.LogDir + "/stderr/h1.log", 0o640},
 	} {
 		fi, err := os.Stat(p.path)
 		if err != nil {
