@@ -147,13 +147,17 @@ func freeBlock(n int) (int, error) {
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // readPID connects to a tinysrv and reads the pid it answers with.
-func readPID(address string) (int, error) {
-	c, err := net.DialTimeout("tcp", address, time.Second)
+func readPID(address string) (int, error) { return readPIDWithin(address, time.Second, 2*time.Second) }
+
+// readPIDWithin is readPID with the connect and read bounded by dial and
+// read.
+func readPIDWithin(address string, dial, read time.Duration) (int, error) {
+	c, err := net.DialTimeout("tcp", address, dial)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(read))
 	b, err := io.ReadAll(io.LimitReader(c, 32))
 	if err != nil {
 		return 0, err
@@ -204,12 +208,21 @@ func pollSleep(d time.Duration) {
 	}
 }
 
+// killProbeLimit bounds one probe of (b). The answer comes as soon as the
+// child accepts, but on loopback a probe now and then hangs: most likely
+// its SYN met the TIME_WAIT entry an earlier probe left on the server side
+// and waited for the 1 s SYN retransmit, or its connection was dropped
+// without a reset. With readPID's limits one such probe added 1-2 s to a
+// single kill (seen once in 100, for allex) whichever system it hit; a
+// fresh probe after 100 ms measures the service instead.
+const killProbeLimit = 100 * time.Millisecond
+
 // waitNewPID polls address until a process other than old answers and
 // returns its pid, every killPoll, because this is what (b) times.
 func waitNewPID(ctx context.Context, address string, old int, timeout time.Duration) (int, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		if pid, err := readPID(address); err == nil && pid != old {
+		if pid, err := readPIDWithin(address, killProbeLimit, killProbeLimit); err == nil && pid != old {
 			return pid, nil
 		}
 		if err := ctx.Err(); err != nil {
