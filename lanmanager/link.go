@@ -480,6 +480,12 @@ func (s *Server) checkPorts(ctx context.Context, addr string, need lanwire.Need,
 			d := net.Dialer{Timeout: s.cfg.PortCheckTimeout}
 			c, err := d.DialContext(ctx, "tcp", hostport)
 			if err == nil {
+				// A reset, not a FIN: no TIME_WAIT is left on the service's
+				// port for a later client to trip over (see spawner's
+				// readiness probe).
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
 				_ = c.Close()
 				last = nil
 				break

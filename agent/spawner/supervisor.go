@@ -584,7 +584,7 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 	for len(ports) > 0 {
 		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0]))))
 		if err == nil {
-			_ = conn.Close()
+			closeProbe(conn)
 			ports = ports[1:]
 			continue
 		}
@@ -597,6 +597,18 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 		}
 	}
 	c.markReady()
+}
+
+// closeProbe ends a readiness probe's connection with a reset rather than
+// a FIN (SO_LINGER 0), as Kubernetes' TCP probes do: the child then closes
+// a reset connection and no TIME_WAIT entry is left on its port. Those
+// entries made a client on this machine that reused one of their source
+// ports wait for its 1 s SYN retransmit now and then, right after restarts.
+func closeProbe(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 // vars returns the ALLEX_* variables given to the child, which are also the
