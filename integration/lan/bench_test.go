@@ -186,8 +186,11 @@ func BenchmarkNeedToPublished(b *testing.B) {
 
 // BenchmarkKillToRepublished kill -9s running services round robin and
 // times each until the watch stream shows the instance up with a new pid.
+// Each service is killed once per iteration and only after it has run for
+// over a second, as a serving child would have: its master restarts it at
+// once, where a child dying within its first second is backed off.
 func BenchmarkKillToRepublished(b *testing.B) {
-	const services, kills = 10, 100
+	const services, kills = 100, 100
 	lan, _, w := benchLAN(b, services)
 	insts := names("k", services)
 	var needs []lanwire.Need
@@ -196,9 +199,15 @@ func BenchmarkKillToRepublished(b *testing.B) {
 	}
 	lan.AddNeeds(b, needs...)
 	cur := lan.WaitServices(b, 2*wait, insts...)
+	time.Sleep(1100 * time.Millisecond)
 	var lat []time.Duration
 	b.ResetTimer()
 	for it := 0; it < b.N; it++ {
+		if it > 0 {
+			b.StopTimer()
+			time.Sleep(1100 * time.Millisecond)
+			b.StartTimer()
+		}
 		for k := 0; k < kills; k++ {
 			inst := insts[k%services]
 			old := cur[inst]
