@@ -22,9 +22,14 @@
 // lanwire.MaxFrameSize closes the link. A spawned report is approved only
 // when every protocol the need declares has a reported port (equal to its
 // fixed port, if any) that accepts a TCP connection on the hello address.
+// A down with restarting set removes the record but grants the recreated
+// need straight back to the same master, which is restarting the child in
+// place, unless the need is in a crash-loop backoff (then: stop). Needs
+// lists carry at most Config.OfferWindow needs.
 //
 // # Admin API
 //
+// POST /v1/needs takes one need or a JSON array of needs, added all or none.
 // Every endpoint except /healthz needs the same bearer token. Errors are
 // JSON {"error": "..."} with 400 (bad input), 401 (token), 404 (unknown),
 // 409 (instance already a need or service). Request bodies are limited to
