@@ -6,30 +6,19 @@ import (
 	"bytes"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/allex-go/allex/internal/procfs"
 )
 
-// processStart reads field 22 (starttime) of /proc/<pid>/stat; 0 if gone.
+// processStart reads the start time of process pid; 0 if gone.
 func processStart(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := procfs.ReadStat(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name may hold spaces and parentheses; fields start after
-	// the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	v, _ := strconv.ParseUint(f[19], 10, 64)
-	return v
+	return st.StartTime
 }
 
 // killGroupsNow stops leftover children's groups together: SIGTERM to
@@ -70,34 +59,15 @@ func waitGroups(pgids []int, d time.Duration) []int {
 // zombie. kill(-pgid, 0) alone counts zombies, and a leftover is an orphan
 // whose zombie lingers until PID 1 reaps it, which some inits (containers,
 // VMs) do only every few seconds or never: each leftover then cost the
-// whole grace. A zombie has closed its files, so its ports are free.
+// whole grace. A zombie has closed its files, so its ports are free. A
+// group that cannot be signalled is not waited for; one whose members
+// cannot be listed is.
 func groupAlive(pgid int) bool {
 	if syscall.Kill(-pgid, 0) != nil {
 		return false
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return true
-	}
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone meanwhile
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
-			return true
-		}
-	}
-	return false
+	alive, err := procfs.GroupAlive(pgid)
+	return alive || err != nil
 }
 
 // strayGroups lists the process groups led by children of an earlier
@@ -112,30 +82,20 @@ func strayGroups(socket string) []int {
 	}
 	want := []byte("\x00ALLEX_MASTER_SOCKET=" + socket + "\x00")
 	self := os.Getpid()
-	entries, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		return nil
 	}
 	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
+	for _, pid := range pids {
+		if pid == self {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
+		st, err := procfs.ReadStat(pid)
+		if err != nil || st.Pgrp != pid || !st.Live() {
+			continue // gone, or not a live group leader
 		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[2] != e.Name() || f[0] == "Z" || f[0] == "X" {
-			continue // not a live group leader
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 		if err != nil {
 			continue // gone, or another user's
 		}

@@ -566,26 +566,3 @@ func TestStopTimesOutWithContext(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
-
-func TestParseStat(t *testing.T) {
-	tests := []struct {
-		in    string
-		state byte
-		pgrp  int
-		ok    bool
-	}{
-		{"123 (sleep) S 1 123 123 0 -1", 'S', 123, true},
-		{"123 (a) b) (c) Z 1 77 77 0", 'Z', 77, true},
-		{"123 (x y) R 5 9", 'R', 9, true},
-		{"123 (x) R 5", 0, 0, false},
-		{"garbage", 0, 0, false},
-		{"1 (x) RR 1 2", 0, 0, false},
-		{"1 (x) R 1 notanumber", 0, 0, false},
-	}
-	for _, tc := range tests {
-		state, pgrp, ok := parseStat([]byte(tc.in))
-		if state != tc.state || pgrp != tc.pgrp || ok != tc.ok {
-			t.Errorf("parseStat(%q) = %q %d %v, want %q %d %v", tc.in, state, pgrp, ok, tc.state, tc.pgrp, tc.ok)
-		}
-	}
-}

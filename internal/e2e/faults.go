@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/allex-go/allex/internal/procfs"
 	"github.com/allex-go/allex/lanmanager/adminclient"
 )
 
@@ -186,16 +187,8 @@ func FaultPIDAlive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	return s[i+2] != 'Z' && s[i+2] != 'X'
+	st, err := procfs.ReadStat(pid)
+	return err == nil && st.Live()
 }
 
 // FaultPortAccepts reports whether 127.0.0.1:port accepts a TCP connection.
