@@ -89,9 +89,6 @@ type proc struct {
 	stderr   string
 	done     chan struct{}
 	finalErr error
-	// journalPID is the run last added to the state journal, guarded by
-	// Agent.mu.
-	journalPID int
 
 	registered    bool
 	processSocket string
@@ -99,7 +96,7 @@ type proc struct {
 	// LAN bookkeeping for need children, guarded by Agent.mu.
 	spawnedSent  bool // the LAN manager was told the current run is up
 	suppressDown bool
-	lastExit     spawner.Event
+	lastExit     spawner.Event // how the last run ended
 }
 
 // New builds an agent; Run starts it.
@@ -425,7 +422,6 @@ func (a *Agent) supervise(p *proc) {
 	p.finalErr = err
 	close(p.done)
 	a.mu.Unlock()
-	a.recordFinished(p)
 	a.lan.childFinished(p, err)
 }
 
@@ -437,6 +433,8 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		a.recordExited(p, ev.PID)
 		a.mu.Lock()
 		sock := p.processSocket
+		// For the down report that follows should the child restart.
+		p.lastExit = ev
 		a.mu.Unlock()
 		if sock != "" {
 			removeLeftSocket(sock)
@@ -464,8 +462,6 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 	switch ev.Kind {
 	case spawner.EventReady:
 		a.lan.childReady(p, ev.PID)
-	case spawner.EventExited:
-		a.lan.childExited(p, ev)
 	case spawner.EventBackoff:
 		if ev.Delay > 0 {
 			a.lan.childRestarting(p)

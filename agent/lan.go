@@ -10,7 +10,6 @@ import (
 
 	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/lanlink"
-	"github.com/allex-go/allex/agent/spawner"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -296,17 +295,6 @@ func (l *lanState) childReady(p *proc, pid int) {
 	// Keep the LAN manager's view of this machine's load current.
 	capa := a.capacity()
 	l.send(lanwire.TypeCapacity, &capa)
-}
-
-// childExited remembers how a need child's run ended, for the down report
-// that follows when the supervisor restarts it.
-func (l *lanState) childExited(p *proc, ev spawner.Event) {
-	if p.needID == "" {
-		return
-	}
-	l.a.mu.Lock()
-	p.lastExit = ev
-	l.a.mu.Unlock()
 }
 
 // childRestarting tells the LAN manager that a need child it had published

@@ -17,28 +17,13 @@ func (a *Agent) recordRunning(p *proc, pid int) {
 	if a.journal == nil {
 		return
 	}
-	a.mu.Lock()
-	p.journalPID = pid
-	a.mu.Unlock()
 	a.journal.Add(p.spec.GetInstance(), pid, processStart(pid))
 }
 
 // recordExited removes a run of a child from the state journal once its
-// process group is dead.
+// process group is dead. The spawner ends every run it started with an
+// exit event, so this is the only removal needed.
 func (a *Agent) recordExited(p *proc, pid int) {
-	a.journal.Del(p.spec.GetInstance(), pid)
-}
-
-// recordFinished removes the child's last run from the state journal when
-// its supervisor is done. Its exit event has done so already; this is a
-// no-op then, and keeps the journal right should a run end without one.
-func (a *Agent) recordFinished(p *proc) {
-	if a.journal == nil {
-		return
-	}
-	a.mu.Lock()
-	pid := p.journalPID
-	a.mu.Unlock()
 	a.journal.Del(p.spec.GetInstance(), pid)
 }
 
