@@ -14,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -86,16 +84,6 @@ func newChild(t *testing.T, ports map[string]uint16, edit func(*child.Options)) 
 	return &fixture{master: m, dir: dir, child: c}
 }
 
-func dialProcess(t *testing.T, path string) allexv1.ProcessClient {
-	t.Helper()
-	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return allexv1.NewProcessClient(conn)
-}
-
 func TestStartRegisters(t *testing.T) {
 	f := newChild(t, nil, nil)
 	if err := f.child.Start(testContext(t)); err != nil {
@@ -136,7 +124,7 @@ func TestProcessService(t *testing.T) {
 	if err := f.child.Start(ctx); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	pc := dialProcess(t, processSocketPath(f.dir))
+	pc := mastertest.DialProcess(t, processSocketPath(f.dir))
 
 	info, err := pc.Info(ctx, &allexv1.InfoRequest{})
 	if err != nil {
@@ -288,7 +276,7 @@ func TestStartSocketPathStates(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Start: %v", err)
 			}
-			info, err := dialProcess(t, path).Info(ctx, &allexv1.InfoRequest{})
+			info, err := mastertest.DialProcess(t, path).Info(ctx, &allexv1.InfoRequest{})
 			if err != nil {
 				t.Fatalf("Info over the replaced socket: %v", err)
 			}
@@ -616,7 +604,7 @@ func TestMasterUnavailable(t *testing.T) {
 					t.Fatalf("Start error = %v, want ErrNoMaster containing %q", err, tt.wantErr)
 				}
 				// Standalone or not, the Process socket is served.
-				if _, err := dialProcess(t, processSocketPath(dir)).Health(ctx, &allexv1.HealthRequest{}); err != nil {
+				if _, err := mastertest.DialProcess(t, processSocketPath(dir)).Health(ctx, &allexv1.HealthRequest{}); err != nil {
 					t.Errorf("Health without a master: %v", err)
 				}
 				if err := c.Ready(ctx); !errors.Is(err, child.ErrNoMaster) {

@@ -76,7 +76,7 @@ func TestRun(t *testing.T) {
 		{
 			name: "Shutdown RPC",
 			stop: func(t *testing.T, _ *exec.Cmd, processSocket string) {
-				pc := dialProcess(t, processSocket)
+				pc := mastertest.DialProcess(t, processSocket)
 				if _, err := pc.Shutdown(testContext(t), &allexv1.ShutdownRequest{Grace: durationpb.New(10 * time.Second)}); err != nil {
 					t.Fatalf("Shutdown: %v", err)
 				}

@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -258,6 +259,18 @@ func (m *Master) ReleasePort(_ context.Context, req *allexv1.ReleasePortRequest)
 	m.released = append(m.released, proto.Clone(req).(*allexv1.ReleasePortRequest))
 	m.notifyLocked()
 	return &allexv1.ReleasePortResponse{}, nil
+}
+
+// DialProcess connects to a child's allex.v1.Process socket at path; the
+// connection is closed when the test ends.
+func DialProcess(t testing.TB, path string) allexv1.ProcessClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return allexv1.NewProcessClient(conn)
 }
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.

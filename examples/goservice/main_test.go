@@ -21,8 +21,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/allex-go/allex/child/mastertest"
@@ -59,12 +57,7 @@ func TestGoService(t *testing.T) {
 		{
 			name: "Shutdown RPC",
 			stop: func(t *testing.T, ctx context.Context, _ *exec.Cmd, processSocket string) {
-				conn, err := grpc.NewClient("unix://"+processSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer conn.Close()
-				pc := allexv1.NewProcessClient(conn)
+				pc := mastertest.DialProcess(t, processSocket)
 				info, err := pc.Info(ctx, &allexv1.InfoRequest{})
 				if err != nil {
 					t.Fatalf("Info: %v", err)

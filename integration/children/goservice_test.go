@@ -19,9 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/allex-go/allex/child/mastertest"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/e2e"
 )
@@ -133,14 +132,9 @@ func TestGoService(t *testing.T) {
 // procInfo checks allex.v1.Process Info and Health on the child's socket.
 func procInfo(t *testing.T, sock, instance string, pid int) {
 	t.Helper()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	pc := mastertest.DialProcess(t, sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pc := allexv1.NewProcessClient(conn)
 	info, err := pc.Info(ctx, &allexv1.InfoRequest{})
 	if err != nil || info.GetInstance() != instance || info.GetPid() != int32(pid) || len(info.GetPorts()) != 3 {
 		t.Errorf("Process.Info = %v, %v; want instance %s pid %d and 3 ports", info, err, instance, pid)

@@ -14,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/allex-go/allex/child/mastertest"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/e2e"
 )
@@ -133,14 +131,9 @@ func TestStaleProcessSocket(t *testing.T) {
 		t.Errorf("ps: registered=%v process_socket=%v, want true and %s", ps["registered"], ps["process_socket"], sock)
 	}
 	// The path now answers allex.v1.Process for the live child.
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pinfo, err := allexv1.NewProcessClient(conn).Info(ctx, &allexv1.InfoRequest{})
+	pinfo, err := mastertest.DialProcess(t, sock).Info(ctx, &allexv1.InfoRequest{})
 	if err != nil || pinfo.GetPid() != int32(res.PID) || pinfo.GetInstance() != "phoenix" {
 		t.Fatalf("Process.Info on %s = %v, %v", sock, pinfo, err)
 	}
