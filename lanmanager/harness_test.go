@@ -236,12 +236,22 @@ func (m *master) expectClosed() {
 // quiet asserts no frame other than needs lists arrives for d.
 func (m *master) quiet(d time.Duration) {
 	m.t.Helper()
+	m.onlyNeeds(d, nil)
+}
+
+// onlyNeeds asserts no frame other than needs lists arrives for d, and
+// hands the instances of each needs list to check, if any.
+func (m *master) onlyNeeds(d time.Duration, check func(offered []string)) {
+	m.t.Helper()
 	timer := time.After(d)
 	for {
 		select {
 		case f := <-m.frames:
 			if f.typ != lanwire.TypeNeeds {
 				m.t.Fatalf("unexpected %s %+v", f.typ, f.p)
+			}
+			if check != nil {
+				check(needNames(f))
 			}
 		case <-timer:
 			return

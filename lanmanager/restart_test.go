@@ -14,20 +14,11 @@ import (
 // or any frame other than a needs list arrives.
 func (m *master) notOffered(inst string, d time.Duration) {
 	m.t.Helper()
-	timer := time.After(d)
-	for {
-		select {
-		case f := <-m.frames:
-			if f.typ != lanwire.TypeNeeds {
-				m.t.Fatalf("unexpected %s %+v", f.typ, f.p)
-			}
-			if slices.Contains(needNames(f), inst) {
-				m.t.Fatalf("%s offered to another master while its own restarts it", inst)
-			}
-		case <-timer:
-			return
+	m.onlyNeeds(d, func(offered []string) {
+		if slices.Contains(offered, inst) {
+			m.t.Fatalf("%s offered to another master while its own restarts it", inst)
 		}
-	}
+	})
 }
 
 func grantedTo(e *env, inst string) string {
