@@ -186,21 +186,7 @@ func TestKillMasterMovesNeeds(t *testing.T) {
 	m2 := e2e.StartFaultMaster(t, lan, "m2", 10, 0)
 
 	e2e.FaultKill9(t, m1.Proc)
-	var moved map[string]lanwire.ServiceRecord
-	e2e.Eventually(t, 60*time.Second, func() error {
-		svcs, err := services(lan)
-		if err != nil {
-			return err
-		}
-		if s := diff(setOf(names...), keys(svcs)); s != "" {
-			return fmt.Errorf("services: %s", s)
-		}
-		if err := allOn(svcs, "m2"); err != nil {
-			return err
-		}
-		moved = svcs
-		return nil
-	})
+	moved := waitServicesOn(t, lan, setOf(names...), "m2", 60*time.Second)
 	orphans.Add(pidsOf(moved)...)
 
 	m1.Run(t)
@@ -213,16 +199,7 @@ func TestKillMasterMovesNeeds(t *testing.T) {
 		return nil
 	})
 	// Let m1 reconnect and see the offers before judging placement.
-	e2e.Eventually(t, 30*time.Second, func() error {
-		st, err := e2e.FaultLinkState(t, m1.Socket)
-		if err != nil {
-			return err
-		}
-		if st != "connected" {
-			return fmt.Errorf("m1 link is %s", st)
-		}
-		return nil
-	})
+	e2e.Eventually(t, 30*time.Second, func() error { return linkConnected(t, m1.Socket) })
 	e2e.Eventually(t, 30*time.Second, func() error {
 		svcs, err := services(lan)
 		if err != nil {
@@ -265,21 +242,7 @@ func TestMasterStopsAnswering(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	var moved map[string]lanwire.ServiceRecord
-	e2e.Eventually(t, 60*time.Second, func() error {
-		svcs, err := services(lan)
-		if err != nil {
-			return err
-		}
-		if s := diff(setOf(names...), keys(svcs)); s != "" {
-			return fmt.Errorf("services: %s", s)
-		}
-		if err := allOn(svcs, "m2"); err != nil {
-			return err
-		}
-		moved = svcs
-		return nil
-	})
+	moved := waitServicesOn(t, lan, setOf(names...), "m2", 60*time.Second)
 	orphans.Add(pidsOf(moved)...)
 	for inst, s := range before {
 		if !e2e.FaultPIDAlive(s.PID) {
@@ -291,12 +254,8 @@ func TestMasterStopsAnswering(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2e.Eventually(t, 60*time.Second, func() error {
-		st, err := e2e.FaultLinkState(t, m1.Socket)
-		if err != nil {
+		if err := linkConnected(t, m1.Socket); err != nil {
 			return err
-		}
-		if st != "connected" {
-			return fmt.Errorf("m1 link is %s", st)
 		}
 		for inst, s := range before {
 			if e2e.FaultPIDAlive(s.PID) {

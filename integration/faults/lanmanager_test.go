@@ -249,16 +249,7 @@ func TestLANManagerStopsAnswering(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	e2e.Eventually(t, 60*time.Second, func() error {
-		st, err := e2e.FaultLinkState(t, m1.Socket)
-		if err != nil {
-			return err
-		}
-		if st != "connected" {
-			return fmt.Errorf("master link is %s after SIGCONT", st)
-		}
-		return nil
-	})
+	e2e.Eventually(t, 60*time.Second, func() error { return linkConnected(t, m1.Socket) })
 	e2e.Eventually(t, 30*time.Second, func() error {
 		svcs, err := services(lan)
 		if err != nil {

@@ -113,6 +113,13 @@ func services(lan *e2e.FaultLAN) (map[string]lanwire.ServiceRecord, error) {
 // waitServices polls until exactly want is published, and returns it.
 func waitServices(t *testing.T, lan *e2e.FaultLAN, want map[string]bool, d time.Duration) map[string]lanwire.ServiceRecord {
 	t.Helper()
+	return waitServicesOn(t, lan, want, "", d)
+}
+
+// waitServicesOn polls until exactly want is published, all on machine id
+// (any machine for ""), and returns it.
+func waitServicesOn(t *testing.T, lan *e2e.FaultLAN, want map[string]bool, id string, d time.Duration) map[string]lanwire.ServiceRecord {
+	t.Helper()
 	var got map[string]lanwire.ServiceRecord
 	e2e.Eventually(t, d, func() error {
 		var err error
@@ -123,9 +130,25 @@ func waitServices(t *testing.T, lan *e2e.FaultLAN, want map[string]bool, d time.
 		if s := diff(want, keys(got)); s != "" {
 			return fmt.Errorf("services: %s", s)
 		}
+		if id != "" {
+			return allOn(got, id)
+		}
 		return nil
 	})
 	return got
+}
+
+// linkConnected says why the master on socket is not linked to its LAN
+// manager, or nil when it is.
+func linkConnected(t *testing.T, socket string) error {
+	st, err := e2e.FaultLinkState(t, socket)
+	if err != nil {
+		return err
+	}
+	if st != "connected" {
+		return fmt.Errorf("master link is %s", st)
+	}
+	return nil
 }
 
 func keys[V any](m map[string]V) map[string]bool {
