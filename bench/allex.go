@@ -193,18 +193,12 @@ func (in *allexInstance) startServices(ctx context.Context, n int) (timing, erro
 	// CPU each daemon burns during the start says which one limits it.
 	masterCPU, _ := cpuTicks(in.master.pid())
 	lmCPU, _ := cpuTicks(in.lm.pid())
-	type accepted struct {
-		d   time.Duration
-		err error
-	}
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
-	acceptDone := make(chan accepted, 1)
 	start := time.Now()
-	go func() {
-		d, err := waitAllAccept(probeCtx, firstAddrs, start, 5*time.Minute)
-		acceptDone <- accepted{d, err}
-	}()
+	acceptDone := probeAsync(func() (time.Duration, error) {
+		return waitAllAccept(probeCtx, firstAddrs, start, 5*time.Minute)
+	})
 	addErr := make(chan error, 1)
 	go func() { addErr <- in.addNeeds(ctx, n) }()
 	deadline := time.NewTimer(5 * time.Minute)
@@ -299,34 +293,30 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 	}
 	old := rec.PID
 	oldAddr := net.JoinHostPort(rec.Address, strconv.Itoa(int(rec.Ports["tcp"])))
-	type accepted struct {
-		d   time.Duration
-		err error
-	}
 	actx, stopAccept := context.WithCancel(ctx)
 	defer stopAccept()
-	acceptCh := make(chan accepted, 1)
 	start := time.Now()
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		return 0, fmt.Errorf("kill %s pid %d: %w", name, old, err)
 	}
 	// The master restarts the child on the same ports; should the need
 	// move elsewhere instead, the published address is polled below.
-	go func() {
+	acceptCh := probeAsync(func() (time.Duration, error) {
 		_, err := waitNewPID(actx, oldAddr, old, time.Minute)
-		acceptCh <- accepted{time.Since(start), err}
-	}()
+		return time.Since(start), err
+	})
 	deadline := time.NewTimer(time.Minute)
 	defer deadline.Stop()
-	var acceptD time.Duration
-	acceptDone := false
+	var acceptD time.Duration // valid once acceptCh is nil
 	for {
 		select {
 		case a := <-acceptCh:
-			if a.err != nil && !errors.Is(a.err, context.Canceled) {
+			// Only ctx ends the probe early here (stopAccept is followed
+			// by a return), so any error ends the kill.
+			if a.err != nil {
 				return 0, a.err
 			}
-			acceptD, acceptDone, acceptCh = a.d, a.err == nil, nil
+			acceptD, acceptCh = a.d, nil
 			continue
 		case ev, ok := <-in.events:
 			if !ok {
@@ -349,7 +339,7 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 				}
 				return time.Since(start), nil
 			}
-			if !acceptDone {
+			if acceptCh != nil {
 				a := <-acceptCh
 				if a.err != nil {
 					return 0, a.err
@@ -363,6 +353,23 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// probed is how long a probe took, or why it failed.
+type probed struct {
+	d   time.Duration
+	err error
+}
+
+// probeAsync runs probe in the background; its result arrives on the
+// channel returned.
+func probeAsync(probe func() (time.Duration, error)) <-chan probed {
+	ch := make(chan probed, 1)
+	go func() {
+		d, err := probe()
+		ch <- probed{d, err}
+	}()
+	return ch
 }
 
 // republishedKills are the kill → published-again times of the kills.
