@@ -228,9 +228,12 @@ func (j *Journal) compactLocked() error {
 	return nil
 }
 
-func (j *Journal) entriesLocked() []Entry {
-	out := make([]Entry, 0, len(j.live))
-	for k, st := range j.live {
+func (j *Journal) entriesLocked() []Entry { return entries(j.live) }
+
+// entries lists a live set, sorted.
+func entries(live map[key]uint64) []Entry {
+	out := make([]Entry, 0, len(live))
+	for k, st := range live {
 		out = append(out, Entry{Instance: k.instance, PID: k.pid, Start: st})
 	}
 	sortEntries(out)

@@ -29,12 +29,7 @@ func Load(dir string, log hclog.Logger) ([]Entry, error) {
 	if err := replay(filepath.Join(dir, JournalName), live, log); err != nil {
 		errs = append(errs, err)
 	}
-	out := make([]Entry, 0, len(live))
-	for k, st := range live {
-		out = append(out, Entry{Instance: k.instance, PID: k.pid, Start: st})
-	}
-	sortEntries(out)
-	return out, errors.Join(errs...)
+	return entries(live), errors.Join(errs...)
 }
 
 // loadLegacy adds the entries of a children.json array to live.
