@@ -44,7 +44,7 @@ type options struct {
 	repo    string // module root
 	cache   string // peers installed here, kept between runs
 	work    string // temp dir, removed at the end
-	child   string // -child: "c" or "go"
+	child   string // -child: "c", "libc" or "go"
 	tinysrv string // built child binary
 	// childInfo says which child ran and how it was built (machine info).
 	childInfo string
@@ -115,7 +115,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for RSS and CPU")
 	fs.StringVar(&o.out, "out", "bench/results.md", "Markdown results file (relative to the module root)")
 	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2 or supervisord")
-	fs.StringVar(&o.child, "child", "c", "tiny child to supervise: c (bench/tinysrv-c, built with cc) or go (bench/tinysrv)")
+	fs.StringVar(&o.child, "child", "c", "tiny child to supervise: c (bench/tinysrv-c built with cc, without the C library on linux/amd64 and arm64), libc (the same with the C library) or go (bench/tinysrv)")
 	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -155,8 +155,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	default:
 		return nil, fmt.Errorf("-only %q: want allex, pm2 or supervisord", o.only)
 	}
-	if o.child != "c" && o.child != "go" {
-		return nil, fmt.Errorf("-child %q: want c or go", o.child)
+	if o.child != "c" && o.child != "libc" && o.child != "go" {
+		return nil, fmt.Errorf("-child %q: want c, libc or go", o.child)
 	}
 	return o, nil
 }
