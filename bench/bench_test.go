@@ -40,7 +40,8 @@ func TestQuickAllex(t *testing.T) {
 		"allexlanmanager RSS",
 		"kill -9 breakdown",
 		"- child: ",
-		" -child c\n",
+		" -child c -fs ",
+		"- files: ",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("results lack %q:\n%s", want, md)
@@ -64,6 +65,7 @@ func TestParseFlags(t *testing.T) {
 		wantErr bool
 		ns      string
 		child   string // "" means c
+		fs      string // "" means fresh
 	}{
 		{args: nil, ns: "1,100,500"},
 		{args: []string{"-child", "go"}, ns: "1,100,500", child: "go"},
@@ -78,6 +80,9 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"-kills", "-1"}, wantErr: true},
 		{args: []string{"-idle", "0s"}, wantErr: true},
 		{args: []string{"extra"}, wantErr: true},
+		{args: []string{"-fs", "tmp"}, ns: "1,100,500", fs: "tmp"},
+		{args: []string{"-fs", "fresh"}, ns: "1,100,500"},
+		{args: []string{"-fs", "tmpfs"}, wantErr: true},
 	} {
 		o, err := parseFlags(tc.args, &bytes.Buffer{})
 		if (err != nil) != tc.wantErr {
@@ -92,6 +97,9 @@ func TestParseFlags(t *testing.T) {
 		}
 		if want := cmp.Or(tc.child, "c"); o.child != want {
 			t.Errorf("%q: child %q, want %q", tc.args, o.child, want)
+		}
+		if want := cmp.Or(tc.fs, "fresh"); o.fs != want {
+			t.Errorf("%q: fs %q, want %q", tc.args, o.fs, want)
 		}
 	}
 }

@@ -43,7 +43,9 @@ type options struct {
 	only    string
 	repo    string // module root
 	cache   string // peers installed here, kept between runs
-	work    string // temp dir, removed at the end
+	work    string // where the systems keep their files, removed at the end
+	fs      string // -fs: "fresh" or "tmp" (fs.go)
+	fsInfo  string // what the report says about the files' filesystem
 	child   string // -child: "c", "libc" or "go"
 	tinysrv string // built child binary
 	// childInfo says which child ran and how it was built (machine info).
@@ -116,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.out, "out", "bench/results.md", "Markdown results file (relative to the module root)")
 	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2 or supervisord")
 	fs.StringVar(&o.child, "child", "c", "tiny child to supervise: c (bench/tinysrv-c built with cc, without the C library on linux/amd64 and arm64), libc (the same with the C library) or go (bench/tinysrv)")
+	fs.StringVar(&o.fs, "fs", fsFresh, "where the systems' files go: fresh (a new ext4 filesystem on a loop device, needs root; else falls back to tmp) or tmp (a temp dir)")
 	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -155,6 +158,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	default:
 		return nil, fmt.Errorf("-only %q: want allex, pm2 or supervisord", o.only)
 	}
+	if o.fs != fsFresh && o.fs != fsTmp {
+		return nil, fmt.Errorf("-fs %q: want fresh or tmp", o.fs)
+	}
 	if o.child != "c" && o.child != "libc" && o.child != "go" {
 		return nil, fmt.Errorf("-child %q: want c, libc or go", o.child)
 	}
@@ -173,11 +179,17 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if !filepath.IsAbs(o.out) {
 		o.out = filepath.Join(o.repo, o.out)
 	}
-	// Short: unix socket paths inside it must stay under 108 bytes.
-	if o.work, err = os.MkdirTemp("", "abench"); err != nil {
-		return fmt.Errorf("work dir: %w", err)
+	wd, err := makeWorkDir(ctx, o.fs)
+	if err != nil {
+		return err
 	}
-	defer os.RemoveAll(o.work)
+	defer func() {
+		if cerr := wd.cleanup(); cerr != nil {
+			fmt.Fprintln(o.log, "bench: removing the work dir:", cerr)
+		}
+	}()
+	o.work, o.fsInfo = wd.path, wd.info
+	fmt.Fprintln(o.log, "bench: "+o.fsInfo)
 	if err := buildChild(ctx, o); err != nil {
 		return err
 	}

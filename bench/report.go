@@ -32,7 +32,10 @@ func machineInfo(ctx context.Context, o *options, results []*result) []string {
 	if o.childInfo != "" {
 		info = append(info, o.childInfo)
 	}
-	info = append(info, fmt.Sprintf("settings: -n %s -kills %d -idle %v -child %s", joinInts(o.ns), o.kills, o.idle, o.child))
+	if o.fsInfo != "" {
+		info = append(info, o.fsInfo)
+	}
+	info = append(info, fmt.Sprintf("settings: -n %s -kills %d -idle %v -child %s -fs %s", joinInts(o.ns), o.kills, o.idle, o.child, o.fs))
 	return info
 }
 
