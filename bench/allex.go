@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/allex-go/allex/lanmanager/adminapi"
@@ -295,9 +294,9 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 	oldAddr := net.JoinHostPort(rec.Address, strconv.Itoa(int(rec.Ports["tcp"])))
 	actx, stopAccept := context.WithCancel(ctx)
 	defer stopAccept()
-	start := time.Now()
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-		return 0, fmt.Errorf("kill %s pid %d: %w", name, old, err)
+	start, err := killWait(old, time.Minute)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	// The master restarts the child on the same ports; should the need
 	// move elsewhere instead, the published address is polled below.

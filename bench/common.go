@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // proc is a daemon the bench started, in its own process group so a
@@ -208,14 +210,49 @@ func pollSleep(d time.Duration) {
 	}
 }
 
-// killProbeLimit bounds one probe of (b). The answer comes as soon as the
-// child accepts, but on loopback a probe now and then hangs: most likely
-// its SYN met the TIME_WAIT entry an earlier probe left on the server side
-// and waited for the 1 s SYN retransmit, or its connection was dropped
-// without a reset. With readPID's limits one such probe added 1-2 s to a
-// single kill (seen once in 100, for allex) whichever system it hit; a
-// fresh probe after 100 ms measures the service instead.
+// killProbeLimit bounds one probe of (b), a safety net: with killWait no
+// probe meets the dying listener, the cause of the hangs the bound was
+// added for (one probe in 50-100 used to wait for the 1 s SYN
+// retransmit). A probe that still hangs is replaced after 100 ms, so the
+// result measures the service rather than the prober's deadline.
 const killProbeLimit = 100 * time.Millisecond
+
+// killWait kill -9's pid and returns once the process has exited, with
+// the time just before the signal, which is when (b)'s clock starts.
+// Probing before the exit races the kernel closing the old listener: a
+// SYN that reaches it while its owner closes it is backlogged and then
+// discarded without a reset (the socket is then in CLOSE state), and a
+// connection that completed just before is dropped from the accept queue
+// without one, so the probe waits for a 1 s SYN retransmit or for its read
+// deadline. Captured on loopback: one such probe in 50 to 100 kills. The
+// exit is known through a pidfd, which polls readable only after the
+// process has closed its files. No supervisor can restart a child before
+// it has exited, so the wait costs none of them anything.
+func killWait(pid int, timeout time.Duration) (time.Time, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	start := time.Now()
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		return time.Time{}, fmt.Errorf("kill -9 pid %d: %w", pid, err)
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := start.Add(timeout)
+	for {
+		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return time.Time{}, fmt.Errorf("wait for pid %d to exit: %w", pid, err)
+		case n == 0:
+			return time.Time{}, fmt.Errorf("pid %d still running %v after kill -9", pid, timeout)
+		}
+		return start, nil
+	}
+}
 
 // waitNewPID polls address until a process other than old answers and
 // returns its pid, every killPoll, because this is what (b) times.

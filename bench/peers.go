@@ -27,9 +27,9 @@ func killByPort(ctx context.Context, port int) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("child on %s: %w", a, err)
 	}
-	start := time.Now()
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-		return 0, fmt.Errorf("kill pid %d: %w", old, err)
+	start, err := killWait(old, time.Minute)
+	if err != nil {
+		return 0, err
 	}
 	if _, err := waitNewPID(ctx, a, old, time.Minute); err != nil {
 		return 0, err
