@@ -64,7 +64,7 @@ func (s *Server) AddNeeds(needs []lanwire.Need) error {
 		return err
 	}
 	for _, st := range sts {
-		s.needs[st.Need.Instance] = &needState{st: st}
+		s.setNeedLocked(&needState{st: st})
 		s.log.Info("need added", "instance", st.Need.Instance, "module", st.Need.Module)
 	}
 	if !s.closed {
@@ -90,7 +90,7 @@ func (s *Server) RemoveNeed(instance string) error {
 		}
 		s.revokeLocked(ns)
 		ns.stopTimers()
-		delete(s.needs, instance)
+		s.dropNeedLocked(instance)
 		s.log.Info("need removed", "instance", instance)
 		if !s.closed {
 			s.reofferLocked()

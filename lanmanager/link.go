@@ -225,8 +225,14 @@ func (s *Server) handleFrame(sess *session, mt int, data []byte) {
 	case *lanwire.Down:
 		s.onDownLocked(sess, f)
 	case *lanwire.Capacity:
-		s.machineLocked(sess.machineID).capacity = *f
-		s.reofferLocked()
+		m := s.machineLocked(sess.machineID)
+		wasFull := full(m.capacity)
+		m.capacity = *f
+		// Lists only depend on whether the machine is full; masters
+		// report capacity after every start and exit.
+		if full(m.capacity) != wasFull {
+			s.reofferLocked()
+		}
 	case *lanwire.Hello:
 		s.sendError(sess, typ, errors.New("hello already received on this link"))
 	default:
@@ -444,7 +450,7 @@ func (s *Server) finishCheckLocked(sess *session, gen uint64, sp lanwire.Spawned
 		return
 	}
 	ns.stopTimers()
-	delete(s.needs, sp.Instance)
+	s.dropNeedLocked(sp.Instance)
 	s.svcs[sp.Instance] = &sv
 	s.log.Info("service published", "instance", sp.Instance, "machine", sess.machineID, "ports", sp.Ports)
 	s.sendLocked(sess, lanwire.TypeApproved, &lanwire.Approved{Service: sv.Record})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -134,7 +135,7 @@ func (s *Server) serviceDownLocked(inst, reason string) {
 	}
 	delete(s.svcs, inst)
 	ns := &needState{st: n}
-	s.needs[inst] = ns
+	s.setNeedLocked(ns)
 	s.emitLocked(adminapi.EventDown, sv.Record)
 	if n.Attempts > 0 {
 		s.armBackoffLocked(ns)
@@ -259,12 +260,28 @@ func (s *Server) grantExpired(inst string, gen uint64) {
 
 func full(c lanwire.Capacity) bool { return c.MaxProcesses > 0 && c.Running >= c.MaxProcesses }
 
+func (s *Server) setNeedLocked(ns *needState) {
+	s.needs[ns.st.Need.Instance] = ns
+	s.sorted = nil
+}
+
+func (s *Server) dropNeedLocked(instance string) {
+	delete(s.needs, instance)
+	s.sorted = nil
+}
+
+// sortedNeedsLocked returns the needs by instance; callers must not keep
+// or change the slice.
 func (s *Server) sortedNeedsLocked() []*needState {
+	if s.sorted != nil || len(s.needs) == 0 {
+		return s.sorted
+	}
 	out := make([]*needState, 0, len(s.needs))
 	for _, ns := range s.needs {
 		out = append(out, ns)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].st.Need.Instance < out[j].st.Need.Instance })
+	slices.SortFunc(out, func(a, b *needState) int { return strings.Compare(a.st.Need.Instance, b.st.Need.Instance) })
+	s.sorted = out
 	return out
 }
 
