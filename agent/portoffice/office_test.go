@@ -565,3 +565,31 @@ func BenchmarkAllocateParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestInUseCountsWords checks the word-at-a-time count against a port by
+// port one, for ranges that start, end or both inside a 64-port word, span
+// many words, or touch the last port.
+func TestInUseCountsWords(t *testing.T) {
+	o := &Office{held: map[uint16]holding{}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 3000; i++ {
+		o.hold(uint16(rng.IntN(65536)), holding{proto: "tcp", owner: "x"})
+	}
+	for _, p := range []uint16{0, 63, 64, 65535, 65472} {
+		o.hold(p, holding{proto: "tcp", owner: "x"})
+	}
+	for _, r := range []Range{
+		{0, 0}, {0, 63}, {0, 64}, {1, 62}, {63, 64}, {64, 127}, {100, 100},
+		{100, 1000}, {1000, 1063}, {65472, 65535}, {65535, 65535}, {65000, 65535}, {0, 65535},
+	} {
+		want := 0
+		for p := int(r.Start); p <= int(r.End); p++ {
+			if _, ok := o.held[uint16(p)]; ok {
+				want++
+			}
+		}
+		if got := o.inUseLocked(r); got != want {
+			t.Errorf("inUseLocked(%v) = %d, want %d", r, got, want)
+		}
+	}
+}
