@@ -5,7 +5,9 @@ package spawner
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,8 +18,15 @@ import (
 // stack) for its whole life, which for hundreds of children is megabytes.
 // Share one among the supervisors of an agent and Close it after they have
 // all returned.
+//
+// The goroutine waits for the epoll fd in Go's netpoller rather than in a
+// blocking epoll_wait: a thread blocked in a system call gives up its P
+// and must get one back before the exit is handled, which added 0.2 to
+// 0.5 ms between a child's death and its restart.
 type ExitWatcher struct {
 	epfd, wakefd int
+	ep           *os.File // epfd, registered with the netpoller
+	rc           syscall.RawConn
 	done         chan struct{}
 
 	mu      sync.Mutex
@@ -31,17 +40,28 @@ func NewExitWatcher() (*ExitWatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exit watcher: epoll: %w", err)
 	}
+	// Non-blocking, so os.NewFile registers it with the netpoller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("exit watcher: epoll: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "exit-watcher-epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
+		return nil, fmt.Errorf("exit watcher: epoll: %w", err)
+	}
 	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		_ = unix.Close(epfd)
+		_ = ep.Close()
 		return nil, fmt.Errorf("exit watcher: eventfd: %w", err)
 	}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
-		_ = unix.Close(epfd)
+		_ = ep.Close()
 		_ = unix.Close(wakefd)
 		return nil, fmt.Errorf("exit watcher: epoll add: %w", err)
 	}
-	w := &ExitWatcher{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), watches: map[int32]func(){}}
+	w := &ExitWatcher{epfd: epfd, wakefd: wakefd, ep: ep, rc: rc, done: make(chan struct{}), watches: map[int32]func(){}}
 	go w.run()
 	return w, nil
 }
@@ -78,9 +98,19 @@ func (w *ExitWatcher) run() {
 	defer close(w.done)
 	events := make([]unix.EpollEvent, 64)
 	for {
-		n, err := unix.EpollWait(w.epfd, events, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
+		var n int
+		var werr error
+		// The callback polls without blocking; while nothing is ready the
+		// goroutine is parked until the netpoller sees epfd readable.
+		err := w.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			if errors.Is(werr, unix.EINTR) {
+				n, werr = 0, nil
+			}
+			return n > 0 || werr != nil
+		})
+		if err == nil {
+			err = werr
 		}
 		if err != nil {
 			// Cannot happen with a valid epoll fd; fail the watches so
@@ -133,5 +163,5 @@ func (w *ExitWatcher) Close() error {
 		_, _ = unix.Write(w.wakefd, one[:])
 	}
 	<-w.done
-	return errors.Join(unix.Close(w.epfd), unix.Close(w.wakefd))
+	return errors.Join(w.ep.Close(), unix.Close(w.wakefd))
 }
