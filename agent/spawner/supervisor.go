@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -574,7 +573,6 @@ func (s *Supervisor) awaitGroupDeath(pgid int) {
 // probePorts marks c ready once every assigned port accepts a connection.
 func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 	ports := slices.Sorted(maps.Values(s.spec.Ports))
-	d := net.Dialer{Timeout: 250 * time.Millisecond}
 	// Most children listen within milliseconds of exec: probe soon, then
 	// back off so a slow starter costs little.
 	const minProbe, maxProbe = time.Millisecond, 25 * time.Millisecond
@@ -582,9 +580,7 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	for len(ports) > 0 {
-		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0]))))
-		if err == nil {
-			closeProbe(conn)
+		if probePort(ports[0], 250*time.Millisecond) == nil {
 			ports = ports[1:]
 			continue
 		}
@@ -597,18 +593,6 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 		}
 	}
 	c.markReady()
-}
-
-// closeProbe ends a readiness probe's connection with a reset rather than
-// a FIN (SO_LINGER 0), as Kubernetes' TCP probes do: the child then closes
-// a reset connection and no TIME_WAIT entry is left on its port. Those
-// entries made a client on this machine that reused one of their source
-// ports wait for its 1 s SYN retransmit now and then, right after restarts.
-func closeProbe(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
 }
 
 // vars returns the ALLEX_* variables given to the child, which are also the

@@ -49,7 +49,8 @@ func ParseStat(b []byte) (Stat, bool) {
 // ReadStat reads and parses /proc/<pid>/stat; a process that is gone (or
 // was never there) is an error.
 func ReadStat(pid int) (Stat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	var buf [statBufSize]byte
+	b, err := readSmall("/proc/"+strconv.Itoa(pid)+"/stat", buf[:])
 	if err != nil {
 		return Stat{}, err
 	}
