@@ -65,6 +65,7 @@ type Agent struct {
 	mu      sync.Mutex
 	journal *statefile.Journal   // live children, for the next master; nil without a state dir
 	exits   *spawner.ExitWatcher // nil where unsupported: each supervisor waits itself
+	devNull *os.File             // every child's stdin; nil: os/exec opens /dev/null per start
 	// startSignals carries child starts to trimAfterBursts; buffered so that
 	// a burst is counted while the trimmer catches up.
 	startSignals chan struct{}
@@ -146,6 +147,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("state dir: %w", err)
 		}
 		a.reapLeftovers()
+	}
+	// One /dev/null for every child's stdin instead of an open per start.
+	if f, err := os.Open(os.DevNull); err == nil {
+		a.devNull = f
+		defer f.Close()
 	}
 	if w, err := spawner.NewExitWatcher(); err == nil {
 		a.exits = w
@@ -279,6 +285,7 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 		Shutdown: func(ctx context.Context, pid int, grace time.Duration) error { return a.shutdownChild(ctx, p, grace) },
 		Exits:    a.exits,
 		Starts:   a.starts,
+		Stdin:    a.devNull,
 	})
 	if err != nil {
 		a.ports.ReleaseOwner(p.owner)

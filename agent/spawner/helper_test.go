@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -50,6 +51,10 @@ func helperMain(behaviour string) int {
 		wd, _ := os.Getwd()
 		fmt.Printf("PWD=%s\n", wd)
 		fmt.Fprintln(os.Stderr, "hello on stderr")
+		return 0
+	case "stdin":
+		b, err := io.ReadAll(os.Stdin)
+		fmt.Printf("STDIN=%d %v\n", len(b), err)
 		return 0
 	case "exit":
 		code, _ := strconv.Atoi(os.Getenv("HELPER_EXIT_CODE"))

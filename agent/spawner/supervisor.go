@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -62,6 +63,10 @@ type Options struct {
 	// Starts, if set, bounds how many supervisors sharing it create log
 	// files and fork/exec at the same time.
 	Starts *StartGate
+	// Stdin, if set, is the children's standard input, shared (typically
+	// /dev/null, opened once); without it os/exec opens /dev/null for
+	// every start.
+	Stdin *os.File
 }
 
 // StartGate bounds concurrent child starts. Opening log files and fork/exec
@@ -648,17 +653,25 @@ func (s *Supervisor) command() (*exec.Cmd, []*os.File, error) {
 	}
 	cmd.Env = env
 	cmd.SysProcAttr = sysProcAttr()
+	if s.opts.Stdin != nil {
+		cmd.Stdin = s.opts.Stdin
+	}
 	if s.spec.LogDir == "" {
 		return cmd, nil, nil
 	}
 	var files []*os.File
 	for _, stream := range []string{"stdout", "stderr"} {
 		name := LogPath(s.spec.LogDir, s.spec.Instance, stream)
-		if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
-			closeAll(files)
-			return nil, nil, fmt.Errorf("spawner: %s: log dir: %w", s.spec.Instance, err)
+		f, err := openLog(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The log dir is made on first use rather than checked at
+			// every start.
+			if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
+				closeAll(files)
+				return nil, nil, fmt.Errorf("spawner: %s: log dir: %w", s.spec.Instance, err)
+			}
+			f, err = openLog(name)
 		}
-		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err != nil {
 			closeAll(files)
 			return nil, nil, fmt.Errorf("spawner: %s: log file: %w", s.spec.Instance, err)

@@ -98,6 +98,27 @@ func TestLogFilesAppendAcrossRuns(t *testing.T) {
 	}
 }
 
+// TestSharedStdin: children of supervisors sharing Options.Stdin (the
+// agent's one /dev/null) read an empty stdin, as they do from the
+// /dev/null os/exec opens for each start without it.
+func TestSharedStdin(t *testing.T) {
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	for i, opts := range []Options{{Stdin: devNull}, {Stdin: devNull}, {}} {
+		spec := helperSpec(t, "stdin")
+		r := startSupervisor(t, context.Background(), spec, opts)
+		if err := r.wait(t); err != nil {
+			t.Fatalf("child %d: %v", i, err)
+		}
+		if out := readLog(t, spec, "stdout"); !strings.Contains(out, "STDIN=0 <nil>\n") {
+			t.Errorf("child %d read its stdin as:\n%s", i, out)
+		}
+	}
+}
+
 func TestReadiness(t *testing.T) {
 	tests := []struct {
 		name      string
