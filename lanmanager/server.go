@@ -106,11 +106,11 @@ type Server struct {
 	// needs is only changed through setNeedLocked and dropNeedLocked,
 	// which keep sorted current.
 	needs map[string]*needState
-	// sorted is needs by instance, built on demand after needs changed:
-	// needs lists go out far more often than needs come and go (every
-	// grant, spawned and capacity report can trigger one), and sorting
-	// every need for each list was a tenth of the LAN manager's CPU while
-	// 500 services started.
+	// sorted is needs by instance, built on first use and then kept in
+	// order: needs lists go out far more often than needs come and go
+	// (every grant, spawned and capacity report can trigger one), and
+	// sorting every need for each list was a tenth of the LAN manager's
+	// CPU while 500 services started.
 	sorted   []*needState
 	svcs     map[string]*store.Service
 	machines map[string]*machine

@@ -261,13 +261,30 @@ func (s *Server) grantExpired(inst string, gen uint64) {
 func full(c lanwire.Capacity) bool { return c.MaxProcesses > 0 && c.Running >= c.MaxProcesses }
 
 func (s *Server) setNeedLocked(ns *needState) {
-	s.needs[ns.st.Need.Instance] = ns
-	s.sorted = nil
+	inst := ns.st.Need.Instance
+	s.needs[inst] = ns
+	if s.sorted == nil {
+		return
+	}
+	// Kept in order rather than rebuilt: a need comes back at every
+	// service down.
+	if i, found := slices.BinarySearchFunc(s.sorted, inst, byInstance); found {
+		s.sorted[i] = ns
+	} else {
+		s.sorted = slices.Insert(s.sorted, i, ns)
+	}
 }
 
 func (s *Server) dropNeedLocked(instance string) {
 	delete(s.needs, instance)
-	s.sorted = nil
+	// Removed in place rather than rebuilt: a need goes at every publish.
+	if i, found := slices.BinarySearchFunc(s.sorted, instance, byInstance); found {
+		s.sorted = slices.Delete(s.sorted, i, i+1)
+	}
+}
+
+func byInstance(ns *needState, instance string) int {
+	return strings.Compare(ns.st.Need.Instance, instance)
 }
 
 // sortedNeedsLocked returns the needs by instance; callers must not keep
@@ -276,6 +293,7 @@ func (s *Server) sortedNeedsLocked() []*needState {
 	if s.sorted != nil || len(s.needs) == 0 {
 		return s.sorted
 	}
+	// Built once; setNeedLocked and dropNeedLocked keep it in order.
 	out := make([]*needState, 0, len(s.needs))
 	for _, ns := range s.needs {
 		out = append(out, ns)
