@@ -486,9 +486,9 @@ func (s *Server) checkPorts(ctx context.Context, addr string, need lanwire.Need,
 			d := net.Dialer{Timeout: s.cfg.PortCheckTimeout}
 			c, err := d.DialContext(ctx, "tcp", hostport)
 			if err == nil {
-				// A reset, not a FIN: no TIME_WAIT is left on the service's
-				// port for a later client to trip over (see spawner's
-				// readiness probe).
+				// A reset, not a FIN, as the master's readiness probe
+				// closes (spawner.probePort): no TIME_WAIT entry is left
+				// on the service's port.
 				if tc, ok := c.(*net.TCPConn); ok {
 					_ = tc.SetLinger(0)
 				}
