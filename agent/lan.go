@@ -29,7 +29,15 @@ type lanState struct {
 	linkState string
 	offered   []lanwire.Need
 	claims    map[string]time.Time
+	// What reportCapacity last sent, and its pending catch-up report.
+	capSent  time.Time
+	capFull  bool
+	capTimer *time.Timer
 }
+
+// capacityEvery is how often, at most, reportCapacity sends a capacity
+// that does not change whether the machine is full.
+const capacityEvery = 100 * time.Millisecond
 
 func newLANState(a *Agent) *lanState {
 	return &lanState{a: a, linkState: "disabled", claims: map[string]time.Time{}}
@@ -292,9 +300,7 @@ func (l *lanState) childReady(p *proc, pid int) {
 	}
 	a.mu.Unlock()
 	l.send(lanwire.TypeSpawned, sp)
-	// Keep the LAN manager's view of this machine's load current.
-	capa := a.capacity()
-	l.send(lanwire.TypeCapacity, &capa)
+	l.reportCapacity()
 }
 
 // childRestarting tells the LAN manager that a need child it had published
@@ -346,9 +352,35 @@ func (l *lanState) childFinished(p *proc, runErr error) {
 			l.send(lanwire.TypeDown, &lanwire.Down{Instance: p.needID, PID: st.PID, ExitCode: st.ExitCode, Signal: st.Signal, Reason: reason})
 		}
 	}
-	capa := l.a.capacity()
-	l.send(lanwire.TypeCapacity, &capa)
+	l.reportCapacity()
 	l.claimOffered()
+}
+
+// reportCapacity keeps the LAN manager's view of this machine's load
+// current after a start or an exit. The LAN manager offers needs by
+// whether a machine is full, so a change of that goes out at once; other
+// changes go out at most every capacityEvery, the latest state last, so a
+// start of hundreds of children is not also hundreds of capacity frames
+// for both sides to encode, send and decode.
+func (l *lanState) reportCapacity() {
+	l.mu.Lock()
+	capa := l.a.capacity()
+	isFull := capa.MaxProcesses > 0 && capa.Running >= capa.MaxProcesses
+	if wait := capacityEvery - time.Since(l.capSent); isFull == l.capFull && wait > 0 {
+		if l.capTimer == nil {
+			l.capTimer = time.AfterFunc(wait, func() {
+				l.mu.Lock()
+				l.capTimer = nil
+				l.mu.Unlock()
+				l.reportCapacity()
+			})
+		}
+		l.mu.Unlock()
+		return
+	}
+	l.capSent, l.capFull = time.Now(), isFull
+	l.mu.Unlock()
+	l.send(lanwire.TypeCapacity, &capa)
 }
 
 // stopNeedChild stops a need child the LAN manager no longer wants here,

@@ -794,3 +794,35 @@ func TestMalformedFramesRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestCapacityReportsCatchUp: a master reports capacity at most every
+// 100 ms unless its fullness changes, the latest state last, so after a
+// burst of starts and after stops the LAN manager's view of the machine
+// still ends up exact.
+func TestCapacityReportsCatchUp(t *testing.T) {
+	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
+	lan.WaitConnected(t, wait, "m1")
+	var needs []lanwire.Need
+	var names []string
+	for i := range 12 {
+		name := fmt.Sprintf("c%02d", i)
+		needs, names = append(needs, demoNeed(name)), append(names, name)
+	}
+	lan.AddNeeds(t, needs...)
+	lan.WaitServices(t, wait, names...)
+	running := func(want int) {
+		t.Helper()
+		e2e.Eventually(t, wait, func() error {
+			if c := lan.Machines(t)["m1"].Capacity; c.Running != want {
+				return fmt.Errorf("LAN manager sees %d running on m1, want %d", c.Running, want)
+			}
+			return nil
+		})
+	}
+	running(12)
+	for _, name := range names[:5] {
+		lan.MustCtl(t, "needs", "rm", name)
+	}
+	running(7)
+}
