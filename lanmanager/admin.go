@@ -336,9 +336,37 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			if enc.Encode(ev) != nil || rc.Flush() != nil {
+			closed, err := encodeQueued(enc, ev, ch)
+			if err != nil || rc.Flush() != nil || closed {
 				return
 			}
+		}
+	}
+}
+
+// watchBatch bounds how many events encodeQueued writes before a flush.
+const watchBatch = 64
+
+// encodeQueued encodes ev and the events already queued behind it, up to
+// watchBatch, so that a burst (hundreds of services published while a
+// master starts them) is a few writes to the watcher, not one per event.
+// closed says ch was closed.
+func encodeQueued(enc *json.Encoder, ev adminapi.ServiceEvent, ch <-chan adminapi.ServiceEvent) (closed bool, err error) {
+	for n := 1; ; n++ {
+		if err := enc.Encode(ev); err != nil {
+			return false, err
+		}
+		if n == watchBatch {
+			return false, nil
+		}
+		var ok bool
+		select {
+		case ev, ok = <-ch:
+			if !ok {
+				return true, nil
+			}
+		default:
+			return false, nil
 		}
 	}
 }
