@@ -6,11 +6,15 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestQuickAllex runs the allex part of the command in -quick mode, so CI
@@ -129,5 +133,40 @@ func TestProcStats(t *testing.T) {
 	}
 	if _, err := cpuTicks(pid); err != nil {
 		t.Errorf("cpuTicks: %v", err)
+	}
+}
+
+// TestAwaitConnect: after a connect that returned early (EINTR there, a
+// non-blocking connect here), awaitConnect reports how the connection
+// attempt ended: accepted by a listener, refused by a closed port.
+func TestAwaitConnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := ln.Addr().(*net.TCPAddr).Port
+	closedLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := closedLn.Addr().(*net.TCPAddr).Port
+	closedLn.Close()
+	defer ln.Close()
+	for _, tc := range []struct {
+		port int
+		want error
+	}{{open, nil}, {closed, unix.ECONNREFUSED}} {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: tc.port})
+		if err == nil || errors.Is(err, unix.EINPROGRESS) {
+			err = awaitConnect(fd, time.Second)
+		}
+		unix.Close(fd)
+		if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+			t.Errorf("port %d: %v, want %v", tc.port, err, tc.want)
+		}
 	}
 }

@@ -181,7 +181,14 @@ func readPIDWithin(address string, dial, read time.Duration) (int, error) {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &rtv); err != nil {
 		return 0, fmt.Errorf("dial %s: %w", address, err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
+	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())})
+	if errors.Is(err, unix.EINTR) {
+		// A signal (the Go runtime sends some to its threads) ended the
+		// call but not the connect, which a call with a timeout does not
+		// restart (signal(7)): wait for it as for a non-blocking one.
+		err = awaitConnect(fd, dial)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("dial %s: %w", address, err)
 	}
 	var buf [32]byte
@@ -204,6 +211,32 @@ func readPIDWithin(address string, dial, read time.Duration) (int, error) {
 		return 0, fmt.Errorf("%s answered %q, not a pid", address, buf[:n])
 	}
 	return pid, nil
+}
+
+// awaitConnect waits up to d for the connect in progress on fd to end and
+// returns its result.
+func awaitConnect(fd int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return unix.ETIMEDOUT
+		}
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return err
+		}
+		if v != 0 {
+			return unix.Errno(v)
+		}
+		return nil
+	}
 }
 
 // waitAllAccept waits until every address answers with a pid and returns
