@@ -130,32 +130,39 @@ func buildChild(ctx context.Context, o *options) error {
 // failed freestanding build is noted in the report: the C library's start
 // is then part of every start.
 func buildC(ctx context.Context, o *options, cc string) error {
-	var errs []error
-	var freestandingErr error
-	for _, b := range cBuilds(o.child, runtime.GOOS, runtime.GOARCH) {
-		cmdline, warnings, err := buildCChild(ctx, o.repo, cc, o.tinysrv, b.flags)
-		if err != nil {
-			if b.what == freestandingBuild.what {
-				freestandingErr = err
-			}
-			errs = append(errs, err)
-			continue
-		}
-		if w := strings.TrimSpace(warnings); w != "" {
-			fmt.Fprintf(o.log, "bench: %s warned:\n%s\n", cmdline, w)
-		}
-		if freestandingErr != nil {
-			note := fmt.Sprintf("child: the freestanding C child did not build (%s), ran the C library build instead: "+
-				"every start then includes the C library's start-up, the same for every system.", oneLine(freestandingErr.Error()))
-			fmt.Fprintf(o.log, "bench: %s\n%v\n", note, freestandingErr)
-			o.notes = append(o.notes, note)
-		}
-		version := "unknown version"
-		if v, err := run(ctx, 10*time.Second, nil, cc, "--version"); err == nil {
-			version = oneLine(strings.TrimSpace(v))
-		}
-		o.childInfo = fmt.Sprintf("child: C (%s), built with `%s` (%s; %s)", childCSource, cmdline, b.what, version)
-		return nil
+	builds := cBuilds(o.child, runtime.GOOS, runtime.GOARCH)
+	i, cmdline, warnings, failed, err := buildFirst(ctx, o.repo, cc, o.tinysrv, builds)
+	if err != nil {
+		return fmt.Errorf("build the C child (-child go runs the Go one instead): %w", err)
 	}
-	return fmt.Errorf("build the C child (-child go runs the Go one instead): %w", errors.Join(errs...))
+	if w := strings.TrimSpace(warnings); w != "" {
+		fmt.Fprintf(o.log, "bench: %s warned:\n%s\n", cmdline, w)
+	}
+	if i > 0 && builds[0].what == freestandingBuild.what {
+		note := fmt.Sprintf("child: the freestanding C child did not build (%s), ran the C library build instead: "+
+			"every start then includes the C library's start-up, the same for every system.", oneLine(failed[0].Error()))
+		fmt.Fprintf(o.log, "bench: %s\n%v\n", note, failed[0])
+		o.notes = append(o.notes, note)
+	}
+	version := "unknown version"
+	if v, err := run(ctx, 10*time.Second, nil, cc, "--version"); err == nil {
+		version = oneLine(strings.TrimSpace(v))
+	}
+	o.childInfo = fmt.Sprintf("child: C (%s), built with `%s` (%s; %s)", childCSource, cmdline, builds[i].what, version)
+	return nil
+}
+
+// buildFirst builds the C child to out with the first of builds that
+// works and returns its index, command line and compiler output, with the
+// errors of the builds tried before it; err joins them all when none
+// worked.
+func buildFirst(ctx context.Context, repo, cc, out string, builds []cBuild) (i int, cmdline, warnings string, failed []error, err error) {
+	for i, b := range builds {
+		cmdline, warnings, err := buildCChild(ctx, repo, cc, out, b.flags)
+		if err == nil {
+			return i, cmdline, warnings, failed, nil
+		}
+		failed = append(failed, err)
+	}
+	return 0, "", "", failed, errors.Join(failed...)
 }

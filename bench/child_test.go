@@ -44,18 +44,14 @@ func buildChildVariant(ctx context.Context, repo, name, bin string) (skip, warni
 	} else if !freestandingOK(runtime.GOOS, runtime.GOARCH) {
 		return "no freestanding build for " + runtime.GOOS + "/" + runtime.GOARCH, "", nil
 	}
-	var errs []error
-	for _, b := range builds {
-		cmdline, warnings, err := buildCChild(ctx, repo, cc, bin, b.flags)
-		if err == nil {
-			if strings.TrimSpace(warnings) != "" {
-				warnings = cmdline + " warned:\n" + warnings
-			}
-			return "", warnings, nil
-		}
-		errs = append(errs, err)
+	_, cmdline, warnings, _, err := buildFirst(ctx, repo, cc, bin, builds)
+	if err != nil {
+		return "", "", err
 	}
-	return "", "", errors.Join(errs...)
+	if strings.TrimSpace(warnings) != "" {
+		warnings = cmdline + " warned:\n" + warnings
+	}
+	return "", warnings, nil
 }
 
 // TestChild starts every build of the tiny child that can be built here
