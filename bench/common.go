@@ -216,27 +216,20 @@ func readPIDWithin(address string, dial, read time.Duration) (int, error) {
 // awaitConnect waits up to d for the connect in progress on fd to end and
 // returns its result.
 func awaitConnect(fd int, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	for {
-		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case err != nil:
-			return err
-		case n == 0:
-			return unix.ETIMEDOUT
-		}
-		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil {
-			return err
-		}
-		if v != 0 {
-			return unix.Errno(v)
-		}
-		return nil
+	switch ready, err := pollFD(fd, unix.POLLOUT, time.Now().Add(d)); {
+	case err != nil:
+		return err
+	case !ready:
+		return unix.ETIMEDOUT
 	}
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if v != 0 {
+		return unix.Errno(v)
+	}
+	return nil
 }
 
 // waitAllAccept waits until every address answers with a pid and returns
@@ -306,19 +299,25 @@ func killWait(pid int, timeout time.Duration) (time.Time, error) {
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
 		return time.Time{}, fmt.Errorf("kill -9 pid %d: %w", pid, err)
 	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	deadline := start.Add(timeout)
+	switch ready, err := pollFD(fd, unix.POLLIN, start.Add(timeout)); {
+	case err != nil:
+		return time.Time{}, fmt.Errorf("wait for pid %d to exit: %w", pid, err)
+	case !ready:
+		return time.Time{}, fmt.Errorf("pid %d still running %v after kill -9", pid, timeout)
+	}
+	return start, nil
+}
+
+// pollFD waits until fd has one of events or deadline passes, and says
+// which; a signal does not end the wait.
+func pollFD(fd int, events int16, deadline time.Time) (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: events}}
 	for {
 		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
-		switch {
-		case errors.Is(err, unix.EINTR):
+		if errors.Is(err, unix.EINTR) {
 			continue
-		case err != nil:
-			return time.Time{}, fmt.Errorf("wait for pid %d to exit: %w", pid, err)
-		case n == 0:
-			return time.Time{}, fmt.Errorf("pid %d still running %v after kill -9", pid, timeout)
 		}
-		return start, nil
+		return n > 0, err
 	}
 }
 
