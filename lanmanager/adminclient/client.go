@@ -108,22 +108,19 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 
 // AddNeed adds a need.
 func (c *Client) AddNeed(ctx context.Context, n lanwire.Need) error {
-	b, err := json.Marshal(n)
-	if err != nil {
-		return fmt.Errorf("add need: %w", err)
-	}
-	resp, err := c.do(ctx, http.MethodPost, "/v1/needs", b)
-	if err != nil {
-		return err
-	}
-	return resp.Body.Close()
+	return c.postNeeds(ctx, "add need", n)
 }
 
 // AddNeeds adds several needs in one request, all or none.
 func (c *Client) AddNeeds(ctx context.Context, needs []lanwire.Need) error {
-	b, err := json.Marshal(needs)
+	return c.postNeeds(ctx, "add needs", needs)
+}
+
+// postNeeds posts v, a need or a list of them, to /v1/needs.
+func (c *Client) postNeeds(ctx context.Context, what string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("add needs: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	resp, err := c.do(ctx, http.MethodPost, "/v1/needs", b)
 	if err != nil {
