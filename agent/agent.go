@@ -72,6 +72,7 @@ type Agent struct {
 	starts       *spawner.StartGate
 	runCtx       context.Context
 	procs        map[string]*proc
+	live         int // procs whose supervisor has not ended: capacity's Running
 	ownerN       uint64
 	wg           sync.WaitGroup
 	lan          *lanState
@@ -293,6 +294,7 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 	}
 	p.sup = sup
 	a.procs[spec.GetInstance()] = p
+	a.live++
 	a.wg.Add(1)
 	go a.supervise(p)
 	return a.infoLocked(p), nil
@@ -428,6 +430,7 @@ func (a *Agent) supervise(p *proc) {
 	a.mu.Lock()
 	p.finalErr = err
 	close(p.done)
+	a.live--
 	a.mu.Unlock()
 	a.lan.childFinished(p, err)
 }

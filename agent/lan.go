@@ -146,15 +146,14 @@ func (l *lanState) Hello() lanwire.Hello {
 
 func (a *Agent) capacity() lanwire.Capacity {
 	c := lanwire.Capacity{MaxProcesses: a.opts.Config.MaxProcesses, FreePorts: map[string]int{}}
+	// A count kept by Start and supervise rather than a walk of procs:
+	// every start and exit asks, so a walk made a start of N children
+	// cost O(N²).
 	a.mu.Lock()
-	for _, p := range a.procs {
-		if !isDone(p) {
-			c.Running++
-		}
-	}
+	c.Running = a.live
 	a.mu.Unlock()
 	for _, u := range a.ports.Usage() {
-		c.FreePorts[u.Protocol] = a.ports.Free(u.Protocol)
+		c.FreePorts[u.Protocol] = u.Free()
 	}
 	return c
 }

@@ -36,6 +36,9 @@ type Usage struct {
 	InUse      int
 }
 
+// Free is how many ports of the range nobody holds.
+func (u Usage) Free() int { return int(u.End) - int(u.Start) + 1 - u.InUse }
+
 // Option configures an Office.
 type Option func(*Office)
 
@@ -362,5 +365,5 @@ func (o *Office) Free(proto string) int {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return int(r.End) - int(r.Start) + 1 - o.inUseLocked(r)
+	return Usage{Start: r.Start, End: r.End, InUse: o.inUseLocked(r)}.Free()
 }
