@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"net"
 	"net/netip"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -63,6 +61,7 @@ type holding struct {
 type Office struct {
 	ranges   map[string]Range // immutable after New
 	bindHost string
+	bindAddr netip.Addr // bindHost parsed; invalid for "", the wildcard
 	log      hclog.Logger
 
 	mu   sync.Mutex
@@ -84,20 +83,20 @@ func New(ranges map[string]Range, opts ...Option) (*Office, error) {
 		return nil, errors.New("portoffice: no port ranges")
 	}
 	if o.bindHost != "" {
-		if _, err := netip.ParseAddr(o.bindHost); err != nil {
+		a, err := netip.ParseAddr(o.bindHost)
+		if err != nil {
 			return nil, fmt.Errorf("portoffice: bind host %q: want an IP address or \"\": %w", o.bindHost, err)
 		}
+		o.bindAddr = a
 	}
 	if o.log == nil {
 		o.log = hclog.NewNullLogger()
 	}
 	// A bind host that is not a local address would make every port look
 	// taken; say so now instead of reporting exhausted ranges later.
-	l, err := net.Listen("tcp", net.JoinHostPort(o.bindHost, "0"))
-	if err != nil {
+	if err := listenProbe(o.bindAddr, 0); err != nil {
 		return nil, fmt.Errorf("portoffice: bind host %q cannot be bound: %w", o.bindHost, err)
 	}
-	l.Close()
 	for proto, r := range ranges {
 		if proto == "" {
 			return nil, errors.New("portoffice: empty protocol name")
@@ -264,15 +263,9 @@ func (o *Office) AllocateFixed(proto string, port uint16, owner string) error {
 }
 
 // probe reports whether the port can be bound right now, i.e. nothing is
-// listening on it. The listener is closed at once; Go sets SO_REUSEADDR,
-// so the probe itself leaves no TIME_WAIT obstacle for the child.
-func (o *Office) probe(port uint16) error {
-	l, err := net.Listen("tcp", net.JoinHostPort(o.bindHost, strconv.Itoa(int(port))))
-	if err != nil {
-		return err
-	}
-	return l.Close()
-}
+// listening on it. The listener is closed at once and, with SO_REUSEADDR
+// set as Go's listeners have it, leaves no TIME_WAIT obstacle for the child.
+func (o *Office) probe(port uint16) error { return listenProbe(o.bindAddr, port) }
 
 // Release gives back one port; only its owner may release it.
 func (o *Office) Release(proto string, port uint16, owner string) error {

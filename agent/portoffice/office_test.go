@@ -113,6 +113,8 @@ func TestAllocate(t *testing.T) {
 		{name: "skip listener on ::", foreign: []listener{{"::", 0}}, want: []uint16{1}, needIPv6: true},
 		{name: "bind host 127.0.0.1 sees loopback listener", bindHost: "127.0.0.1", foreign: []listener{{"127.0.0.1", 0}}, want: []uint16{1}},
 		{name: "bind host 127.0.0.1 sees wildcard listener", bindHost: "127.0.0.1", foreign: []listener{{"0.0.0.0", 0}}, want: []uint16{1}},
+		{name: "bind host ::1 sees loopback listener", bindHost: "::1", foreign: []listener{{"::1", 0}}, want: []uint16{1}, needIPv6: true},
+		{name: "bind host ::1 sees dual-stack wildcard listener", bindHost: "::1", foreign: []listener{{"::", 1}}, want: []uint16{0, 2}, needIPv6: true},
 		{name: "held and foreign mixed", held: []uint16{0}, foreign: []listener{{"127.0.0.1", 1}}, want: []uint16{2, 3}},
 	}
 	for _, tt := range tests {
