@@ -31,7 +31,7 @@ type ExitWatcher struct {
 
 	mu      sync.Mutex
 	closed  bool
-	watches map[int32]func() // by pidfd
+	watches map[int32]func(gone bool) // by pidfd
 }
 
 // NewExitWatcher starts a watcher.
@@ -61,7 +61,7 @@ func NewExitWatcher() (*ExitWatcher, error) {
 		_ = unix.Close(wakefd)
 		return nil, fmt.Errorf("exit watcher: epoll add: %w", err)
 	}
-	w := &ExitWatcher{epfd: epfd, wakefd: wakefd, ep: ep, rc: rc, done: make(chan struct{}), watches: map[int32]func(){}}
+	w := &ExitWatcher{epfd: epfd, wakefd: wakefd, ep: ep, rc: rc, done: make(chan struct{}), watches: map[int32]func(bool){}}
 	go w.run()
 	return w, nil
 }
@@ -69,10 +69,12 @@ func NewExitWatcher() (*ExitWatcher, error) {
 // errWatcherClosed is returned by watch after Close.
 var errWatcherClosed = errors.New("exit watcher closed")
 
-// watch calls exited once, from the watcher's goroutine, when process pid
-// has exited (it is not reaped); exited must not block. On error nothing
-// is watched and the caller waits some other way.
-func (w *ExitWatcher) watch(pid int, exited func()) error {
+// watch calls exited once, from the watcher's goroutine: with gone true
+// when process pid has exited (it is not reaped, so reaping it now does
+// not block), with gone false when the watcher closes or fails first.
+// exited must not block. On error nothing is watched and the caller waits
+// some other way.
+func (w *ExitWatcher) watch(pid int, exited func(gone bool)) error {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return fmt.Errorf("pidfd_open %d: %w", pid, err)
@@ -130,7 +132,7 @@ func (w *ExitWatcher) run() {
 			if ok {
 				_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(ev.Fd), nil)
 				_ = unix.Close(int(ev.Fd))
-				exited()
+				exited(true)
 			}
 		}
 	}
@@ -142,11 +144,11 @@ func (w *ExitWatcher) fail() {
 	w.mu.Lock()
 	w.closed = true
 	watches := w.watches
-	w.watches = map[int32]func(){}
+	w.watches = map[int32]func(bool){}
 	w.mu.Unlock()
 	for fd, exited := range watches {
 		_ = unix.Close(int(fd))
-		exited()
+		exited(false)
 	}
 }
 

@@ -33,7 +33,12 @@ func TestExitWatcher(t *testing.T) {
 	exited := make(chan int, len(cmds))
 	for _, c := range cmds {
 		pid := c.Process.Pid
-		if err := w.watch(pid, func() { exited <- pid }); err != nil {
+		if err := w.watch(pid, func(gone bool) {
+			if !gone {
+				t.Errorf("exit of %d reported as a closed watch", pid)
+			}
+			exited <- pid
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -57,7 +62,12 @@ func TestExitWatcher(t *testing.T) {
 	// waits by itself.
 	late := startSleeps(t, 1)[0]
 	ended := make(chan struct{})
-	if err := w.watch(late.Process.Pid, func() { close(ended) }); err != nil {
+	if err := w.watch(late.Process.Pid, func(gone bool) {
+		if gone {
+			t.Error("watch ended by Close reported as an exit")
+		}
+		close(ended)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
@@ -68,7 +78,7 @@ func TestExitWatcher(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("pending watch not ended by Close")
 	}
-	if err := w.watch(late.Process.Pid, func() {}); !errors.Is(err, errWatcherClosed) {
+	if err := w.watch(late.Process.Pid, func(bool) {}); !errors.Is(err, errWatcherClosed) {
 		t.Fatalf("watch after Close: %v, want errWatcherClosed", err)
 	}
 	// A process that is gone cannot be watched.
@@ -80,7 +90,7 @@ func TestExitWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w2.Close()
-	if err := w2.watch(done.Process.Pid, func() {}); err == nil {
+	if err := w2.watch(done.Process.Pid, func(bool) {}); err == nil {
 		t.Fatal("watching a reaped pid succeeded")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -550,6 +551,45 @@ func TestRestartMethod(t *testing.T) {
 	want := "starting running ready stopping exited starting running ready stopping exited"
 	if got := strings.Join(r.rec.kinds(), " "); got != want {
 		t.Fatalf("events %q, want %q", got, want)
+	}
+}
+
+// TestKilledStableChildEvents kills a child that had been serving past
+// stableRun: it is restarted at once, and the events the restart holds
+// back until the new child has started still arrive complete, in order,
+// with times that do not go backwards.
+func TestKilledStableChildEvents(t *testing.T) {
+	spec := helperSpec(t, "sleep")
+	spec.Restart = PolicyAlways
+	r := startSupervisor(t, context.Background(), spec, Options{})
+	first := r.rec.waitFor(t, EventRunning)
+	time.Sleep(stableRun + 50*time.Millisecond)
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	second := r.rec.waitFor(t, EventRunning)
+	if second.PID == first.PID || second.PID != r.s.PID() {
+		t.Fatalf("pids: first %d, second %d, now %d", first.PID, second.PID, r.s.PID())
+	}
+	if err := r.s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := "starting running ready exited backoff starting running ready stopping exited"
+	if got := strings.Join(r.rec.kinds(), " "); got != want {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	evs := r.rec.events()
+	for i, ev := range evs {
+		if i > 0 && ev.Time.Before(evs[i-1].Time) {
+			t.Fatalf("event %d (%v) at %v, before event %d at %v", i, ev.Kind, ev.Time, i-1, evs[i-1].Time)
+		}
+	}
+	exited, backoff := evs[3], evs[4]
+	if exited.PID != first.PID || exited.Signal != "SIGKILL" || backoff.Delay != 0 || backoff.Restarts != 1 {
+		t.Fatalf("exit %+v, backoff %+v", exited, backoff)
 	}
 }
 
