@@ -70,27 +70,21 @@ func NewExitWatcher() (*ExitWatcher, error) {
 var errWatcherClosed = errors.New("exit watcher closed")
 
 // watch calls exited once, from the watcher's goroutine: with gone true
-// when process pid has exited (it is not reaped, so reaping it now does
-// not block), with gone false when the watcher closes or fails first.
-// exited must not block. On error nothing is watched and the caller waits
-// some other way.
-func (w *ExitWatcher) watch(pid int, exited func(gone bool)) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
+// when the process behind pidfd has exited (it is not reaped, so reaping
+// it now does not block), with gone false when the watcher closes or
+// fails first. exited must not block. On success the watcher owns pidfd
+// and closes it; on error the caller still does, and nothing is watched.
+func (w *ExitWatcher) watch(pidfd int, exited func(gone bool)) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		_ = unix.Close(fd)
 		return errWatcherClosed
 	}
 	// Registered before the fd is added, so the loop always finds it.
-	w.watches[int32(fd)] = exited
+	w.watches[int32(pidfd)] = exited
 	// One-shot: a pidfd stays readable once its process has exited.
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}); err != nil {
-		delete(w.watches, int32(fd))
-		_ = unix.Close(fd)
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, pidfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(pidfd)}); err != nil {
+		delete(w.watches, int32(pidfd))
 		return fmt.Errorf("epoll add pidfd: %w", err)
 	}
 	return nil

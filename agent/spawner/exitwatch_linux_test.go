@@ -5,6 +5,7 @@ package spawner
 import (
 	"context"
 	"errors"
+	"golang.org/x/sys/unix"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -33,7 +34,7 @@ func TestExitWatcher(t *testing.T) {
 	exited := make(chan int, len(cmds))
 	for _, c := range cmds {
 		pid := c.Process.Pid
-		if err := w.watch(pid, func(gone bool) {
+		if err := w.watch(openPidfd(t, pid), func(gone bool) {
 			if !gone {
 				t.Errorf("exit of %d reported as a closed watch", pid)
 			}
@@ -62,7 +63,7 @@ func TestExitWatcher(t *testing.T) {
 	// waits by itself.
 	late := startSleeps(t, 1)[0]
 	ended := make(chan struct{})
-	if err := w.watch(late.Process.Pid, func(gone bool) {
+	if err := w.watch(openPidfd(t, late.Process.Pid), func(gone bool) {
 		if gone {
 			t.Error("watch ended by Close reported as an exit")
 		}
@@ -78,20 +79,13 @@ func TestExitWatcher(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("pending watch not ended by Close")
 	}
-	if err := w.watch(late.Process.Pid, func(bool) {}); !errors.Is(err, errWatcherClosed) {
+	fd := openPidfd(t, late.Process.Pid)
+	if err := w.watch(fd, func(bool) {}); !errors.Is(err, errWatcherClosed) {
 		t.Fatalf("watch after Close: %v, want errWatcherClosed", err)
 	}
-	// A process that is gone cannot be watched.
-	done := startSleeps(t, 1)[0]
-	_ = done.Process.Kill()
-	_ = done.Wait()
-	w2, err := NewExitWatcher()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
-	if err := w2.watch(done.Process.Pid, func(bool) {}); err == nil {
-		t.Fatal("watching a reaped pid succeeded")
+	// A failed watch leaves the pidfd to the caller.
+	if err := unix.Close(fd); err != nil {
+		t.Fatalf("pidfd closed by a failed watch: %v", err)
 	}
 }
 
@@ -152,4 +146,13 @@ func TestSupervisorSharedExitWatcher(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func openPidfd(t *testing.T, pid int) int {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	return fd
 }

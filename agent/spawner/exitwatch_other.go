@@ -16,7 +16,5 @@ func NewExitWatcher() (*ExitWatcher, error) {
 	return nil, fmt.Errorf("exit watcher: %w", errors.ErrUnsupported)
 }
 
-func (w *ExitWatcher) watch(int, func(bool)) error { return errors.ErrUnsupported }
-
 // Close does nothing.
 func (w *ExitWatcher) Close() error { return nil }

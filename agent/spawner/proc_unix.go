@@ -17,15 +17,15 @@ func sysProcAttr() *syscall.SysProcAttr {
 }
 
 // terminate asks the child's whole group to stop.
-func terminate(p *os.Process) error {
-	return signalGroup(p.Pid, unix.SIGTERM)
+func terminate(p process) error {
+	return signalGroup(p.pid, unix.SIGTERM)
 }
 
 // killGroup kills every member of the child's group. The group id is the
 // leader's pid; the kernel does not reuse a pid while a group with that id
 // still exists, so this is safe even after the leader has been reaped.
-func killGroup(p *os.Process) error {
-	return signalGroup(p.Pid, unix.SIGKILL)
+func killGroup(p process) error {
+	return signalGroup(p.pid, unix.SIGKILL)
 }
 
 func signalGroup(pgid int, sig unix.Signal) error {

@@ -11,10 +11,10 @@ import (
 // main process.
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
-func terminate(p *os.Process) error { return p.Kill() }
+func terminate(p process) error { return p.os.Kill() }
 
-func killGroup(p *os.Process) error {
-	err := p.Kill()
+func killGroup(p process) error {
+	err := p.os.Kill()
 	if err == os.ErrProcessDone {
 		return nil
 	}

@@ -357,8 +357,10 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	s.hold(Event{Kind: EventStarting})
 	release := s.opts.Starts.acquire()
 	cmd, files, err := s.command()
+	waitCh := make(chan ended, 1)
+	var p process
 	if err == nil {
-		err = cmd.Start()
+		p, err = start(cmd, s.opts.Exits, waitCh)
 		if err != nil {
 			err = fmt.Errorf("spawner: %s: start %s: %w", s.spec.Instance, s.spec.Command, err)
 		}
@@ -373,10 +375,9 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 		return outcome{execErr: err}
 	}
 	started := time.Now()
-	p := cmd.Process
 	// The pid is only known after Start, so a child quick to write may
 	// precede its own header by a few bytes.
-	header := fmt.Sprintf("--- allex: start pid %d at %s ---\n", p.Pid, started.UTC().Format(time.RFC3339))
+	header := fmt.Sprintf("--- allex: start pid %d at %s ---\n", p.pid, started.UTC().Format(time.RFC3339))
 	for _, f := range files {
 		if _, err := f.WriteString(header); err != nil {
 			s.log.Warn("cannot write log header", "file", f.Name(), "error", err)
@@ -384,34 +385,17 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	}
 	// The child has its own descriptors now.
 	closeAll(files)
-	waitCh := make(chan error, 1)
-	reap := func() { waitCh <- cmd.Wait() }
-	// An exit the watcher saw is reaped on its goroutine: the wait does not
-	// block then, and a goroutine of its own took 70 µs to start running
-	// (traced), most of the way from a child's death to its restart.
-	if w := s.opts.Exits; w == nil || w.watch(p.Pid, func(gone bool) {
-		if gone {
-			reap()
-		} else {
-			go reap()
-		}
-	}) != nil {
-		go func() {
-			awaitExit(p.Pid)
-			reap()
-		}()
-	}
 
-	c := &child{pid: p.Pid, ready: make(chan struct{})}
+	c := &child{pid: p.pid, ready: make(chan struct{})}
 	s.mu.Lock()
 	s.cur = c
 	s.mu.Unlock()
 	s.setState(StateRunning, func(st *Status) {
-		st.PID = p.Pid
+		st.PID = p.pid
 		st.StartedAt = started
 	})
-	s.log.Info("child running", "pid", p.Pid)
-	s.emit(Event{Kind: EventRunning, PID: p.Pid})
+	s.log.Info("child running", "pid", p.pid)
+	s.emit(Event{Kind: EventRunning, PID: p.pid})
 	if restartReply != nil {
 		restartReply <- nil
 	}
@@ -438,12 +422,12 @@ wait:
 			ready = true
 			cancelProbe()
 			s.setState(StateReady, nil)
-			s.emit(Event{Kind: EventReady, PID: p.Pid})
+			s.emit(Event{Kind: EventReady, PID: p.pid})
 		case <-timeoutC:
 			o.failed = true
 			o.why = fmt.Sprintf("not ready within %v", s.spec.StartTimeout)
 			break wait
-		case werr := <-waitCh:
+		case e := <-waitCh:
 			if !ready {
 				// A child that reported ready and then exited at once was
 				// ready, whichever channel select happened to pick.
@@ -451,11 +435,11 @@ wait:
 				case <-readyC:
 					ready = true
 					s.setState(StateReady, nil)
-					s.emit(Event{Kind: EventReady, PID: p.Pid})
+					s.emit(Event{Kind: EventReady, PID: p.pid})
 				default:
 				}
 			}
-			return s.exited(cmd, werr, started, ready, outcome{})
+			return s.exited(p, e, started, ready, outcome{})
 		case <-s.stopCh:
 			o.stopped = true
 			o.why = "stop requested"
@@ -469,16 +453,16 @@ wait:
 			break wait
 		}
 	}
-	werr := s.stopChild(ctx, p, waitCh, o.why)
-	return s.exited(cmd, werr, started, ready, o)
+	e := s.stopChild(ctx, p, waitCh, o.why)
+	return s.exited(p, e, started, ready, o)
 }
 
 // stopChild ends a running child: Shutdown hook or SIGTERM to the group,
 // then SIGKILL to the group after StopTimeout. It returns Wait's result.
-func (s *Supervisor) stopChild(ctx context.Context, p *os.Process, waitCh <-chan error, why string) error {
+func (s *Supervisor) stopChild(ctx context.Context, p process, waitCh <-chan ended, why string) ended {
 	s.setState(StateStopping, nil)
-	s.log.Info("stopping child", "pid", p.Pid, "reason", why)
-	s.emit(Event{Kind: EventStopping, PID: p.Pid, Message: why})
+	s.log.Info("stopping child", "pid", p.pid, "reason", why)
+	s.emit(Event{Kind: EventStopping, PID: p.pid, Message: why})
 	// ctx may be the agent's life that just ended; the stop still has to run
 	// its course, bounded by StopTimeout alone.
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.spec.StopTimeout)
@@ -486,29 +470,29 @@ func (s *Supervisor) stopChild(ctx context.Context, p *os.Process, waitCh <-chan
 	var hookErr chan error
 	if s.opts.Shutdown != nil {
 		hookErr = make(chan error, 1)
-		go func() { hookErr <- s.opts.Shutdown(stopCtx, p.Pid, s.spec.StopTimeout) }()
+		go func() { hookErr <- s.opts.Shutdown(stopCtx, p.pid, s.spec.StopTimeout) }()
 	} else {
 		s.terminate(p)
 	}
 	for {
 		select {
-		case werr := <-waitCh:
-			return werr
+		case e := <-waitCh:
+			return e
 		case err := <-hookErr:
 			hookErr = nil
 			switch {
 			case errors.Is(err, errors.ErrUnsupported):
 				// The child serves no graceful stop of its own: expected.
-				s.log.Debug("no shutdown hook for this child, signalling", "pid", p.Pid)
+				s.log.Debug("no shutdown hook for this child, signalling", "pid", p.pid)
 				s.terminate(p)
 			case err != nil:
-				s.log.Warn("shutdown hook failed, signalling", "pid", p.Pid, "error", err)
+				s.log.Warn("shutdown hook failed, signalling", "pid", p.pid, "error", err)
 				s.terminate(p)
 			}
 		case <-stopCtx.Done():
-			s.log.Warn("child did not stop in time, killing its group", "pid", p.Pid, "timeout", s.spec.StopTimeout)
+			s.log.Warn("child did not stop in time, killing its group", "pid", p.pid, "timeout", s.spec.StopTimeout)
 			if err := killGroup(p); err != nil {
-				s.log.Error("cannot kill process group", "pid", p.Pid, "error", err)
+				s.log.Error("cannot kill process group", "pid", p.pid, "error", err)
 			}
 			// SIGKILL cannot be ignored, so this wait ends unless the kernel
 			// holds the process in an uninterruptible sleep.
@@ -517,31 +501,21 @@ func (s *Supervisor) stopChild(ctx context.Context, p *os.Process, waitCh <-chan
 	}
 }
 
-func (s *Supervisor) terminate(p *os.Process) {
+func (s *Supervisor) terminate(p process) {
 	if err := terminate(p); err != nil {
-		s.log.Warn("cannot terminate process group", "pid", p.Pid, "error", err)
+		s.log.Warn("cannot terminate process group", "pid", p.pid, "error", err)
 	}
 }
 
 // exited records the end of a run whose main process has been reaped, and
 // kills what is left of its group so no grandchild is orphaned.
-func (s *Supervisor) exited(cmd *exec.Cmd, werr error, started time.Time, ready bool, o outcome) outcome {
-	p := cmd.Process
+func (s *Supervisor) exited(p process, e ended, started time.Time, ready bool, o outcome) outcome {
 	if err := killGroup(p); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		s.log.Warn("cannot kill process group", "pid", p.Pid, "error", err)
+		s.log.Warn("cannot kill process group", "pid", p.pid, "error", err)
 	}
-	s.awaitGroupDeath(p.Pid)
+	s.awaitGroupDeath(p.pid)
 	o.uptime = time.Since(started)
-	code, sig := -1, ""
-	if ps := cmd.ProcessState; ps != nil {
-		code, sig = exitInfo(ps)
-	}
-	how := fmt.Sprintf("exited with code %d", code)
-	if sig != "" {
-		how = "killed by " + sig
-	} else if cmd.ProcessState == nil {
-		how = fmt.Sprintf("wait failed: %v", werr)
-	}
+	code, sig, how := e.code, e.signal, e.how()
 	if !o.stopped && o.restart == nil && o.why == "" {
 		o.why = how
 		switch {
@@ -563,8 +537,8 @@ func (s *Supervisor) exited(cmd *exec.Cmd, werr error, started time.Time, ready 
 			st.LastError = o.why
 		}
 	})
-	s.log.Info("child exited", "pid", p.Pid, "code", code, "signal", sig, "reason", o.why)
-	s.hold(Event{Kind: EventExited, PID: p.Pid, ExitCode: code, Signal: sig, Message: o.why})
+	s.log.Info("child exited", "pid", p.pid, "code", code, "signal", sig, "reason", o.why)
+	s.hold(Event{Kind: EventExited, PID: p.pid, ExitCode: code, Signal: sig, Message: o.why})
 	return o
 }
 
