@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,9 @@ func TestQuickAllex(t *testing.T) {
 	defer cancel()
 	out := filepath.Join(t.TempDir(), "results.md")
 	var stdout bytes.Buffer
-	if err := runBench(ctx, []string{"-quick", "-only", "allex", "-kills", "3", "-idle", "1s", "-out", out}, &stdout); err != nil {
+	// Two rounds: the kills are split between them and the starts are
+	// reported as a median with the rounds' values under the table.
+	if err := runBench(ctx, []string{"-quick", "-only", "allex", "-kills", "3", "-rounds", "2", "-idle", "1s", "-out", out}, &stdout); err != nil {
 		t.Fatalf("bench: %v\n%s", err, stdout.String())
 	}
 	b, err := os.ReadFile(out)
@@ -38,13 +41,14 @@ func TestQuickAllex(t *testing.T) {
 	md := string(b)
 	for _, want := range []string{
 		"| metric | allex |",
-		"(a) start N=20: all ready",
+		"(a) start N=20: all ready (allex: all published), median of 2 |",
 		"(b) kill -9 → accepting again, p99 of 3",
+		"- allex (a) all ready, ms, round by round: N=1: ",
 		"(c) supervisor RSS, idle with 20 children",
 		"allexlanmanager RSS",
 		"kill -9 breakdown",
 		"- child: ",
-		" -child c -fs ",
+		" -rounds 2 -idle 1s -child c -fs ",
 		"- files: ",
 	} {
 		if !strings.Contains(md, want) {
@@ -68,15 +72,19 @@ func TestParseFlags(t *testing.T) {
 		args    []string
 		wantErr bool
 		ns      string
+		rounds  int    // 0 means 3
 		child   string // "" means c
 		fs      string // "" means fresh
 	}{
 		{args: nil, ns: "1,100,500"},
 		{args: []string{"-child", "go"}, ns: "1,100,500", child: "go"},
-		{args: []string{"-child", "c", "-quick"}, ns: "1,20"},
+		{args: []string{"-child", "c", "-quick"}, ns: "1,20", rounds: 1},
 		{args: []string{"-child", "rust"}, wantErr: true},
-		{args: []string{"-quick"}, ns: "1,20"},
-		{args: []string{"-quick", "-n", "5"}, ns: "5"},
+		{args: []string{"-quick"}, ns: "1,20", rounds: 1},
+		{args: []string{"-quick", "-n", "5"}, ns: "5", rounds: 1},
+		{args: []string{"-quick", "-rounds", "2"}, ns: "1,20", rounds: 2},
+		{args: []string{"-rounds", "0"}, wantErr: true},
+		{args: []string{"-rounds", "21"}, wantErr: true},
 		{args: []string{"-n", "3, 7"}, ns: "3,7"},
 		{args: []string{"-n", "0"}, wantErr: true},
 		{args: []string{"-n", "x"}, wantErr: true},
@@ -98,6 +106,9 @@ func TestParseFlags(t *testing.T) {
 		}
 		if joinInts(o.ns) != tc.ns {
 			t.Errorf("%q: ns %s, want %s", tc.args, joinInts(o.ns), tc.ns)
+		}
+		if want := cmp.Or(tc.rounds, 3); o.rounds != want {
+			t.Errorf("%q: rounds %d, want %d", tc.args, o.rounds, want)
 		}
 		if want := cmp.Or(tc.child, "c"); o.child != want {
 			t.Errorf("%q: child %q, want %q", tc.args, o.child, want)
@@ -167,6 +178,28 @@ func TestAwaitConnect(t *testing.T) {
 		unix.Close(fd)
 		if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
 			t.Errorf("port %d: %v, want %v", tc.port, err, tc.want)
+		}
+	}
+}
+
+func TestKillsIn(t *testing.T) {
+	for _, tc := range []struct {
+		kills, rounds int
+		want          []int
+	}{
+		{100, 3, []int{34, 33, 33}},
+		{3, 2, []int{2, 1}},
+		{2, 3, []int{1, 1, 0}},
+		{0, 2, []int{0, 0}},
+		{10, 1, []int{10}},
+	} {
+		o := &options{kills: tc.kills, rounds: tc.rounds}
+		var got []int
+		for r := range tc.rounds {
+			got = append(got, o.killsIn(r))
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%d kills over %d rounds: %v, want %v", tc.kills, tc.rounds, got, tc.want)
 		}
 	}
 }

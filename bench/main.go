@@ -38,6 +38,7 @@ func main() {
 type options struct {
 	ns      []int
 	kills   int
+	rounds  int
 	idle    time.Duration
 	out     string
 	only    string
@@ -95,7 +96,7 @@ type result struct {
 	name, version string
 	unavailable   string
 	failed        error
-	start         map[int]timing
+	start         map[int][]timing // one per round
 	kills         []time.Duration
 	republished   []time.Duration // allex: kill → the LAN manager published the replacement
 	idleN         int
@@ -113,13 +114,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	o := &options{log: stderr}
 	ns := fs.String("n", "1,100,500", "service counts to start, comma separated; idle and kills use the largest")
-	fs.IntVar(&o.kills, "kills", 100, "kill -9 rounds")
+	fs.IntVar(&o.kills, "kills", 100, "kill -9 rounds, spread over the rounds")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds: each starts every N on every system, the systems in a rotating order; a start's result is the median over the rounds")
 	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for RSS and CPU")
 	fs.StringVar(&o.out, "out", "bench/results.md", "Markdown results file (relative to the module root)")
 	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2 or supervisord")
 	fs.StringVar(&o.child, "child", "c", "tiny child to supervise: c (bench/tinysrv-c built with cc, without the C library on linux/amd64 and arm64), libc (the same with the C library) or go (bench/tinysrv)")
 	fs.StringVar(&o.fs, "fs", fsFresh, "where the systems' files go: fresh (a new ext4 filesystem on a loop device, needs root; else falls back to tmp) or tmp (a temp dir)")
-	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s (flags given explicitly win)")
+	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s -rounds 1 (flags given explicitly win)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -139,6 +141,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if !set["idle"] {
 			o.idle = 2 * time.Second
 		}
+		if !set["rounds"] {
+			o.rounds = 1
+		}
 	}
 	for _, s := range strings.Split(*ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -149,6 +154,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.kills < 0 || o.kills > 10000 {
 		return nil, fmt.Errorf("-kills %d: want 0 to 10000", o.kills)
+	}
+	if o.rounds < 1 || o.rounds > 20 {
+		return nil, fmt.Errorf("-rounds %d: want 1 to 20", o.rounds)
 	}
 	if o.idle <= 0 || o.idle > 10*time.Minute {
 		return nil, fmt.Errorf("-idle %v: want more than 0 and at most 10m", o.idle)
@@ -195,15 +203,31 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	loadBefore := loadAvg()
-	var results []*result
+	var systems []system
 	for _, sys := range []system{&allexSystem{}, &pm2System{}, &supervisordSystem{}} {
-		if o.only != "" && o.only != sys.name() {
-			continue
+		if o.only == "" || o.only == sys.name() {
+			systems = append(systems, sys)
 		}
-		r := measure(ctx, o, sys)
-		results = append(results, r)
+	}
+	results := make([]*result, len(systems))
+	for i, sys := range systems {
+		results[i] = prepare(ctx, o, sys)
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+	}
+	// Rounds, each system in turn, in an order that rotates: the machine's
+	// speed drifts over minutes (a host's other guests), and running the
+	// systems one after the other made that drift part of the ratios.
+	for round := range o.rounds {
+		for j := range systems {
+			i := (j + round) % len(systems)
+			if results[i].unavailable == "" && results[i].failed == nil {
+				measure(ctx, o, systems[i], results[i], round)
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 	}
 	info := append(machineInfo(ctx, o, results), "load average (1/5/15 min) before: "+loadBefore+", after: "+loadAvg())
@@ -224,33 +248,51 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// measure runs every measurement of one system; failures are recorded in
-// the result so the other systems still run.
-func measure(ctx context.Context, o *options, sys system) *result {
-	r := &result{name: sys.name(), start: map[int]timing{}}
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(o.log, "[%s] %s %s\n", time.Now().Format("15:04:05"), sys.name(), fmt.Sprintf(format, a...))
-	}
+// prepare installs or builds a system; if it cannot, the result says why
+// and the other systems still run.
+func prepare(ctx context.Context, o *options, sys system) *result {
+	r := &result{name: sys.name(), start: map[int][]timing{}}
 	v, err := sys.prepare(ctx, o)
 	if err != nil {
 		r.unavailable = err.Error()
-		logf("not available: %v", err)
+		logf(o, sys, "not available: %v", err)
 		return r
 	}
 	r.version = v
-	logf("version %s", v)
-	for _, n := range o.ns {
-		if err := launchOnce(ctx, o, sys, n, r, logf); err != nil {
-			r.failed = fmt.Errorf("with %d services: %w", n, err)
-			logf("failed: %v", r.failed)
-			return r
-		}
-	}
+	logf(o, sys, "version %s", v)
 	return r
 }
 
-func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, logf func(string, ...any)) (err error) {
-	logf("starting %d services", n)
+func logf(o *options, sys system, format string, a ...any) {
+	fmt.Fprintf(o.log, "[%s] %s %s\n", time.Now().Format("15:04:05"), sys.name(), fmt.Sprintf(format, a...))
+}
+
+// measure runs one round of one system; a failure is recorded in the
+// result, which then takes no further rounds, so the other systems still
+// run.
+func measure(ctx context.Context, o *options, sys system, r *result, round int) {
+	for _, n := range o.ns {
+		if err := launchOnce(ctx, o, sys, n, r, round); err != nil {
+			r.failed = fmt.Errorf("round %d, with %d services: %w", round+1, n, err)
+			logf(o, sys, "failed: %v", r.failed)
+			return
+		}
+	}
+}
+
+// killsIn is how many of the kills round runs: all of them spread evenly,
+// the first rounds taking the remainder.
+func (o *options) killsIn(round int) int {
+	k := o.kills / o.rounds
+	if round < o.kills%o.rounds {
+		k++
+	}
+	return k
+}
+
+func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, round int) (err error) {
+	logf := func(format string, a ...any) { logf(o, sys, format, a...) }
+	logf("round %d: starting %d services", round+1, n)
 	in, t, err := sys.launch(ctx, o, n)
 	if err != nil {
 		return err
@@ -264,17 +306,45 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, l
 		}
 		err = errors.Join(err, waitNoneAccept(addrs, 30*time.Second))
 	}()
-	r.start[n] = t
+	r.start[n] = append(r.start[n], t)
 	logf("N=%d ready in %v (all accepting TCP: %v)", n, t.ready.Round(time.Millisecond), t.accept.Round(time.Millisecond))
-	if n != o.maxN() {
+	// The instance's own notes (allex's breakdowns) are kept from the last
+	// round only, with the kills that round made.
+	defer func() {
 		if rk, ok := in.(interface{ republishedKills() []time.Duration }); ok {
-			r.republished = rk.republishedKills()
+			r.republished = append(r.republished, rk.republishedKills()...)
 		}
-		if nt, ok := in.(interface{ notes() []string }); ok {
+		if nt, ok := in.(interface{ notes() []string }); ok && round == o.rounds-1 {
 			r.notes = append(r.notes, nt.notes()...)
 		}
+	}()
+	if n != o.maxN() {
 		return nil
 	}
+	if round == 0 {
+		if err := measureIdleOf(ctx, o, in, n, r, logf); err != nil {
+			return err
+		}
+	}
+	for range o.killsIn(round) {
+		// Round-robin over the services, across rounds too.
+		d, err := in.kill(ctx, len(r.kills)%n)
+		if err != nil {
+			return fmt.Errorf("kill %d: %w", len(r.kills)+1, err)
+		}
+		r.kills = append(r.kills, d)
+		// Let the supervisor finish its bookkeeping (outside the timing).
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(r.kills) > 0 {
+		logf("%d kills so far: p50 %v p99 %v", len(r.kills), percentile(r.kills, 50).Round(10*time.Microsecond), percentile(r.kills, 99).Round(10*time.Microsecond))
+	}
+	return nil
+}
+
+// measureIdleOf records the supervisor's RSS and CPU while idle with n
+// children.
+func measureIdleOf(ctx context.Context, o *options, in instance, n int, r *result, logf func(string, ...any)) error {
 	// Let start-up work (logs, timers, GC) settle before calling it idle.
 	select {
 	case <-ctx.Done():
@@ -294,24 +364,6 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, l
 	for i, u := range us {
 		r.idle = append(r.idle, namedUsage{role: pids[i].role, usage: u})
 		logf("idle with %d children: %s RSS %.1f MB, CPU %.2f%%", n, pids[i].role, float64(u.RSSKB)/1024, u.CPUPercent)
-	}
-	for k := 0; k < o.kills; k++ {
-		d, err := in.kill(ctx, k%n)
-		if err != nil {
-			return fmt.Errorf("kill %d: %w", k+1, err)
-		}
-		r.kills = append(r.kills, d)
-		// Let the supervisor finish its bookkeeping (outside the timing).
-		time.Sleep(50 * time.Millisecond)
-	}
-	if rk, ok := in.(interface{ republishedKills() []time.Duration }); ok {
-		r.republished = rk.republishedKills()
-	}
-	if nt, ok := in.(interface{ notes() []string }); ok {
-		r.notes = append(r.notes, nt.notes()...)
-	}
-	if len(r.kills) > 0 {
-		logf("%d kills: p50 %v p99 %v", len(r.kills), percentile(r.kills, 50).Round(10*time.Microsecond), percentile(r.kills, 99).Round(10*time.Microsecond))
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func machineInfo(ctx context.Context, o *options, results []*result) []string {
 	if o.fsInfo != "" {
 		info = append(info, o.fsInfo)
 	}
-	info = append(info, fmt.Sprintf("settings: -n %s -kills %d -idle %v -child %s -fs %s", joinInts(o.ns), o.kills, o.idle, o.child, o.fs))
+	info = append(info, fmt.Sprintf("settings: -n %s -kills %d -rounds %d -idle %v -child %s -fs %s", joinInts(o.ns), o.kills, o.rounds, o.idle, o.child, o.fs))
 	return info
 }
 
@@ -134,16 +134,20 @@ func report(o *options, results []*result, info []string) string {
 		}
 		b.WriteString("\n")
 	}
+	of := ""
+	if o.rounds > 1 {
+		of = fmt.Sprintf(", median of %d", o.rounds)
+	}
 	for _, n := range o.ns {
-		row(fmt.Sprintf("(a) start N=%d: all ready (allex: all published)", n), "%.0f", func(r *result) cell {
-			t, ok := r.start[n]
-			return cell{ms(t.ready), ok}
+		row(fmt.Sprintf("(a) start N=%d: all ready (allex: all published)%s", n, of), "%.0f", func(r *result) cell {
+			ds := times(r.start[n], timing.readyTime)
+			return cell{ms(percentile(ds, 50)), len(ds) > 0}
 		})
 	}
 	for _, n := range o.ns {
-		row(fmt.Sprintf("(a) start N=%d: all accept TCP", n), "%.0f", func(r *result) cell {
-			t, ok := r.start[n]
-			return cell{ms(t.accept), ok}
+		row(fmt.Sprintf("(a) start N=%d: all accept TCP%s", n, of), "%.0f", func(r *result) cell {
+			ds := times(r.start[n], timing.acceptTime)
+			return cell{ms(percentile(ds, 50)), len(ds) > 0}
 		})
 	}
 	for _, p := range []float64{50, 99} {
@@ -185,6 +189,22 @@ func report(o *options, results []*result, info []string) string {
 			b.WriteString(strings.Join(parts, "; ") + "\n")
 		}
 	}
+	if o.rounds > 1 {
+		for _, r := range results {
+			if len(r.start) == 0 {
+				continue
+			}
+			var parts []string
+			for _, n := range o.ns {
+				var vs []string
+				for _, d := range times(r.start[n], timing.readyTime) {
+					vs = append(vs, fmt.Sprintf("%.0f", ms(d)))
+				}
+				parts = append(parts, fmt.Sprintf("N=%d: %s", n, strings.Join(vs, ", ")))
+			}
+			b.WriteString("- " + r.name + " (a) all ready, ms, round by round: " + strings.Join(parts, "; ") + "\n")
+		}
+	}
 	for _, r := range results {
 		for _, n := range r.notes {
 			b.WriteString("- " + n + "\n")
@@ -202,6 +222,18 @@ func report(o *options, results []*result, info []string) string {
 	}
 	return b.String()
 }
+
+// times picks one time out of each round's timing.
+func times(ts []timing, f func(timing) time.Duration) []time.Duration {
+	ds := make([]time.Duration, len(ts))
+	for i, t := range ts {
+		ds[i] = f(t)
+	}
+	return ds
+}
+
+func (t timing) readyTime() time.Duration  { return t.ready }
+func (t timing) acceptTime() time.Duration { return t.accept }
 
 func oneLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
