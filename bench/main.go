@@ -321,6 +321,16 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 	if n != o.maxN() {
 		return nil
 	}
+	// Let start-up work (logs, timers, GC) settle before calling it idle,
+	// and let every child pass a second of uptime before it is killed: a
+	// child that dies sooner is crashing as it starts, which allex (like
+	// PM2's and supervisord's defaults, which the bench turns off for
+	// them) restarts after a backoff rather than at once.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
 	if round == 0 {
 		if err := measureIdleOf(ctx, o, in, n, r, logf); err != nil {
 			return err
@@ -345,12 +355,6 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 // measureIdleOf records the supervisor's RSS and CPU while idle with n
 // children.
 func measureIdleOf(ctx context.Context, o *options, in instance, n int, r *result, logf func(string, ...any)) error {
-	// Let start-up work (logs, timers, GC) settle before calling it idle.
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(2 * time.Second):
-	}
 	pids := in.pids()
 	raw := make([]int, len(pids))
 	for i, p := range pids {
