@@ -65,6 +65,7 @@ type Agent struct {
 	mu      sync.Mutex
 	journal *statefile.Journal   // live children, for the next master; nil without a state dir
 	exits   *spawner.ExitWatcher // nil where unsupported: each supervisor waits itself
+	listen  *spawner.ListenProbe // nil where unsupported: readiness probes connect
 	devNull *os.File             // every child's stdin; nil: os/exec opens /dev/null per start
 	// startSignals carries child starts to trimAfterBursts; buffered so that
 	// a burst is counted while the trimmer catches up.
@@ -159,6 +160,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer w.Close()
 	} else {
 		a.log.Debug("no shared exit watcher; one goroutine per child waits", "error", err)
+	}
+	if lp, err := spawner.NewListenProbe(); err == nil {
+		a.listen = lp
+		defer lp.Close()
+	} else {
+		a.log.Debug("no listen probe; readiness probes connect", "error", err)
 	}
 	// Children outlive ctx long enough to be stopped; they get their own
 	// context, cancelled only after ctx is done.
@@ -285,6 +292,7 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 		OnEvent:  func(ev spawner.Event) { a.onEvent(p, ev) },
 		Shutdown: func(ctx context.Context, pid int, grace time.Duration) error { return a.shutdownChild(ctx, p, grace) },
 		Exits:    a.exits,
+		Listen:   a.listen,
 		Starts:   a.starts,
 		Stdin:    a.devNull,
 	})

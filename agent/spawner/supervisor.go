@@ -60,6 +60,10 @@ type Options struct {
 	// Exits, if set, watches for the child's exit, shared with other
 	// supervisors; without it the supervisor parks a goroutine per child.
 	Exits *ExitWatcher
+	// Listen, if set, answers readiness probes from the kernel's socket
+	// table, shared with other supervisors; without it, or if it fails,
+	// a probe connects to the port.
+	Listen *ListenProbe
 	// Starts, if set, bounds how many supervisors sharing it create log
 	// files and fork/exec at the same time.
 	Starts *StartGate
@@ -576,8 +580,20 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 	delay := minProbe
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
+	lp := s.opts.Listen
 	for len(ports) > 0 {
-		if probePort(ports[0], 250*time.Millisecond) == nil {
+		ok := false
+		if lp != nil {
+			var err error
+			if ok, err = lp.listening(ports[0]); err != nil {
+				s.log.Debug("listen probe failed; connecting instead", "error", err)
+				lp = nil
+			}
+		}
+		if lp == nil {
+			ok = probePort(ports[0], 250*time.Millisecond) == nil
+		}
+		if ok {
 			ports = ports[1:]
 			continue
 		}

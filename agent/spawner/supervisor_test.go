@@ -125,17 +125,28 @@ func TestReadiness(t *testing.T) {
 		name      string
 		behaviour string
 		readiness Readiness
+		probe     bool // a ListenProbe answers instead of connects
 	}{
-		{"none", "sleep", ReadyNone},
-		{"ports", "listen", ReadyPorts},
-		{"sdk", "sleep", ReadySDK},
+		{"none", "sleep", ReadyNone, false},
+		{"ports", "listen", ReadyPorts, false},
+		{"ports, listen probe", "listen", ReadyPorts, true},
+		{"sdk", "sleep", ReadySDK, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := helperSpec(t, tc.behaviour)
 			spec.Readiness = tc.readiness
 			spec.Ports = map[string]uint16{"tcp": freePort(t)}
-			r := startSupervisor(t, context.Background(), spec, Options{})
+			var opts Options
+			if tc.probe {
+				lp, err := NewListenProbe()
+				if err != nil {
+					t.Skipf("no listen probe: %v", err)
+				}
+				defer lp.Close()
+				opts.Listen = lp
+			}
+			r := startSupervisor(t, context.Background(), spec, opts)
 			running := r.rec.waitFor(t, EventRunning)
 			if running.PID <= 0 || running.PID != r.s.PID() {
 				t.Fatalf("running pid %d, PID() %d", running.PID, r.s.PID())
