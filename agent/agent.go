@@ -464,7 +464,7 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		p.registered = false
 		p.processSocket = ""
 		a.mu.Unlock()
-		a.recordRunning(p, ev.PID)
+		a.recordRunning(p, ev.PID, ev.StartTicks)
 		a.noteStart()
 	}
 	a.events.publish(&allexv1.Event{

@@ -13,11 +13,14 @@ import (
 // recordRunning adds a child's new run to the state journal, with its
 // process start time, read once here, so that a recycled pid is never
 // mistaken for the child.
-func (a *Agent) recordRunning(p *proc, pid int) {
+func (a *Agent) recordRunning(p *proc, pid int, startTicks uint64) {
 	if a.journal == nil {
 		return
 	}
-	a.journal.Add(p.spec.GetInstance(), pid, processStart(pid))
+	if startTicks == 0 {
+		startTicks = processStart(pid)
+	}
+	a.journal.Add(p.spec.GetInstance(), pid, startTicks)
 }
 
 // recordExited removes a run of a child from the state journal once its

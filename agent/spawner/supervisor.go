@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 // ErrNotRunning is returned by Restart when Run is not (or no longer) running.
@@ -32,6 +34,10 @@ type Event struct {
 	Message          string        // why: stop reason, backoff delay, failure
 	Restarts         int           // restarts counted against the crash-loop limit so far
 	Delay            time.Duration // EventBackoff: wait before the restart (0: at once)
+	// StartTicks (EventRunning, Linux) is the child's start time as
+	// /proc/<pid>/stat gives it, when the clock read around its fork pins
+	// it to one tick; 0 otherwise.
+	StartTicks uint64
 }
 
 // Status is a snapshot of a supervisor.
@@ -363,8 +369,13 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	cmd, files, err := s.command()
 	waitCh := make(chan ended, 1)
 	var p process
+	var ticks uint64
 	if err == nil {
+		before := procfs.BootTicks()
 		p, err = start(cmd, s.opts.Exits, waitCh)
+		if after := procfs.BootTicks(); before == after {
+			ticks = before
+		}
 		if err != nil {
 			err = fmt.Errorf("spawner: %s: start %s: %w", s.spec.Instance, s.spec.Command, err)
 		}
@@ -399,7 +410,7 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 		st.StartedAt = started
 	})
 	s.log.Info("child running", "pid", p.pid)
-	s.emit(Event{Kind: EventRunning, PID: p.pid})
+	s.emit(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks})
 	if restartReply != nil {
 		restartReply <- nil
 	}
