@@ -7,9 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"strconv"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -469,9 +468,12 @@ func (s *Server) checkPorts(ctx context.Context, addr string, need lanwire.Need,
 			return fmt.Errorf("%s port %d is not the fixed port %d", proto, p, fp)
 		}
 	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return fmt.Errorf("master address %q: %w", addr, err)
+	}
 	for _, proto := range need.Protocols {
 		p := ports[proto]
-		hostport := net.JoinHostPort(addr, strconv.Itoa(int(p)))
 		var last error
 		for attempt := 0; attempt < s.cfg.PortCheckAttempts; attempt++ {
 			if attempt > 0 {
@@ -483,20 +485,9 @@ func (s *Server) checkPorts(ctx context.Context, addr string, need lanwire.Need,
 				case <-t.C:
 				}
 			}
-			d := net.Dialer{Timeout: s.cfg.PortCheckTimeout}
-			c, err := d.DialContext(ctx, "tcp", hostport)
-			if err == nil {
-				// A reset, not a FIN, as the master's readiness probe
-				// closes (spawner.probePort): no TIME_WAIT entry is left
-				// on the service's port.
-				if tc, ok := c.(*net.TCPConn); ok {
-					_ = tc.SetLinger(0)
-				}
-				_ = c.Close()
-				last = nil
+			if last = reach(ctx, ip, p, s.cfg.PortCheckTimeout); last == nil {
 				break
 			}
-			last = err
 		}
 		if last != nil {
 			return fmt.Errorf("%s port %d on %s unreachable: %w", proto, p, addr, last)

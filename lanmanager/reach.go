@@ -1,0 +1,22 @@
+package lanmanager
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// reachNet is reach through net.Dialer.
+func reachNet(ctx context.Context, addr netip.Addr, port uint16, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr, port).String())
+	if err != nil {
+		return err
+	}
+	// A reset, not a FIN: no TIME_WAIT entry is left on the service's port.
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	return c.Close()
+}
