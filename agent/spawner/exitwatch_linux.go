@@ -124,9 +124,11 @@ func (w *ExitWatcher) run() {
 			delete(w.watches, ev.Fd)
 			w.mu.Unlock()
 			if ok {
-				_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(ev.Fd), nil)
-				_ = unix.Close(int(ev.Fd))
+				// The exit first, the descriptor after: its restart waits
+				// on nothing else. Closing the pidfd also takes it out
+				// of the epoll set, where EPOLLONESHOT has disarmed it.
 				exited(true)
+				_ = unix.Close(int(ev.Fd))
 			}
 		}
 	}
