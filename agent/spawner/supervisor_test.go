@@ -125,12 +125,13 @@ func TestReadiness(t *testing.T) {
 		name      string
 		behaviour string
 		readiness Readiness
-		probe     bool // a ListenProbe answers instead of connects
+		probe     string // "open": a ListenProbe answers instead of connects; "closed": one that fails, so the probes connect
 	}{
-		{"none", "sleep", ReadyNone, false},
-		{"ports", "listen", ReadyPorts, false},
-		{"ports, listen probe", "listen", ReadyPorts, true},
-		{"sdk", "sleep", ReadySDK, false},
+		{"none", "sleep", ReadyNone, ""},
+		{"ports", "listen", ReadyPorts, ""},
+		{"ports, listen probe", "listen", ReadyPorts, "open"},
+		{"ports, failing listen probe", "listen", ReadyPorts, "closed"},
+		{"sdk", "sleep", ReadySDK, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,12 +139,15 @@ func TestReadiness(t *testing.T) {
 			spec.Readiness = tc.readiness
 			spec.Ports = map[string]uint16{"tcp": freePort(t)}
 			var opts Options
-			if tc.probe {
+			if tc.probe != "" {
 				lp, err := NewListenProbe()
 				if err != nil {
 					t.Skipf("no listen probe: %v", err)
 				}
 				defer lp.Close()
+				if tc.probe == "closed" {
+					lp.Close()
+				}
 				opts.Listen = lp
 			}
 			r := startSupervisor(t, context.Background(), spec, opts)
