@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/allex-go/allex/internal/tcpcheck"
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/store"
 	"github.com/allex-go/allex/lanwire"
@@ -485,7 +486,7 @@ func (s *Server) checkPorts(ctx context.Context, addr string, need lanwire.Need,
 				case <-t.C:
 				}
 			}
-			if last = reach(ctx, ip, p, s.cfg.PortCheckTimeout); last == nil {
+			if last = tcpcheck.Reach(ctx, ip, p, s.cfg.PortCheckTimeout); last == nil {
 				break
 			}
 		}

@@ -3,11 +3,14 @@
 package spawner
 
 import (
+	"context"
 	"errors"
 	"net"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/allex-go/allex/internal/tcpcheck"
 )
 
 // TestListenProbe checks the probe answers as a connect to 127.0.0.1
@@ -69,7 +72,7 @@ func TestListenProbe(t *testing.T) {
 				t.Fatalf("listening(%d) = %v, want %v", port, got, tc.want)
 			}
 			// The connect probe it stands in for agrees.
-			if connected := probePort(port, waitLimit) == nil; connected != tc.want {
+			if connected := tcpcheck.Reach(context.Background(), loopback, port, waitLimit) == nil; connected != tc.want {
 				t.Fatalf("connect probe says %v", connected)
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/allex-go/allex/internal/procfs"
+	"github.com/allex-go/allex/internal/tcpcheck"
 )
 
 // ErrNotRunning is returned by Restart when Run is not (or no longer) running.
@@ -582,6 +584,9 @@ func (s *Supervisor) awaitGroupDeath(pgid int) {
 	}
 }
 
+// loopback is where readiness probes connect.
+var loopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
 // probePorts marks c ready once every assigned port accepts a connection.
 func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 	ports := slices.Sorted(maps.Values(s.spec.Ports))
@@ -602,7 +607,7 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 			}
 		}
 		if lp == nil {
-			ok = probePort(ports[0], 250*time.Millisecond) == nil
+			ok = tcpcheck.Reach(ctx, loopback, ports[0], 250*time.Millisecond) == nil
 		}
 		if ok {
 			ports = ports[1:]

@@ -1,4 +1,4 @@
-package lanmanager
+package tcpcheck
 
 import (
 	"context"
@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// TestReach checks the port check's own dial against listeners, a closed
+// TestReach checks Reach's own dial against listeners, a closed
 // port, a full accept queue (the SYN goes unanswered) and a cancelled
-// context, on loopback, both through reach and through net.Dialer.
+// context, on loopback, both through Reach and through net.Dialer.
 func TestReach(t *testing.T) {
 	listen := func(t *testing.T, network, addr string) (netip.Addr, uint16) {
 		t.Helper()
@@ -73,7 +73,7 @@ func TestReach(t *testing.T) {
 		for _, dial := range []struct {
 			name string
 			fn   func(context.Context, netip.Addr, uint16, time.Duration) error
-		}{{"reach", reach}, {"net", reachNet}} {
+		}{{"reach", Reach}, {"net", viaNet}} {
 			t.Run(tc.name+"/"+dial.name, func(t *testing.T) {
 				ip, port := tc.target(t)
 				ctx, cancel := context.WithCancel(context.Background())

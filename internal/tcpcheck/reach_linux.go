@@ -1,6 +1,6 @@
 //go:build linux
 
-package lanmanager
+package tcpcheck
 
 import (
 	"context"
@@ -13,20 +13,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reach connects to addr:port within timeout and closes the connection at
-// once with a reset (SO_LINGER 0), as the master's readiness probe did, so
-// no TIME_WAIT entry is left on the service's port.
+// Reach connects to addr:port within timeout and closes the connection at
+// once with a reset (SO_LINGER 0).
 //
 // It makes the socket itself and waits for the connect in the runtime
 // poller, as net.Dialer does, without the rest of a dial (a net.Conn, its
 // addresses read back, the dialer's context plumbing): net.Dialer was a
 // third of the LAN manager's CPU while 500 services started.
-func reach(ctx context.Context, addr netip.Addr, port uint16, timeout time.Duration) error {
+func Reach(ctx context.Context, addr netip.Addr, port uint16, timeout time.Duration) error {
 	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: addr.As16(), Port: int(port)})
 	if addr.Is4() || addr.Is4In6() {
 		family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: addr.Unmap().As4(), Port: int(port)}
 	} else if addr.Zone() != "" {
-		return reachNet(ctx, addr, port, timeout)
+		return viaNet(ctx, addr, port, timeout)
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

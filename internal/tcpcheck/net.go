@@ -1,4 +1,4 @@
-package lanmanager
+package tcpcheck
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// reachNet is reach through net.Dialer.
-func reachNet(ctx context.Context, addr netip.Addr, port uint16, timeout time.Duration) error {
+// viaNet is Reach through net.Dialer.
+func viaNet(ctx context.Context, addr netip.Addr, port uint16, timeout time.Duration) error {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr, port).String())
 	if err != nil {
