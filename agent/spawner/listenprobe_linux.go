@@ -49,7 +49,7 @@ func NewListenProbe() (*ListenProbe, error) {
 	}
 	p := &ListenProbe{fd: fd}
 	// Port 0 never has a listener: a working kernel says so.
-	if _, err := p.listening(0); err != nil {
+	if _, err := p.Listening(0); err != nil {
 		_ = unix.Close(fd)
 		return nil, err
 	}
@@ -78,8 +78,9 @@ const (
 	tcpListen     = 10 // TCP_LISTEN, a socket state
 )
 
-// listening reports whether port has a listener on 127.0.0.1.
-func (p *ListenProbe) listening(port uint16) (bool, error) {
+// Listening reports whether port has a listener on 127.0.0.1. It is safe
+// for concurrent use; the bench polls it for every system it measures.
+func (p *ListenProbe) Listening(port uint16) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fd < 0 {

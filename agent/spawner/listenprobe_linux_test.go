@@ -64,12 +64,12 @@ func TestListenProbe(t *testing.T) {
 				defer l.Close()
 				port = uint16(l.Addr().(*net.TCPAddr).Port)
 			}
-			got, err := lp.listening(port)
+			got, err := lp.Listening(port)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tc.want {
-				t.Fatalf("listening(%d) = %v, want %v", port, got, tc.want)
+				t.Fatalf("Listening(%d) = %v, want %v", port, got, tc.want)
 			}
 			// The connect probe it stands in for agrees.
 			if connected := tcpcheck.Reach(context.Background(), loopback, port, waitLimit) == nil; connected != tc.want {
@@ -84,13 +84,44 @@ func TestListenProbe(t *testing.T) {
 	}
 	port := uint16(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
-	if got, err := lp.listening(port); err != nil || got {
+	if got, err := lp.Listening(port); err != nil || got {
 		t.Fatalf("closed listener: %v, %v", got, err)
 	}
 	if err := lp.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lp.listening(port); !errors.Is(err, errProbeClosed) {
+	if _, err := lp.Listening(port); !errors.Is(err, errProbeClosed) {
 		t.Fatalf("after Close: %v, want errProbeClosed", err)
+	}
+}
+
+// BenchmarkListening is one question about a port with a listener and one
+// about a port without, the readiness probe's (and the bench prober's)
+// unit of work.
+func BenchmarkListening(b *testing.B) {
+	lp, err := NewListenProbe()
+	if err != nil {
+		b.Skipf("no sock_diag here: %v", err)
+	}
+	defer lp.Close()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	open := uint16(l.Addr().(*net.TCPAddr).Port)
+	l2, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	closed := uint16(l2.Addr().(*net.TCPAddr).Port)
+	l2.Close()
+	for b.Loop() {
+		if ok, err := lp.Listening(open); err != nil || !ok {
+			b.Fatalf("open port: %v, %v", ok, err)
+		}
+		if ok, err := lp.Listening(closed); err != nil || ok {
+			b.Fatalf("closed port: %v, %v", ok, err)
+		}
 	}
 }

@@ -18,4 +18,5 @@ func NewListenProbe() (*ListenProbe, error) {
 // Close does nothing.
 func (p *ListenProbe) Close() error { return nil }
 
-func (p *ListenProbe) listening(uint16) (bool, error) { return false, errors.ErrUnsupported }
+// Listening always fails: see NewListenProbe.
+func (p *ListenProbe) Listening(uint16) (bool, error) { return false, errors.ErrUnsupported }

@@ -601,7 +601,7 @@ func (s *Supervisor) probePorts(ctx context.Context, c *child) {
 		ok := false
 		if lp != nil {
 			var err error
-			if ok, err = lp.listening(ports[0]); err != nil {
+			if ok, err = lp.Listening(ports[0]); err != nil {
 				s.log.Debug("listen probe failed; connecting instead", "error", err)
 				lp = nil
 			}
