@@ -317,7 +317,7 @@ func (in *allexInstance) apply(ev adminapi.ServiceEvent) {
 // accepts TCP on the service's address with a new pid, as for the peers;
 // it also waits until the LAN manager has published the replacement and
 // records that time apart (republished).
-func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error) {
+func (in *allexInstance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
 	name := allexInstanceName(i)
 	rec, ok := in.up[name]
 	if !ok {
@@ -334,7 +334,7 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 	// The master restarts the child on the same ports; should the need
 	// move elsewhere instead, the published address is polled below.
 	acceptCh := probeAsync(func() (time.Duration, error) {
-		_, err := waitNewPID(actx, oldAddr, old, time.Minute)
+		_, err := pr.waitNewPID(actx, oldAddr, old, time.Minute)
 		return time.Since(start), err
 	})
 	deadline := time.NewTimer(time.Minute)
@@ -366,7 +366,7 @@ func (in *allexInstance) kill(ctx context.Context, i int) (time.Duration, error)
 			addr := net.JoinHostPort(ev.Service.Address, strconv.Itoa(int(ev.Service.Ports["tcp"])))
 			if addr != oldAddr {
 				stopAccept()
-				if _, err := waitNewPID(ctx, addr, old, 30*time.Second); err != nil {
+				if _, err := pr.waitNewPID(ctx, addr, old, 30*time.Second); err != nil {
 					return 0, err
 				}
 				return time.Since(start), nil

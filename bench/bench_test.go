@@ -203,3 +203,65 @@ func TestKillsIn(t *testing.T) {
 		}
 	}
 }
+
+// pidServer answers every connection on ln with pid, as tinysrv does.
+func pidServer(ln net.Listener, pid string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte(pid + "\n"))
+		c.Close()
+	}
+}
+
+// TestProberWaitNewPID: the prober finds a replacement that starts
+// listening on the port some time after the old process is gone, with
+// the socket table probe and with connects, and gives up at its timeout
+// when no replacement comes.
+func TestProberWaitNewPID(t *testing.T) {
+	socketTable := newProber()
+	defer socketTable.close()
+	if socketTable.listen == nil {
+		t.Logf("no sock_diag here (%s): the connect prober is tested twice", socketTable.note)
+	}
+	for _, tc := range []struct {
+		name string
+		p    *prober
+	}{
+		{"socket table", socketTable},
+		{"connect", &prober{poll: killPollConnect}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			address := old.Addr().String()
+			go pidServer(old, "100")
+			if pid, err := tc.p.waitNewPID(context.Background(), address, 99, time.Second); err != nil || pid != 100 {
+				t.Fatalf("running server: pid %d, %v; want 100", pid, err)
+			}
+			old.Close()
+			// Nothing listens: the wait ends at its timeout, with an error.
+			if pid, err := tc.p.waitNewPID(context.Background(), address, 100, 20*time.Millisecond); err == nil {
+				t.Fatalf("no server: pid %d, want an error", pid)
+			}
+			// The replacement comes up on the same port while the prober waits.
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				ln, err := net.Listen("tcp4", address)
+				if err != nil {
+					t.Errorf("replacement: %v", err)
+					return
+				}
+				t.Cleanup(func() { ln.Close() })
+				go pidServer(ln, "101")
+			}()
+			if pid, err := tc.p.waitNewPID(context.Background(), address, 100, 5*time.Second); err != nil || pid != 101 {
+				t.Fatalf("replacement: pid %d, %v; want 101", pid, err)
+			}
+		})
+	}
+}

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/allex-go/allex/agent/spawner"
 )
 
 // proc is a daemon the bench started, in its own process group so a
@@ -256,11 +258,20 @@ func waitAllAccept(ctx context.Context, addrs []string, start time.Time, timeout
 	return time.Since(start), nil
 }
 
-// killPoll is how often (b) probes for the replacement. A kill recovery
-// takes a few milliseconds, so the 1 ms poll this used to have was a large,
-// system-independent part of the result; one refused connect costs a few
-// µs, so the finer poll stays cheap.
-const killPoll = 200 * time.Microsecond
+// killPoll is how often (b) looks for the replacement. A kill recovery
+// takes a millisecond or two under allex, so the poll interval is part of
+// every result; the same for every system, it is a larger share of the
+// fastest one's.
+const (
+	// killPoll: one sock_diag question costs ~5 µs of CPU
+	// (BenchmarkListening in agent/spawner), so polling every 100 µs
+	// takes about what the connect polling every 200 µs it replaced did
+	// (a refused connect with its socket set-up, ~15-20 µs).
+	killPoll = 100 * time.Microsecond
+	// killPollConnect is the poll where sock_diag is missing and every
+	// look is a connect.
+	killPollConnect = 200 * time.Microsecond
+)
 
 // pollSleep sleeps d in the kernel. time.Sleep cannot be used below a
 // millisecond: an otherwise idle Go process waits in epoll, whose timeout
@@ -268,6 +279,91 @@ const killPoll = 200 * time.Microsecond
 func pollSleep(d time.Duration) {
 	ts := syscall.NsecToTimespec(int64(d))
 	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
+	}
+}
+
+// preciseSleeps sets the calling thread's timer slack to 1 ns, so its
+// nanosleeps end when asked rather than up to 50 µs later (the default
+// slack), and returns what undoes it. The caller has locked its thread.
+func preciseSleeps() (restore func()) {
+	old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil {
+		return func() {}
+	}
+	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0); err != nil {
+		return func() {}
+	}
+	return func() { _ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0) }
+}
+
+// prober times (b)'s wait for a replacement, the same way for every
+// system: it polls the kernel's socket table until the port has a
+// listener again, then connects and reads the pid. Polling with
+// connects instead (which it falls back to) found the replacement
+// ~0.36 ms after its listen at the median (sched trace of 100 allex
+// kills): each look took a socket, a handshake or reset and a close,
+// and the 200 µs between looks grew to ~370 µs with the timer slack
+// and the VM's wake-ups.
+type prober struct {
+	listen *spawner.ListenProbe // nil: connect polling
+	poll   time.Duration
+	note   string // for the report
+}
+
+// newProber opens the socket table probe, or says why it polls with
+// connects.
+func newProber() *prober {
+	lp, err := spawner.NewListenProbe()
+	if err != nil {
+		return &prober{poll: killPollConnect, note: fmt.Sprintf("(b) polls with connects every %v: no sock_diag (%v)", killPollConnect, err)}
+	}
+	return &prober{listen: lp, poll: killPoll}
+}
+
+func (p *prober) close() {
+	if p.listen != nil {
+		_ = p.listen.Close()
+	}
+}
+
+// waitNewPID polls address until a process other than old answers and
+// returns its pid.
+func (p *prober) waitNewPID(ctx context.Context, address string, old int, timeout time.Duration) (int, error) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", address, err)
+	}
+	// Its own thread, so the probes' blocking calls and sleeps never wait
+	// for a P between them.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer preciseSleeps()()
+	// The socket table is asked about 127.0.0.1 only.
+	lp := p.listen
+	if ap.Addr() != netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
+		lp = nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		look := true
+		if lp != nil {
+			var err error
+			if look, err = lp.Listening(ap.Port()); err != nil {
+				return 0, fmt.Errorf("%s: %w", address, err)
+			}
+		}
+		if look {
+			if pid, err := readPIDWithin(address, killProbeLimit, killProbeLimit); err == nil && pid != old {
+				return pid, nil
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s: no replacement for pid %d accepted within %v", address, old, timeout)
+		}
+		pollSleep(p.poll)
 	}
 }
 
@@ -318,28 +414,6 @@ func pollFD(fd int, events int16, deadline time.Time) (bool, error) {
 			continue
 		}
 		return n > 0, err
-	}
-}
-
-// waitNewPID polls address until a process other than old answers and
-// returns its pid, every killPoll, because this is what (b) times.
-func waitNewPID(ctx context.Context, address string, old int, timeout time.Duration) (int, error) {
-	// Its own thread, so the probes' blocking calls and sleeps never wait
-	// for a P between them.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	deadline := time.Now().Add(timeout)
-	for {
-		if pid, err := readPIDWithin(address, killProbeLimit, killProbeLimit); err == nil && pid != old {
-			return pid, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s: no replacement for pid %d accepted within %v", address, old, timeout)
-		}
-		pollSleep(killPoll)
 	}
 }
 

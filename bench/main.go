@@ -62,6 +62,7 @@ type options struct {
 	// childInfo says which child ran and how it was built (machine info).
 	childInfo string
 	notes     []string // for the report, e.g. a fallback to the Go child
+	prober    *prober  // times (b), the same for every system
 	log       io.Writer
 }
 
@@ -90,7 +91,7 @@ type instance interface {
 	// pids of the supervisor's own processes, by role, main one first.
 	pids() []namedPID
 	// kill kill -9's service i and times until its replacement accepts.
-	kill(ctx context.Context, i int) (time.Duration, error)
+	kill(ctx context.Context, pr *prober, i int) (time.Duration, error)
 	// ports the services listen on, to check nothing is left behind.
 	ports() []int
 	stop() error
@@ -210,6 +211,11 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintln(o.log, "bench: "+o.fsInfo)
 	if err := buildChild(ctx, o); err != nil {
 		return err
+	}
+	o.prober = newProber()
+	defer o.prober.close()
+	if o.prober.note != "" {
+		o.notes = append(o.notes, o.prober.note)
 	}
 
 	loadBefore := loadAvg()
@@ -348,7 +354,7 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 	}
 	for range o.killsIn(round) {
 		// Round-robin over the services, across rounds too.
-		d, err := in.kill(ctx, len(r.kills)%n)
+		d, err := in.kill(ctx, o.prober, len(r.kills)%n)
 		if err != nil {
 			return fmt.Errorf("kill %d: %w", len(r.kills)+1, err)
 		}

@@ -21,7 +21,7 @@ const pm2Version = "7.0.4"
 
 // killByPort kill -9's the tinysrv on port (it tells its pid) and times
 // until a different process accepts there.
-func killByPort(ctx context.Context, port int) (time.Duration, error) {
+func killByPort(ctx context.Context, pr *prober, port int) (time.Duration, error) {
 	a := addr(port)
 	old, err := readPID(a)
 	if err != nil {
@@ -31,7 +31,7 @@ func killByPort(ctx context.Context, port int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := waitNewPID(ctx, a, old, time.Minute); err != nil {
+	if _, err := pr.waitNewPID(ctx, a, old, time.Minute); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
@@ -153,8 +153,8 @@ func (in *pm2Instance) pids() []namedPID {
 	return []namedPID{{"PM2 daemon", pid}}
 }
 
-func (in *pm2Instance) kill(ctx context.Context, i int) (time.Duration, error) {
-	return killByPort(ctx, in.list[i])
+func (in *pm2Instance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
+	return killByPort(ctx, pr, in.list[i])
 }
 
 func (in *pm2Instance) ports() []int { return in.list }
@@ -298,8 +298,8 @@ startretries=1000000
 
 func (in *supervisordInstance) pids() []namedPID { return []namedPID{{"supervisord", in.p.pid()}} }
 
-func (in *supervisordInstance) kill(ctx context.Context, i int) (time.Duration, error) {
-	return killByPort(ctx, in.list[i])
+func (in *supervisordInstance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
+	return killByPort(ctx, pr, in.list[i])
 }
 
 func (in *supervisordInstance) ports() []int { return in.list }
