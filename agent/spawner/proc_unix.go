@@ -36,15 +36,6 @@ func signalGroup(pgid int, sig unix.Signal) error {
 	return err
 }
 
-// exitInfo returns the exit code (-1 when killed by a signal) and the name
-// of the signal, if any.
-func exitInfo(ps *os.ProcessState) (int, string) {
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return -1, unix.SignalName(ws.Signal())
-	}
-	return ps.ExitCode(), ""
-}
-
 // openLog opens (creating it if needed) a child's log file for appending.
 // os.OpenFile also tries to register every file with the netpoller, which
 // a regular file refuses: five extra system calls per file, two files at

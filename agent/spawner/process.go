@@ -1,18 +1,6 @@
 package spawner
 
-import (
-	"fmt"
-	"os"
-	"os/exec"
-)
-
-// process is one started run of the child.
-type process struct {
-	pid int
-	// os is the handle to end the process with where there are no
-	// process groups to signal (Windows); nil where it has been released.
-	os *os.Process
-}
+import "fmt"
 
 // ended is how a run's process ended.
 type ended struct {
@@ -30,15 +18,4 @@ func (e ended) how() string {
 		return "killed by " + e.signal
 	}
 	return fmt.Sprintf("exited with code %d", e.code)
-}
-
-// waitCmd waits for cmd through os/exec, where the process has not been
-// released.
-func waitCmd(cmd *exec.Cmd) ended {
-	err := cmd.Wait()
-	if cmd.ProcessState == nil {
-		return ended{code: -1, err: err}
-	}
-	code, sig := exitInfo(cmd.ProcessState)
-	return ended{code: code, signal: sig}
 }

@@ -1,6 +1,7 @@
 package spawner
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,21 @@ func TestStringers(t *testing.T) {
 	if StateFailed.String() != "failed" || EventBackoff.String() != "backoff" || PolicyAlways.String() != "always" ||
 		ReadySDK.String() != "sdk" || State(99).String() != "State(99)" {
 		t.Fatal("stringers")
+	}
+}
+
+// TestDedupEnv: the last entry for a variable wins, in its place, as
+// with os/exec.
+func TestDedupEnv(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{nil, []string{}},
+		{[]string{"A=1", "B=2"}, []string{"A=1", "B=2"}},
+		{[]string{"A=1", "B=2", "A=3"}, []string{"B=2", "A=3"}},
+		{[]string{"PATH=/bin", "X", "PATH=/usr/bin", "X"}, []string{"PATH=/usr/bin", "X"}},
+		{[]string{"A=", "A=x=y"}, []string{"A=x=y"}},
+	} {
+		if got := dedupEnv(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("dedupEnv(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

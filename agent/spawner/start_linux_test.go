@@ -3,8 +3,15 @@
 package spawner
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/allex-go/allex/internal/procfs"
 )
@@ -40,5 +47,61 @@ func TestRunningStartTicks(t *testing.T) {
 	}
 	if err := r.wait(t); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestForkExec starts programs the way the supervisor does, without
+// os/exec's Start: stdio files are the child's, nil ones are /dev/null,
+// anything else is refused, and a missing program fails as os/exec says.
+func TestForkExec(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tests := []struct {
+		name    string
+		cmd     *exec.Cmd
+		wantOut string
+		wantErr string
+	}{
+		{
+			name:    "stdout to a file, stdin /dev/null, env as given",
+			cmd:     &exec.Cmd{Path: sh, Args: []string{"sh", "-c", `read x; echo "[$x] $FOO"`}, Stdout: f, Env: []string{"FOO=bar"}},
+			wantOut: "[] bar\n",
+		},
+		{name: "stdio not a file", cmd: &exec.Cmd{Path: sh, Args: []string{"sh"}, Stdout: &bytes.Buffer{}}, wantErr: "not a file"},
+		{name: "missing program", cmd: &exec.Cmd{Path: "/nonexistent/allex-helper"}, wantErr: "fork/exec /nonexistent/allex-helper: no such file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := f.Truncate(0); err != nil {
+				t.Fatal(err)
+			}
+			pid, pidfd, err := forkExec(tc.cmd)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pidfd >= 0 {
+				unix.Close(pidfd)
+			}
+			if e := wait4(pid); e.code != 0 || e.err != nil {
+				t.Fatalf("child ended %s", e.how())
+			}
+			if got, _ := os.ReadFile(out); string(got) != tc.wantOut {
+				t.Fatalf("output %q, want %q", got, tc.wantOut)
+			}
+		})
 	}
 }

@@ -2,7 +2,18 @@
 
 package spawner
 
-import "os/exec"
+import (
+	"os"
+	"os/exec"
+)
+
+// process is one started run of the child.
+type process struct {
+	pid int
+	// os is the handle to end the process with where there are no
+	// process groups to signal (Windows).
+	os *os.Process
+}
 
 // start starts cmd and sends how its process ended to done, once. Without
 // pidfds each child's wait holds a thread of its own.
@@ -12,4 +23,15 @@ func start(cmd *exec.Cmd, _ *ExitWatcher, done chan<- ended) (process, error) {
 	}
 	go func() { done <- waitCmd(cmd) }()
 	return process{pid: cmd.Process.Pid, os: cmd.Process}, nil
+}
+
+// waitCmd waits for cmd through os/exec, where the process has not been
+// released.
+func waitCmd(cmd *exec.Cmd) ended {
+	err := cmd.Wait()
+	if cmd.ProcessState == nil {
+		return ended{code: -1, err: err}
+	}
+	code, sig := exitInfo(cmd.ProcessState)
+	return ended{code: code, signal: sig}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -717,8 +718,27 @@ func (s *Supervisor) newLaunch() (*exec.Cmd, error) {
 	for _, k := range slices.Sorted(maps.Keys(vars)) {
 		env = append(env, k+"="+vars[k])
 	}
-	cmd.Env = env
+	cmd.Env = dedupEnv(env)
 	return cmd, nil
+}
+
+// dedupEnv keeps the last of the entries that set the same variable, as
+// os/exec does at every start (a C program's getenv would find the first):
+// the spec's variables and the ALLEX_* ones override the master's own.
+// Done once here, starts skip os/exec's map of the environment.
+func dedupEnv(env []string) []string {
+	seen := make(map[string]bool, len(env))
+	out := make([]string, 0, len(env))
+	for i := len(env) - 1; i >= 0; i-- {
+		k, _, _ := strings.Cut(env[i], "=")
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, env[i])
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // LogPath is where a child's stream ("stdout" or "stderr") is logged under
