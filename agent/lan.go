@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -29,7 +30,10 @@ type lanState struct {
 	linkState string
 	offered   []lanwire.Need
 	claims    map[string]time.Time
-	// What reportCapacity last sent, and its pending catch-up report.
+	// What reportCapacity last sent (or the last hello carried), when,
+	// and its pending catch-up report.
+	capLast  lanwire.Capacity
+	capKnown bool
 	capSent  time.Time
 	capFull  bool
 	capTimer *time.Timer
@@ -109,6 +113,7 @@ func (l *lanState) Hello() lanwire.Hello {
 		Version:   a.opts.Version,
 		Capacity:  a.capacity(),
 	}
+	l.noteHelloCapacity(h.Capacity)
 	for m := range cfg.Modules {
 		h.Modules = append(h.Modules, m)
 	}
@@ -364,6 +369,12 @@ func (l *lanState) childFinished(p *proc, runErr error) {
 func (l *lanState) reportCapacity() {
 	l.mu.Lock()
 	capa := l.a.capacity()
+	if l.capKnown && sameCapacity(capa, l.capLast) {
+		// Nothing new, as after a child restarted in place: the frame
+		// would only cost both sides work, in the middle of the restart.
+		l.mu.Unlock()
+		return
+	}
 	isFull := capa.MaxProcesses > 0 && capa.Running >= capa.MaxProcesses
 	if wait := capacityEvery - time.Since(l.capSent); isFull == l.capFull && wait > 0 {
 		if l.capTimer == nil {
@@ -378,8 +389,22 @@ func (l *lanState) reportCapacity() {
 		return
 	}
 	l.capSent, l.capFull = time.Now(), isFull
+	l.capLast, l.capKnown = capa, true
 	l.mu.Unlock()
 	l.send(lanwire.TypeCapacity, &capa)
+}
+
+// noteHelloCapacity records the capacity a hello carried: the LAN manager
+// of the new session knows it, and frames queued before the link dropped
+// were lost.
+func (l *lanState) noteHelloCapacity(c lanwire.Capacity) {
+	l.mu.Lock()
+	l.capLast, l.capKnown = c, true
+	l.mu.Unlock()
+}
+
+func sameCapacity(a, b lanwire.Capacity) bool {
+	return a.MaxProcesses == b.MaxProcesses && a.Running == b.Running && maps.Equal(a.FreePorts, b.FreePorts)
 }
 
 // stopNeedChild stops a need child the LAN manager no longer wants here,
