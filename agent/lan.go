@@ -35,7 +35,6 @@ type lanState struct {
 	capLast  lanwire.Capacity
 	capKnown bool
 	capSent  time.Time
-	capFull  bool
 	capTimer *time.Timer
 }
 
@@ -375,8 +374,7 @@ func (l *lanState) reportCapacity() {
 		l.mu.Unlock()
 		return
 	}
-	isFull := capa.MaxProcesses > 0 && capa.Running >= capa.MaxProcesses
-	if wait := capacityEvery - time.Since(l.capSent); isFull == l.capFull && wait > 0 {
+	if wait := capacityEvery - time.Since(l.capSent); capa.Full() == l.capLast.Full() && wait > 0 {
 		if l.capTimer == nil {
 			l.capTimer = time.AfterFunc(wait, func() {
 				l.mu.Lock()
@@ -388,7 +386,7 @@ func (l *lanState) reportCapacity() {
 		l.mu.Unlock()
 		return
 	}
-	l.capSent, l.capFull = time.Now(), isFull
+	l.capSent = time.Now()
 	l.capLast, l.capKnown = capa, true
 	l.mu.Unlock()
 	l.send(lanwire.TypeCapacity, &capa)

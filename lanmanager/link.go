@@ -226,11 +226,11 @@ func (s *Server) handleFrame(sess *session, mt int, data []byte) {
 		s.onDownLocked(sess, f)
 	case *lanwire.Capacity:
 		m := s.machineLocked(sess.machineID)
-		wasFull := full(m.capacity)
+		wasFull := m.capacity.Full()
 		m.capacity = *f
 		// Lists only depend on whether the machine is full; masters
 		// report capacity after every start and exit.
-		if full(m.capacity) != wasFull {
+		if m.capacity.Full() != wasFull {
 			s.reofferLocked()
 		}
 	case *lanwire.Hello:
@@ -348,7 +348,7 @@ func (s *Server) onClaimLocked(sess *session, c *lanwire.Claim) {
 		} else {
 			reason = "no such need"
 		}
-	case full(s.machineLocked(sess.machineID).capacity):
+	case s.machineLocked(sess.machineID).capacity.Full():
 		reason = "no free capacity"
 	default:
 		reason = s.offerable(ns, sess, time.Now())

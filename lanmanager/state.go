@@ -258,8 +258,6 @@ func (s *Server) grantExpired(inst string, gen uint64) {
 	s.reofferLocked()
 }
 
-func full(c lanwire.Capacity) bool { return c.MaxProcesses > 0 && c.Running >= c.MaxProcesses }
-
 func (s *Server) setNeedLocked(ns *needState) {
 	inst := ns.st.Need.Instance
 	s.needs[inst] = ns
@@ -359,7 +357,7 @@ func (s *Server) sendOffersLocked() {
 			continue
 		}
 		list := []lanwire.Need{}
-		if !full(m.capacity) {
+		if !m.capacity.Full() {
 			for _, ns := range sorted {
 				if len(list) == s.cfg.OfferWindow {
 					break

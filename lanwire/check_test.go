@@ -44,3 +44,21 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestCapacityFull: a master with no limit is never full; one with a
+// limit is full once it runs that many need children.
+func TestCapacityFull(t *testing.T) {
+	for _, tc := range []struct {
+		c    Capacity
+		want bool
+	}{
+		{Capacity{MaxProcesses: 0, Running: 1000}, false},
+		{Capacity{MaxProcesses: 3, Running: 2}, false},
+		{Capacity{MaxProcesses: 3, Running: 3}, true},
+		{Capacity{MaxProcesses: 3, Running: 4}, true},
+	} {
+		if got := tc.c.Full(); got != tc.want {
+			t.Errorf("%+v.Full() = %v, want %v", tc.c, got, tc.want)
+		}
+	}
+}

@@ -111,6 +111,11 @@ type Capacity struct {
 	FreePorts map[string]int `json:"freeports,omitempty"`
 }
 
+// Full says whether the master takes no more need children; the LAN
+// manager offers needs by it, and the master reports a change of it at
+// once.
+func (c Capacity) Full() bool { return c.MaxProcesses > 0 && c.Running >= c.MaxProcesses }
+
 // RunningService is a need child a master runs, reported in Hello so the
 // LAN manager can reconcile after a reconnect without restarting it.
 type RunningService struct {
