@@ -79,13 +79,15 @@ func forkExec(cmd *exec.Cmd) (pid, pidfd int, err error) {
 		}
 	}
 	var files [3]uintptr
+	var null *os.File // one /dev/null for every stream without a file
 	for i, f := range stdio {
 		if f == nil {
-			null, err := os.Open(os.DevNull)
-			if err != nil {
-				return 0, -1, fmt.Errorf("fork/exec %s: %w", cmd.Path, err)
+			if null == nil {
+				if null, err = os.Open(os.DevNull); err != nil {
+					return 0, -1, fmt.Errorf("fork/exec %s: %w", cmd.Path, err)
+				}
+				defer null.Close()
 			}
-			defer null.Close()
 			f, stdio[i] = null, null
 		}
 		files[i] = f.Fd()
@@ -110,7 +112,7 @@ func forkExec(cmd *exec.Cmd) (pid, pidfd int, err error) {
 	return pid, pidfd, nil
 }
 
-// wait4 reaps pid, which start has released from os/exec.
+// wait4 reaps pid, a child forkExec started.
 func wait4(pid int) ended {
 	var ws unix.WaitStatus
 	_, err := unix.Wait4(pid, &ws, 0, nil)
