@@ -289,12 +289,15 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	go s.reofferLoop(ctx)
 	s.log.Info("LAN manager listening", "addr", s.ln.Addr().String())
 
+	var fresh newConns
 	hs := &http.Server{
 		Handler:           s.routes(),
+		ConnState:         fresh.connState,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
+	hs.RegisterOnShutdown(fresh.closeAll)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(s.ln) }()
 	select {
