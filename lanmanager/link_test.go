@@ -248,12 +248,10 @@ func TestSpawnFailedAndDown(t *testing.T) {
 	})
 	m.expectNeeds("w1")
 
-	ctx, cancel := context.WithCancel(context.Background())
+	// Subscribed before the publish, unlike an HTTP watch started in a
+	// goroutine, which may miss both events.
+	_, events, cancel := e.srv.Watch("")
 	defer cancel()
-	events := make(chan adminapi.ServiceEvent, 16)
-	go func() {
-		_ = e.client.Watch(ctx, "", func(ev adminapi.ServiceEvent) error { events <- ev; return nil })
-	}()
 	m.publish("w1")
 	m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
 	m.expectNeeds("w1")
