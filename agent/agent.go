@@ -93,8 +93,16 @@ type proc struct {
 	done     chan struct{}
 	finalErr error
 
-	registered    bool
-	processSocket string
+	// Guarded by Agent.mu. reg is the current run's registration; prevReg
+	// a dead run's, kept until that run's exit event (which a restart
+	// delivers once the new child is ready, so after the new child may
+	// have registered). runningPID is the pid of the last running event,
+	// and regEarly says reg came before it: its registered event then
+	// waits for the running one.
+	reg        registration
+	prevReg    registration
+	runningPID int
+	regEarly   bool
 
 	// LAN bookkeeping for need children, guarded by Agent.mu.
 	spawnedSent  bool // the LAN manager was told the current run is up
@@ -288,13 +296,15 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 		p.stderr = spawner.LogPath(a.opts.LogDir, spec.GetInstance(), "stderr")
 	}
 	sup, err := spawner.New(sspec, spawner.Options{
-		Logger:   a.log.Named(spec.GetInstance()),
-		OnEvent:  func(ev spawner.Event) { a.onEvent(p, ev) },
-		Shutdown: func(ctx context.Context, pid int, grace time.Duration) error { return a.shutdownChild(ctx, p, grace) },
-		Exits:    a.exits,
-		Listen:   a.listen,
-		Starts:   a.starts,
-		Stdin:    a.devNull,
+		Logger:  a.log.Named(spec.GetInstance()),
+		OnEvent: func(ev spawner.Event) { a.onEvent(p, ev) },
+		Shutdown: func(ctx context.Context, pid int, grace time.Duration) error {
+			return a.shutdownChild(ctx, p, pid, grace)
+		},
+		Exits:  a.exits,
+		Listen: a.listen,
+		Starts: a.starts,
+		Stdin:  a.devNull,
 	})
 	if err != nil {
 		a.ports.ReleaseOwner(p.owner)
@@ -447,10 +457,17 @@ func (a *Agent) supervise(p *proc) {
 // LAN bookkeeping of need children.
 func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 	kind := eventKindOf(ev.Kind)
+	regLate := 0 // the caller of a registration that came before its run's running event
 	if ev.Kind == spawner.EventExited {
 		a.recordExited(p, ev.PID)
 		a.mu.Lock()
-		sock := p.processSocket
+		var sock string
+		for _, r := range []*registration{&p.reg, &p.prevReg} {
+			if r.run == ev.PID {
+				sock = r.socket
+				*r = registration{}
+			}
+		}
 		// For the down report that follows should the child restart.
 		p.lastExit = ev
 		a.mu.Unlock()
@@ -459,14 +476,21 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		}
 	}
 	if ev.Kind == spawner.EventRunning {
-		// A new run: the old registration belongs to a dead pid.
 		a.mu.Lock()
-		p.registered = false
-		p.processSocket = ""
+		p.runningPID = ev.PID
+		if p.regEarly && p.reg.run == ev.PID {
+			regLate = p.reg.caller
+		}
+		p.regEarly = false
 		a.mu.Unlock()
 		a.recordRunning(p, ev.PID, ev.StartTicks)
 		a.noteStart()
 	}
+	defer func() {
+		if regLate != 0 {
+			a.publish(allexv1.EventKind_EVENT_KIND_REGISTERED, p, regLate, "")
+		}
+	}()
 	a.events.publish(&allexv1.Event{
 		Time:       timestamppb.New(ev.Time),
 		Kind:       kind,
@@ -534,21 +558,23 @@ func (a *Agent) Get(instance string) (*allexv1.ProcessInfo, error) {
 func (a *Agent) infoLocked(p *proc) *allexv1.ProcessInfo {
 	st := p.sup.Status()
 	info := &allexv1.ProcessInfo{
-		Instance:      p.spec.GetInstance(),
-		Module:        p.spec.GetModule(),
-		Pid:           int32(st.PID),
-		State:         stateOf(st.State),
-		Restarts:      uint32(st.Restarts),
-		ExitCode:      int32(st.ExitCode),
-		ExitSignal:    st.Signal,
-		LastError:     st.LastError,
-		Registered:    p.registered,
-		ProcessSocket: p.processSocket,
-		StdoutLog:     p.stdout,
-		StderrLog:     p.stderr,
-		NeedId:        p.needID,
-		Spec:          p.spec,
-		Ports:         portList(p),
+		Instance:   p.spec.GetInstance(),
+		Module:     p.spec.GetModule(),
+		Pid:        int32(st.PID),
+		State:      stateOf(st.State),
+		Restarts:   uint32(st.Restarts),
+		ExitCode:   int32(st.ExitCode),
+		ExitSignal: st.Signal,
+		LastError:  st.LastError,
+		Registered: p.reg.run != 0 && p.reg.run == st.PID,
+		StdoutLog:  p.stdout,
+		StderrLog:  p.stderr,
+		NeedId:     p.needID,
+		Spec:       p.spec,
+		Ports:      portList(p),
+	}
+	if info.Registered {
+		info.ProcessSocket = p.reg.socket
 	}
 	if !st.StartedAt.IsZero() {
 		info.StartedAt = timestamppb.New(st.StartedAt)

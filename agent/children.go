@@ -22,8 +22,15 @@ import (
 // shell makes the real program a grandchild). pid comes from the kernel
 // (SO_PEERCRED), never from the request.
 func (a *Agent) childByPIDLocked(pid int) (*proc, error) {
+	p, _, err := a.runByPIDLocked(pid)
+	return p, err
+}
+
+// runByPIDLocked is childByPIDLocked that also returns the pid of the
+// child's current run, which pid is or belongs to.
+func (a *Agent) runByPIDLocked(pid int) (*proc, int, error) {
 	if pid <= 0 {
-		return nil, fmt.Errorf("%w: caller pid unknown", ErrPermission)
+		return nil, 0, fmt.Errorf("%w: caller pid unknown", ErrPermission)
 	}
 	pgid := processGroup(pid)
 	for _, p := range a.procs {
@@ -32,10 +39,31 @@ func (a *Agent) childByPIDLocked(pid int) (*proc, error) {
 		}
 		cp := p.sup.PID()
 		if cp > 0 && (cp == pid || cp == pgid) {
-			return p, nil
+			return p, cp, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: pid %d was not spawned by this master", ErrPermission, pid)
+	return nil, 0, fmt.Errorf("%w: pid %d was not spawned by this master", ErrPermission, pid)
+}
+
+// registration is what a run of a child said when it registered.
+type registration struct {
+	run    int // the pid the master started; 0: none
+	caller int // the pid that registered: run or a member of its group
+	socket string
+}
+
+// registerLocked records a registration. early says its run's running
+// event has not been delivered yet (a restart's events wait for the new
+// child to be ready): onEvent then publishes the registered event after
+// it, so watchers see a run's events in order.
+func (p *proc) registerLocked(r registration) (early bool) {
+	if p.reg.run != 0 && p.reg.run != r.run {
+		// The old run's exit event is still on its way.
+		p.prevReg = p.reg
+	}
+	p.reg = r
+	p.regEarly = p.runningPID != r.run
+	return p.regEarly
 }
 
 // Register records a child's announcement. The pid it claims and the
@@ -45,7 +73,7 @@ func (a *Agent) Register(peerPID int, req *allexv1.RegisterRequest) (*allexv1.Pr
 		return nil, fmt.Errorf("%w: caller claims pid %d but the socket says pid %d", ErrPermission, req.GetPid(), peerPID)
 	}
 	a.mu.Lock()
-	p, err := a.childByPIDLocked(peerPID)
+	p, run, err := a.runByPIDLocked(peerPID)
 	if err != nil {
 		a.mu.Unlock()
 		return nil, err
@@ -62,11 +90,12 @@ func (a *Agent) Register(peerPID int, req *allexv1.RegisterRequest) (*allexv1.Pr
 			return nil, fmt.Errorf("%w: process socket %q: want an absolute path ending in allexprocess.%d", ErrInvalid, s, peerPID)
 		}
 	}
-	p.registered = true
-	p.processSocket = req.GetProcessSocket()
+	early := p.registerLocked(registration{run: run, caller: peerPID, socket: req.GetProcessSocket()})
 	info := a.infoLocked(p)
 	a.mu.Unlock()
-	a.publish(allexv1.EventKind_EVENT_KIND_REGISTERED, p, peerPID, "")
+	if !early {
+		a.publish(allexv1.EventKind_EVENT_KIND_REGISTERED, p, peerPID, "")
+	}
 	return info, nil
 }
 
@@ -178,9 +207,12 @@ func (a *Agent) ReleasePort(peerPID int, protocol allexv1.Protocol, port uint32)
 // shutdownChild asks a registered child to exit through its own
 // allex.v1.Process socket; an error makes the supervisor fall back to
 // signals.
-func (a *Agent) shutdownChild(ctx context.Context, p *proc, grace time.Duration) error {
+func (a *Agent) shutdownChild(ctx context.Context, p *proc, pid int, grace time.Duration) error {
 	a.mu.Lock()
-	sock := p.processSocket
+	var sock string
+	if p.reg.run == pid {
+		sock = p.reg.socket
+	}
 	a.mu.Unlock()
 	if sock == "" {
 		return fmt.Errorf("%s serves no process socket: %w", p.spec.GetInstance(), errors.ErrUnsupported)
