@@ -71,6 +71,9 @@ func helperMain(behaviour string) int {
 	case "listen":
 		sigs := make(chan os.Signal, 1)
 		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		if d, err := time.ParseDuration(os.Getenv("HELPER_LISTEN_AFTER")); err == nil {
+			time.Sleep(d)
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("ALLEX_TCP_PORT"))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

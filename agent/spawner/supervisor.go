@@ -61,6 +61,10 @@ type Options struct {
 	// OnEvent is called synchronously, in order, never concurrently for one
 	// supervisor; it must not block long since it holds up supervision, and
 	// must not call Stop or Restart itself, as they wait on the caller.
+	// Each event is stamped when it happens, but a restart's events are
+	// delivered together once the new child is ready, up to settleLimit
+	// later: the new child may have called in (Register) before its
+	// EventRunning arrives.
 	OnEvent func(Event)
 	// Shutdown, if set, asks the child to stop by itself (the agent calls the
 	// child's allex.v1.Process/Shutdown). On error, or when nil, the process
@@ -119,8 +123,9 @@ type Supervisor struct {
 	done      chan struct{}   // closed when Run returns
 
 	// Only the goroutine running Run uses these.
-	held   []Event   // see hold
-	launch *exec.Cmd // see newLaunch; a template, never started
+	held   []Event       // see hold
+	settle time.Duration // settleLimit; tests change it before Run
+	launch *exec.Cmd     // see newLaunch; a template, never started
 
 	mu     sync.Mutex
 	phase  int
@@ -156,6 +161,7 @@ func New(spec Spec, opts Options) (*Supervisor, error) {
 		spec:      spec,
 		opts:      opts,
 		log:       opts.Logger.With("module", spec.Module, "instance", spec.Instance),
+		settle:    settleLimit,
 		stopCh:    make(chan struct{}),
 		restartCh: make(chan chan error),
 		done:      make(chan struct{}),
@@ -384,7 +390,15 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 		}
 	}
 	release()
-	s.flush()
+	// A restart's events (the old run's exit, the backoff, the start and
+	// the new run) wait until the new child is ready, at most settleLimit:
+	// what OnEvent does with them (the state journal, watchers, the LAN
+	// manager's down report and its watchers) then no longer competes for
+	// the CPU with the new child's exec and listen.
+	settle := err == nil && slices.ContainsFunc(s.held, func(ev Event) bool { return ev.Kind == EventExited })
+	if !settle {
+		s.flush()
+	}
 	if err != nil {
 		closeAll(files)
 		if restartReply != nil {
@@ -413,7 +427,15 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 		st.StartedAt = started
 	})
 	s.log.Info("child running", "pid", p.pid)
-	s.emit(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks})
+	var settleC <-chan time.Time
+	if settle {
+		s.hold(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks})
+		settleTimer := time.NewTimer(s.settle)
+		defer settleTimer.Stop()
+		settleC = settleTimer.C
+	} else {
+		s.emit(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks})
+	}
 	if restartReply != nil {
 		restartReply <- nil
 	}
@@ -435,6 +457,9 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 wait:
 	for {
 		select {
+		case <-settleC:
+			settleC = nil
+			s.flush()
 		case <-readyC:
 			readyC, timeoutC = nil, nil
 			ready = true
@@ -776,12 +801,15 @@ func (s *Supervisor) emit(ev Event) {
 	s.opts.OnEvent(s.stamp(ev))
 }
 
+// settleLimit bounds how long a restart's events wait for the new child
+// to be ready; most children listen within a millisecond of their exec.
+const settleLimit = 5 * time.Millisecond
+
 // hold queues an event, stamped now, for the next emit or flush. A restart
-// holds the old run's exit and the new run's start until the new child has
-// been started: OnEvent's work (the state journal, watchers, the LAN
-// manager's down report) then runs alongside the new child's exec instead
-// of before its fork, where it was a quarter of the master's part of a
-// kill -9 → restart.
+// holds the old run's exit and the new run's start until the new child is
+// ready (see runOnce): OnEvent's work no longer runs before its fork, where
+// it was a quarter of the master's part of a kill -9 → restart, nor beside
+// its exec.
 func (s *Supervisor) hold(ev Event) {
 	if s.opts.OnEvent == nil {
 		return

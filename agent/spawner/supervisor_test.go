@@ -642,3 +642,68 @@ func TestStopTimesOutWithContext(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestRestartEventsWaitForReady: a restart's events reach OnEvent once the
+// new child is ready, or after the supervisor's settle limit if it is slow,
+// never later, complete and in order either way.
+func TestRestartEventsWaitForReady(t *testing.T) {
+	tests := []struct {
+		name        string
+		listenAfter time.Duration // before the child listens
+		settle      time.Duration
+		wantState   State // when the new run's running event arrives
+	}{
+		{"ready child", 0, waitLimit, StateReady},
+		{"slow child", time.Second, settleLimit, StateRunning},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := helperSpec(t, "listen")
+			spec.Ports = map[string]uint16{"tcp": freePort(t)}
+			spec.Readiness = ReadyPorts
+			spec.Restart = PolicyAlways
+			spec.Env["HELPER_LISTEN_AFTER"] = tt.listenAfter.String()
+			rec := newRecorder()
+			var s *Supervisor
+			var mu sync.Mutex
+			var seen []State // the supervisor's state at each running event
+			opts := Options{OnEvent: func(ev Event) {
+				if ev.Kind == EventRunning {
+					mu.Lock()
+					seen = append(seen, s.Status().State)
+					mu.Unlock()
+				}
+				rec.on(ev)
+			}}
+			s, err := New(spec, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.settle = tt.settle
+			errc := make(chan error, 1)
+			go func() { errc <- s.Run(context.Background()) }()
+			first := rec.waitFor(t, EventReady)
+			// Past stableRun the restart is immediate, the case held back.
+			time.Sleep(stableRun + 50*time.Millisecond)
+			if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			rec.waitFor(t, EventReady)
+			if err := s.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			want := "starting running ready exited backoff starting running ready stopping exited"
+			if got := strings.Join(rec.kinds(), " "); got != want {
+				t.Fatalf("events %q, want %q", got, want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 2 || seen[1] != tt.wantState {
+				t.Fatalf("state at the running events: %v, want the second %v", seen, tt.wantState)
+			}
+		})
+	}
+}
