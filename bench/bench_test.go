@@ -204,6 +204,47 @@ func TestKillsIn(t *testing.T) {
 	}
 }
 
+func TestSlowestKills(t *testing.T) {
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	r := &result{
+		kills:  []time.Duration{ms(1.5), ms(9.2), ms(1.6), ms(3.1), ms(3.1)},
+		killAt: []killPlace{{1, 1}, {1, 2}, {2, 1}, {2, 2}, {3, 1}},
+	}
+	for _, tc := range []struct {
+		k    int
+		want string
+	}{
+		{1, "9.2 ms (round 1, kill 2)"},
+		// Equal times keep the order they were made in.
+		{3, "9.2 ms (round 1, kill 2), 3.1 ms (round 2, kill 2), 3.1 ms (round 3, kill 1)"},
+		{9, "9.2 ms (round 1, kill 2), 3.1 ms (round 2, kill 2), 3.1 ms (round 3, kill 1), 1.6 ms (round 2, kill 1), 1.5 ms (round 1, kill 1)"},
+	} {
+		if got := r.slowestKills(tc.k); got != tc.want {
+			t.Errorf("slowestKills(%d) = %q, want %q", tc.k, got, tc.want)
+		}
+	}
+}
+
+func TestParseSteal(t *testing.T) {
+	for _, tc := range []struct {
+		stat string
+		want uint64
+		bad  bool
+	}{
+		{stat: "cpu  1257555 0 940699 7271271 40647 0 31653 40820 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n", want: 40820},
+		{stat: "cpu 1 2 3 4 5 6 7 0\n", want: 0},
+		{stat: "cpu 1 2 3 4 5 6 7\n", bad: true},
+		{stat: "cpu0 1 2 3 4 5 6 7 8 9\n", bad: true},
+		{stat: "cpu 1 2 3 4 5 6 7 x\n", bad: true},
+		{stat: "", bad: true},
+	} {
+		got, err := parseSteal(tc.stat)
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("parseSteal(%q) = %d, %v", tc.stat, got, err)
+		}
+	}
+}
+
 // pidServer answers every connection on ln with pid, as tinysrv does.
 func pidServer(ln net.Listener, pid string) {
 	for {

@@ -533,3 +533,28 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	rank := int(p/100*float64(len(s))+0.999999) - 1
 	return s[max(0, min(rank, len(s)-1))]
 }
+
+// stealTicks is the time, in clock ticks summed over the CPUs, the
+// hypervisor ran something else while this VM's CPUs had work (the steal
+// column of /proc/stat's cpu line); 0 and an error where there is none.
+func stealTicks() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("steal: %w", err)
+	}
+	return parseSteal(string(b))
+}
+
+func parseSteal(stat string) (uint64, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("steal: unexpected /proc/stat line %q", line)
+	}
+	v, err := strconv.ParseUint(f[8], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("steal: %w", err)
+	}
+	return v, nil
+}

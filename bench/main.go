@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,6 +110,8 @@ type result struct {
 	failed        error
 	start         map[int][]timing // one per round
 	kills         []time.Duration
+	killAt        []killPlace     // where each of kills was made
+	killSteal     []uint64        // per round with kills: CPU steal meanwhile, clock ticks
 	republished   []time.Duration // allex: kill → the LAN manager published the replacement
 	idleN         int
 	idle          []namedUsage
@@ -352,20 +355,43 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 			return err
 		}
 	}
-	for range o.killsIn(round) {
+	steal0, stealErr := stealTicks()
+	for k := range o.killsIn(round) {
 		// Round-robin over the services, across rounds too.
 		d, err := in.kill(ctx, o.prober, len(r.kills)%n)
 		if err != nil {
 			return fmt.Errorf("kill %d: %w", len(r.kills)+1, err)
 		}
 		r.kills = append(r.kills, d)
+		r.killAt = append(r.killAt, killPlace{round + 1, k + 1})
 		// Let the supervisor finish its bookkeeping (outside the timing).
 		time.Sleep(50 * time.Millisecond)
+	}
+	if steal1, err := stealTicks(); err == nil && stealErr == nil && o.killsIn(round) > 0 {
+		r.killSteal = append(r.killSteal, steal1-steal0)
 	}
 	if len(r.kills) > 0 {
 		logf("%d kills so far: p50 %v p99 %v", len(r.kills), percentile(r.kills, 50).Round(10*time.Microsecond), percentile(r.kills, 99).Round(10*time.Microsecond))
 	}
 	return nil
+}
+
+// killPlace says which round a kill was made in, and its place there.
+type killPlace struct{ round, nth int }
+
+// slowestKills lists the k slowest kills with where they were made: a p99
+// of 100 is the second slowest, so one slow kill more or less moves it.
+func (r *result) slowestKills(k int) string {
+	idx := make([]int, len(r.kills))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return r.kills[idx[a]] > r.kills[idx[b]] })
+	var parts []string
+	for _, i := range idx[:min(k, len(idx))] {
+		parts = append(parts, fmt.Sprintf("%.1f ms (round %d, kill %d)", ms(r.kills[i]), r.killAt[i].round, r.killAt[i].nth))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // measureIdleOf records the supervisor's RSS and CPU while idle with n

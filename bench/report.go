@@ -206,6 +206,19 @@ func report(o *options, results []*result, info []string) string {
 		}
 	}
 	for _, r := range results {
+		if len(r.kills) > 0 {
+			line := "- " + r.name + " (b) slowest kills: " + r.slowestKills(3)
+			if len(r.killSteal) > 0 {
+				var parts []string
+				for _, t := range r.killSteal {
+					parts = append(parts, fmt.Sprintf("%.0f", float64(t)*1000/clockTicks))
+				}
+				line += "; CPU time the hypervisor took (steal) during each round's kills, ms: " + strings.Join(parts, ", ")
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	for _, r := range results {
 		for _, n := range r.notes {
 			b.WriteString("- " + n + "\n")
 		}
