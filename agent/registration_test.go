@@ -21,7 +21,7 @@ import (
 func TestRegistrationAcrossRestart(t *testing.T) {
 	const oldPID, newPID = 100, 200
 	tests := []struct {
-		name  string
+		name string
 		// "run PID", "exit PID", "register RUN CALLER": CALLER registers
 		// for the run RUN (itself, or a member of its process group).
 		steps []string
