@@ -96,13 +96,12 @@ type proc struct {
 	// Guarded by Agent.mu. reg is the current run's registration; prevReg
 	// a dead run's, kept until that run's exit event (which a restart
 	// delivers once the new child is ready, so after the new child may
-	// have registered). runningPID is the pid of the last running event,
-	// and regEarly says reg came before it: its registered event then
-	// waits for the running one.
+	// have registered). runningPID is the pid of the last running event: a
+	// registration of a run whose running event is still to come has its
+	// registered event published after that one.
 	reg        registration
 	prevReg    registration
 	runningPID int
-	regEarly   bool
 
 	// LAN bookkeeping for need children, guarded by Agent.mu.
 	spawnedSent  bool // the LAN manager was told the current run is up
@@ -478,10 +477,10 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 	if ev.Kind == spawner.EventRunning {
 		a.mu.Lock()
 		p.runningPID = ev.PID
-		if p.regEarly && p.reg.run == ev.PID {
+		if p.reg.run == ev.PID {
+			// A run's running event comes once: it registered before it.
 			regLate = p.reg.caller
 		}
-		p.regEarly = false
 		a.mu.Unlock()
 		a.recordRunning(p, ev.PID, ev.StartTicks)
 		a.noteStart()

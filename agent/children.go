@@ -62,8 +62,7 @@ func (p *proc) registerLocked(r registration) (early bool) {
 		p.prevReg = p.reg
 	}
 	p.reg = r
-	p.regEarly = p.runningPID != r.run
-	return p.regEarly
+	return p.runningPID != r.run
 }
 
 // Register records a child's announcement. The pid it claims and the
