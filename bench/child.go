@@ -78,12 +78,12 @@ func findCC() (string, error) {
 	return "", errors.New("no C compiler (cc or gcc) on PATH")
 }
 
-// buildCChild compiles the C child to out with cc, from the module root
-// repo. It returns the command line (with out shown as $WORK/<name>), and
+// buildCProgram compiles src (relative to the module root repo) to out with
+// cc. It returns the command line (with out shown as $WORK/<name>), and
 // the compiler's output, which is empty unless it warned.
-func buildCChild(ctx context.Context, repo, cc, out string, flags []string) (cmdline, output string, err error) {
-	args := append(append([]string(nil), flags...), "-o", out, childCSource)
-	shown := append(append([]string{filepath.Base(cc)}, flags...), "-o", "$WORK/"+filepath.Base(out), childCSource)
+func buildCProgram(ctx context.Context, repo, cc, src, out string, flags []string) (cmdline, output string, err error) {
+	args := append(append([]string(nil), flags...), "-o", out, src)
+	shown := append(append([]string{filepath.Base(cc)}, flags...), "-o", "$WORK/"+filepath.Base(out), src)
 	cmdline = strings.Join(shown, " ")
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -158,7 +158,7 @@ func buildC(ctx context.Context, o *options, cc string) error {
 // worked.
 func buildFirst(ctx context.Context, repo, cc, out string, builds []cBuild) (i int, cmdline, warnings string, failed []error, err error) {
 	for i, b := range builds {
-		cmdline, warnings, err := buildCChild(ctx, repo, cc, out, b.flags)
+		cmdline, warnings, err := buildCProgram(ctx, repo, cc, childCSource, out, b.flags)
 		if err == nil {
 			return i, cmdline, warnings, failed, nil
 		}

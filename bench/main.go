@@ -132,7 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds: each starts every N on every system, the systems in a rotating order; a start's result is the median over the rounds")
 	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for RSS and CPU")
 	fs.StringVar(&o.out, "out", "bench/results.md", "Markdown results file (relative to the module root)")
-	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2 or supervisord")
+	fs.StringVar(&o.only, "only", "", "run one system: allex, pm2, supervisord or floor (the reference, bench/floor-c)")
 	fs.StringVar(&o.child, "child", "c", "tiny child to supervise: c (bench/tinysrv-c built with cc, without the C library on linux/amd64 and arm64), libc (the same with the C library) or go (bench/tinysrv)")
 	fs.StringVar(&o.fs, "fs", fsFresh, "where the systems' files go: fresh (a new ext4 filesystem on a loop device, needs root; else falls back to tmp) or tmp (a temp dir)")
 	quick := fs.Bool("quick", false, "smoke run: -n 1,20 -kills 10 -idle 2s -rounds 1 (flags given explicitly win)")
@@ -176,9 +176,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-idle %v: want more than 0 and at most 10m", o.idle)
 	}
 	switch o.only {
-	case "", "allex", "pm2", "supervisord":
+	case "", "allex", "pm2", "supervisord", "floor":
 	default:
-		return nil, fmt.Errorf("-only %q: want allex, pm2 or supervisord", o.only)
+		return nil, fmt.Errorf("-only %q: want allex, pm2, supervisord or floor", o.only)
 	}
 	if o.fs != fsFresh && o.fs != fsTmp {
 		return nil, fmt.Errorf("-fs %q: want fresh or tmp", o.fs)
@@ -223,7 +223,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 
 	loadBefore := loadAvg()
 	var systems []system
-	for _, sys := range []system{&allexSystem{}, &pm2System{}, &supervisordSystem{}} {
+	for _, sys := range []system{&allexSystem{}, &pm2System{}, &supervisordSystem{}, &floorSystem{}} {
 		if o.only == "" || o.only == sys.name() {
 			systems = append(systems, sys)
 		}
