@@ -46,28 +46,19 @@ func (f *floorSystem) prepare(ctx context.Context, o *options) (string, error) {
 	return fmt.Sprintf("reference, %s built with `%s`", floorCSource, cmdline), nil
 }
 
-type floorInstance struct {
-	p    *proc
-	list []int
-}
-
 // launch starts floor, waits for its "ready", then times from its SIGUSR1
 // (it starts every child then) until every port accepts, as for the
 // peers.
 func (f *floorSystem) launch(ctx context.Context, o *options, n int) (_ instance, _ timing, err error) {
-	dir, err := os.MkdirTemp(o.work, "floor")
-	if err != nil {
-		return nil, timing{}, fmt.Errorf("floor dir: %w", err)
-	}
-	base, err := freeBlock(n)
+	// stop: SIGTERM makes floor kill -9 its children and reap them.
+	in := &procInstance{grace: time.Minute}
+	dir, list, addrs, err := dirAndPorts(o, "floor", n)
 	if err != nil {
 		return nil, timing{}, err
 	}
-	in := &floorInstance{}
-	var addrs []string
-	in.list, addrs = portAddrs(base, n)
+	in.list = list
 	logPath := filepath.Join(dir, "out.log")
-	in.p, err = startProc("floor", dir, logPath, nil, f.bin, o.tinysrv, strconv.Itoa(base), strconv.Itoa(n))
+	in.p, err = startProc("floor", dir, logPath, nil, f.bin, o.tinysrv, strconv.Itoa(list[0]), strconv.Itoa(n))
 	if err != nil {
 		return nil, timing{}, err
 	}
@@ -95,14 +86,3 @@ func (f *floorSystem) launch(ctx context.Context, o *options, n int) (_ instance
 	}
 	return in, timing{ready: d, accept: d}, nil
 }
-
-func (in *floorInstance) pids() []namedPID { return []namedPID{{"floor", in.p.pid()}} }
-
-func (in *floorInstance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
-	return killByPort(ctx, pr, in.list[i])
-}
-
-func (in *floorInstance) ports() []int { return in.list }
-
-// stop: SIGTERM makes floor kill -9 its children and reap them.
-func (in *floorInstance) stop() error { return in.p.stop(time.Minute) }

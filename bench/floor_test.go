@@ -4,9 +4,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -25,34 +23,15 @@ func TestQuickFloor(t *testing.T) {
 	if _, err := findCC(); err != nil {
 		t.Skip(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out := filepath.Join(t.TempDir(), "results.md")
-	var stdout bytes.Buffer
-	if err := runBench(ctx, []string{"-quick", "-only", "floor", "-kills", "5", "-idle", "1s", "-fs", "tmp", "-out", out}, &stdout); err != nil {
-		t.Fatalf("bench: %v\n%s", err, stdout.String())
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md := string(b)
-	for _, want := range []string{
+	md := runReport(t, 2*time.Minute, "-quick", "-only", "floor", "-kills", "5", "-idle", "1s", "-fs", "tmp")
+	wantAll(t, md, []string{
 		"| metric | floor |",
 		"(b) kill -9 → accepting again, p99 of 5 |",
 		"- floor (b) slowest kills: ",
 		"- floor is a reference, not a peer: `bench/floor-c/floor.c`",
 		"- floor: reference, bench/floor-c/floor.c built with `",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("results lack %q:\n%s", want, md)
-		}
-	}
-	for _, l := range strings.Split(md, "\n") {
-		if strings.HasPrefix(l, "| (") && !strings.Contains(l, "allex only") && strings.Contains(l, "–") {
-			t.Errorf("unmeasured row: %s", l)
-		}
-	}
+	})
+	wantMeasured(t, md, "allex only")
 }
 
 // TestFloorArgsAndEarlyStop: floor refuses bad arguments with a usage

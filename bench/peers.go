@@ -215,23 +215,47 @@ func (s *supervisordSystem) prepare(ctx context.Context, o *options) (string, er
 	return strings.TrimSpace(out), nil
 }
 
-type supervisordInstance struct {
-	p    *proc
-	list []int
+// procInstance is a supervisor that is one process of the bench's, with
+// its services on a block of ports (supervisord, floor).
+type procInstance struct {
+	p     *proc
+	list  []int
+	grace time.Duration // stop: SIGTERM, then SIGKILL to its group after this
 }
 
-func (s *supervisordSystem) launch(ctx context.Context, o *options, n int) (_ instance, _ timing, err error) {
-	dir, err := os.MkdirTemp(o.work, "sv")
+func (in *procInstance) pids() []namedPID { return []namedPID{{in.p.name, in.p.pid()}} }
+
+func (in *procInstance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
+	return killByPort(ctx, pr, in.list[i])
+}
+
+func (in *procInstance) ports() []int { return in.list }
+
+func (in *procInstance) stop() error { return in.p.stop(in.grace) }
+
+// dirAndPorts makes a dir for a system's files in the work dir and finds
+// a block of n free ports for its services.
+func dirAndPorts(o *options, what string, n int) (dir string, list []int, addrs []string, err error) {
+	dir, err = os.MkdirTemp(o.work, what)
 	if err != nil {
-		return nil, timing{}, fmt.Errorf("supervisord dir: %w", err)
+		return "", nil, nil, fmt.Errorf("%s dir: %w", what, err)
 	}
 	base, err := freeBlock(n)
 	if err != nil {
+		return "", nil, nil, err
+	}
+	list, addrs = portAddrs(base, n)
+	return dir, list, addrs, nil
+}
+
+func (s *supervisordSystem) launch(ctx context.Context, o *options, n int) (_ instance, _ timing, err error) {
+	// stop: SIGTERM makes supervisord stop every child before it exits.
+	in := &procInstance{grace: 2 * time.Minute}
+	dir, list, addrs, err := dirAndPorts(o, "sv", n)
+	if err != nil {
 		return nil, timing{}, err
 	}
-	in := &supervisordInstance{}
-	var addrs []string
-	in.list, addrs = portAddrs(base, n)
+	in.list = list
 	conf := filepath.Join(dir, "supervisord.conf")
 	var b strings.Builder
 	// minfds: supervisord keeps three pipe ends per child.
@@ -295,14 +319,3 @@ startretries=1000000
 	}
 	return in, timing{ready: d, accept: d}, nil
 }
-
-func (in *supervisordInstance) pids() []namedPID { return []namedPID{{"supervisord", in.p.pid()}} }
-
-func (in *supervisordInstance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
-	return killByPort(ctx, pr, in.list[i])
-}
-
-func (in *supervisordInstance) ports() []int { return in.list }
-
-// stop: SIGTERM makes supervisord stop every child before it exits.
-func (in *supervisordInstance) stop() error { return in.p.stop(2 * time.Minute) }
