@@ -135,9 +135,7 @@ func buildC(ctx context.Context, o *options, cc string) error {
 	if err != nil {
 		return fmt.Errorf("build the C child (-child go runs the Go one instead): %w", err)
 	}
-	if w := strings.TrimSpace(warnings); w != "" {
-		fmt.Fprintf(o.log, "bench: %s warned:\n%s\n", cmdline, w)
-	}
+	logWarnings(o, cmdline, warnings)
 	if i > 0 && builds[0].what == freestandingBuild.what {
 		note := fmt.Sprintf("child: the freestanding C child did not build (%s), ran the C library build instead: "+
 			"every start then includes the C library's start-up, the same for every system.", oneLine(failed[0].Error()))
@@ -150,6 +148,13 @@ func buildC(ctx context.Context, o *options, cc string) error {
 	}
 	o.childInfo = fmt.Sprintf("child: C (%s), built with `%s` (%s; %s)", childCSource, cmdline, builds[i].what, version)
 	return nil
+}
+
+// logWarnings shows what a C build that worked warned about, if anything.
+func logWarnings(o *options, cmdline, warnings string) {
+	if w := strings.TrimSpace(warnings); w != "" {
+		fmt.Fprintf(o.log, "bench: %s warned:\n%s\n", cmdline, w)
+	}
 }
 
 // buildFirst builds the C child to out with the first of builds that

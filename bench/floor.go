@@ -40,9 +40,7 @@ func (f *floorSystem) prepare(ctx context.Context, o *options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if w := strings.TrimSpace(warnings); w != "" {
-		fmt.Fprintf(o.log, "bench: %s warned:\n%s\n", cmdline, w)
-	}
+	logWarnings(o, cmdline, warnings)
 	return fmt.Sprintf("reference, %s built with `%s`", floorCSource, cmdline), nil
 }
 
