@@ -68,6 +68,17 @@ type allexInstance struct {
 	startNotes                  []string
 }
 
+// lastKillNote says when the last kill's replacement was spawned, by the
+// master's clock (the same host clock as the bench's): what comes before
+// is the master's (and the dying child's) part, what comes after the
+// exec, the child's start and the prober's.
+func (in *allexInstance) lastKillNote() string {
+	if len(in.spawned) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("spawned at %.1f ms", ms(in.spawned[len(in.spawned)-1]))
+}
+
 func (in *allexInstance) notes() []string {
 	if len(in.spawned) == 0 {
 		return in.startNotes

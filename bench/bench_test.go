@@ -36,6 +36,8 @@ func TestQuickAllex(t *testing.T) {
 		"(c) supervisor RSS, idle with 20 children",
 		"allexlanmanager RSS",
 		"kill -9 breakdown",
+		"- allex (b) slowest kills: ",
+		" ms (round 1, kill 1; spawned at ",
 		"- child: ",
 		" -rounds 2 -idle 1s -child c -fs ",
 		"- files: ",
@@ -241,6 +243,11 @@ func TestSlowestKills(t *testing.T) {
 		if got := r.slowestKills(tc.k); got != tc.want {
 			t.Errorf("slowestKills(%d) = %q, want %q", tc.k, got, tc.want)
 		}
+	}
+	// A system's own note goes with its kill; an empty one adds nothing.
+	r.killNote = []string{"", "spawned at 7.0 ms", "", "", "x"}
+	if got, want := r.slowestKills(3), "9.2 ms (round 1, kill 2; spawned at 7.0 ms), 3.1 ms (round 2, kill 2), 3.1 ms (round 3, kill 1; x)"; got != want {
+		t.Errorf("with notes: slowestKills(3) = %q, want %q", got, want)
 	}
 }
 

@@ -111,6 +111,7 @@ type result struct {
 	start         map[int][]timing // one per round
 	kills         []time.Duration
 	killAt        []killPlace     // where each of kills was made
+	killNote      []string        // per kill, what the system says of it (allex: when the replacement was spawned)
 	killSteal     []uint64        // per round with kills: CPU steal meanwhile, clock ticks
 	republished   []time.Duration // allex: kill → the LAN manager published the replacement
 	idleN         int
@@ -364,6 +365,11 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 		}
 		r.kills = append(r.kills, d)
 		r.killAt = append(r.killAt, killPlace{round + 1, k + 1})
+		note := ""
+		if kn, ok := in.(killNoter); ok {
+			note = kn.lastKillNote()
+		}
+		r.killNote = append(r.killNote, note)
 		// Let the supervisor finish its bookkeeping (outside the timing).
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -375,6 +381,11 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 	}
 	return nil
 }
+
+// killNoter is an instance that can say more of its last kill than its
+// time: which part of it was the supervisor's, so that the slowest kills
+// in the report show where they went.
+type killNoter interface{ lastKillNote() string }
 
 // killPlace says which round a kill was made in, and its place there.
 type killPlace struct{ round, nth int }
@@ -389,7 +400,11 @@ func (r *result) slowestKills(k int) string {
 	sort.SliceStable(idx, func(a, b int) bool { return r.kills[idx[a]] > r.kills[idx[b]] })
 	var parts []string
 	for _, i := range idx[:min(k, len(idx))] {
-		parts = append(parts, fmt.Sprintf("%.1f ms (round %d, kill %d)", ms(r.kills[i]), r.killAt[i].round, r.killAt[i].nth))
+		where := fmt.Sprintf("round %d, kill %d", r.killAt[i].round, r.killAt[i].nth)
+		if i < len(r.killNote) && r.killNote[i] != "" {
+			where += "; " + r.killNote[i]
+		}
+		parts = append(parts, fmt.Sprintf("%.1f ms (%s)", ms(r.kills[i]), where))
 	}
 	return strings.Join(parts, ", ")
 }
