@@ -217,8 +217,6 @@ func (r *recorder) kinds() []string {
 	return ks
 }
 
-const waitLimit = 60 * time.Second
-
 func (r *recorder) waitFor(t testing.TB, k EventKind) Event {
 	t.Helper()
 	timer := time.NewTimer(waitLimit)
