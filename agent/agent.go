@@ -95,8 +95,8 @@ type proc struct {
 
 	// Guarded by Agent.mu. reg is the current run's registration; prevReg
 	// a dead run's, kept until that run's exit event (which a restart
-	// delivers once the new child is ready, so after the new child may
-	// have registered). runningPID is the pid of the last running event: a
+	// delivers a few milliseconds after the new start, so after the new
+	// child may have registered). runningPID is the pid of the last running event: a
 	// registration of a run whose running event is still to come has its
 	// registered event published after that one.
 	reg        registration

@@ -14,10 +14,10 @@ import (
 )
 
 // TestRegistrationAcrossRestart: a restart delivers the old run's exit and
-// the new run's running event once the new child is ready, so the new
-// child may register first. Its registration must survive the old run's
-// exit event, the old run's socket must still be cleaned up, and watchers
-// must see the new run's events in order.
+// the new run's running event a few milliseconds after the new child's
+// start, so the new child may register first. Its registration must
+// survive the old run's exit event, the old run's socket must still be
+// cleaned up, and watchers must see the new run's events in order.
 func TestRegistrationAcrossRestart(t *testing.T) {
 	const oldPID, newPID = 100, 200
 	tests := []struct {

@@ -643,17 +643,18 @@ func TestStopTimesOutWithContext(t *testing.T) {
 	}
 }
 
-// TestRestartEventsWaitForReady: a restart's events reach OnEvent once the
-// new child is ready, or after the supervisor's settle limit if it is slow,
-// never later, complete and in order either way.
-func TestRestartEventsWaitForReady(t *testing.T) {
+// TestRestartEventsSettle: a restart's events reach OnEvent together,
+// complete and in order, settle after the new child's start and not
+// sooner, whether the new child is ready by then (its ready event comes
+// with them) or not (it comes when the child is ready).
+func TestRestartEventsSettle(t *testing.T) {
 	tests := []struct {
 		name        string
 		listenAfter time.Duration // before the child listens
 		settle      time.Duration
 		wantState   State // when the new run's running event arrives
 	}{
-		{"ready child", 0, waitLimit, StateReady},
+		{"ready child", 0, 300 * time.Millisecond, StateReady},
 		{"slow child", time.Second, settleLimit, StateRunning},
 	}
 	for _, tt := range tests {
@@ -666,11 +667,13 @@ func TestRestartEventsWaitForReady(t *testing.T) {
 			rec := newRecorder()
 			var s *Supervisor
 			var mu sync.Mutex
-			var seen []State // the supervisor's state at each running event
+			var seen []State         // the supervisor's state at each running event
+			var held []time.Duration // how long each running event waited
 			opts := Options{OnEvent: func(ev Event) {
 				if ev.Kind == EventRunning {
 					mu.Lock()
 					seen = append(seen, s.Status().State)
+					held = append(held, time.Since(ev.Time))
 					mu.Unlock()
 				}
 				rec.on(ev)
@@ -704,6 +707,53 @@ func TestRestartEventsWaitForReady(t *testing.T) {
 			if len(seen) != 2 || seen[1] != tt.wantState {
 				t.Fatalf("state at the running events: %v, want the second %v", seen, tt.wantState)
 			}
+			// The running event is stamped just before the timer starts.
+			if held[1] < tt.settle {
+				t.Fatalf("restart's running event delivered %v after it happened, want at least %v", held[1], tt.settle)
+			}
 		})
+	}
+}
+
+// TestRestartEventsSettleEndsWithRun: a run that ends before settle (here
+// stopped) delivers the restart's held events first, in order.
+func TestRestartEventsSettleEndsWithRun(t *testing.T) {
+	spec := helperSpec(t, "listen")
+	spec.Ports = map[string]uint16{"tcp": freePort(t)}
+	spec.Readiness = ReadyPorts
+	spec.Restart = PolicyAlways
+	rec := newRecorder()
+	s, err := New(spec, Options{OnEvent: rec.on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.settle = time.Hour
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(context.Background()) }()
+	first := rec.waitFor(t, EventReady)
+	time.Sleep(stableRun + 50*time.Millisecond)
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The new child is ready but its events are held: wait for the state.
+	deadline := time.Now().Add(waitLimit)
+	for st := s.Status(); st.State != StateReady || st.PID == first.PID; st = s.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("new child not ready: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := strings.Join(rec.kinds(), " "); got != "starting running ready" {
+		t.Fatalf("events before the stop %q, want the restart's still held", got)
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := "starting running ready exited backoff starting running ready stopping exited"
+	if got := strings.Join(rec.kinds(), " "); got != want {
+		t.Fatalf("events %q, want %q", got, want)
 	}
 }
