@@ -88,7 +88,7 @@ func (in *allexInstance) notes() []string {
 	}
 	return append(in.startNotes, fmt.Sprintf("allex kill -9 breakdown, p50/p99 ms: kill → replacement spawned %s "+
 		"(master notices the exit, reports the service down and restarts the child on the same ports); "+
-		"spawned → published %s (master readiness poll of the port, spawned report, the LAN manager's own port check); "+
+		"spawned → published %s (master readiness poll of the port, the restart's reports held until 5 ms after the spawn, the LAN manager's own port check); "+
 		"published → watch event seen %s",
 		f(in.spawned), f(in.published), f(in.watched)))
 }
