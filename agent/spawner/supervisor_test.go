@@ -682,26 +682,9 @@ func TestRestartEventsSettle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.settle = tt.settle
-			errc := make(chan error, 1)
-			go func() { errc <- s.Run(context.Background()) }()
-			first := rec.waitFor(t, EventReady)
-			// Past stableRun the restart is immediate, the case held back.
-			time.Sleep(stableRun + 50*time.Millisecond)
-			if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
+			_, stop := killOnceSettling(t, s, rec, tt.settle)
 			rec.waitFor(t, EventReady)
-			if err := s.Stop(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-errc; err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			want := "starting running ready exited backoff starting running ready stopping exited"
-			if got := strings.Join(rec.kinds(), " "); got != want {
-				t.Fatalf("events %q, want %q", got, want)
-			}
+			stop()
 			mu.Lock()
 			defer mu.Unlock()
 			if len(seen) != 2 || seen[1] != tt.wantState {
@@ -727,14 +710,7 @@ func TestRestartEventsSettleEndsWithRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.settle = time.Hour
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(context.Background()) }()
-	first := rec.waitFor(t, EventReady)
-	time.Sleep(stableRun + 50*time.Millisecond)
-	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	first, stop := killOnceSettling(t, s, rec, time.Hour)
 	// The new child is ready but its events are held: wait for the state.
 	deadline := time.Now().Add(waitLimit)
 	for st := s.Status(); st.State != StateReady || st.PID == first.PID; st = s.Status() {
@@ -746,14 +722,34 @@ func TestRestartEventsSettleEndsWithRun(t *testing.T) {
 	if got := strings.Join(rec.kinds(), " "); got != "starting running ready" {
 		t.Fatalf("events before the stop %q, want the restart's still held", got)
 	}
-	if err := s.Stop(context.Background()); err != nil {
+	stop()
+}
+
+// killOnceSettling runs s with the given settle, kills its first child
+// once it is ready and past stableRun (so the restart is immediate, the
+// case whose events are held) and returns that child's ready event. stop
+// stops s and checks the run's events were complete and in order.
+func killOnceSettling(t *testing.T, s *Supervisor, rec *recorder, settle time.Duration) (first Event, stop func()) {
+	t.Helper()
+	s.settle = settle
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(context.Background()) }()
+	first = rec.waitFor(t, EventReady)
+	time.Sleep(stableRun + 50*time.Millisecond)
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-errc; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	want := "starting running ready exited backoff starting running ready stopping exited"
-	if got := strings.Join(rec.kinds(), " "); got != want {
-		t.Fatalf("events %q, want %q", got, want)
+	return first, func() {
+		t.Helper()
+		if err := s.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		want := "starting running ready exited backoff starting running ready stopping exited"
+		if got := strings.Join(rec.kinds(), " "); got != want {
+			t.Fatalf("events %q, want %q", got, want)
+		}
 	}
 }
