@@ -229,7 +229,7 @@ func TestSlowestKills(t *testing.T) {
 	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 	r := &result{
 		kills:  []time.Duration{ms(1.5), ms(9.2), ms(1.6), ms(3.1), ms(3.1)},
-		killAt: []killPlace{{1, 1}, {1, 2}, {2, 1}, {2, 2}, {3, 1}},
+		killAt: []killPlace{{round: 1, nth: 1}, {round: 1, nth: 2}, {round: 2, nth: 1}, {round: 2, nth: 2}, {round: 3, nth: 1}},
 	}
 	for _, tc := range []struct {
 		k    int
@@ -245,7 +245,7 @@ func TestSlowestKills(t *testing.T) {
 		}
 	}
 	// A system's own note goes with its kill; an empty one adds nothing.
-	r.killNote = []string{"", "spawned at 7.0 ms", "", "", "x"}
+	r.killAt[1].note, r.killAt[4].note = "spawned at 7.0 ms", "x"
 	if got, want := r.slowestKills(3), "9.2 ms (round 1, kill 2; spawned at 7.0 ms), 3.1 ms (round 2, kill 2), 3.1 ms (round 3, kill 1; x)"; got != want {
 		t.Errorf("with notes: slowestKills(3) = %q, want %q", got, want)
 	}

@@ -110,8 +110,7 @@ type result struct {
 	failed        error
 	start         map[int][]timing // one per round
 	kills         []time.Duration
-	killAt        []killPlace     // where each of kills was made
-	killNote      []string        // per kill, what the system says of it (allex: when the replacement was spawned)
+	killAt        []killPlace     // where each of kills was made, and what the system said of it
 	killSteal     []uint64        // per round with kills: CPU steal meanwhile, clock ticks
 	republished   []time.Duration // allex: kill → the LAN manager published the replacement
 	idleN         int
@@ -364,12 +363,11 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 			return fmt.Errorf("kill %d: %w", len(r.kills)+1, err)
 		}
 		r.kills = append(r.kills, d)
-		r.killAt = append(r.killAt, killPlace{round + 1, k + 1})
-		note := ""
+		place := killPlace{round: round + 1, nth: k + 1}
 		if kn, ok := in.(killNoter); ok {
-			note = kn.lastKillNote()
+			place.note = kn.lastKillNote()
 		}
-		r.killNote = append(r.killNote, note)
+		r.killAt = append(r.killAt, place)
 		// Let the supervisor finish its bookkeeping (outside the timing).
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -387,8 +385,12 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 // in the report show where they went.
 type killNoter interface{ lastKillNote() string }
 
-// killPlace says which round a kill was made in, and its place there.
-type killPlace struct{ round, nth int }
+// killPlace says which round a kill was made in, its place there, and
+// what the system said of it (allex: when the replacement was spawned).
+type killPlace struct {
+	round, nth int
+	note       string
+}
 
 // slowestKills lists the k slowest kills with where they were made: a p99
 // of 100 is the second slowest, so one slow kill more or less moves it.
@@ -400,9 +402,10 @@ func (r *result) slowestKills(k int) string {
 	sort.SliceStable(idx, func(a, b int) bool { return r.kills[idx[a]] > r.kills[idx[b]] })
 	var parts []string
 	for _, i := range idx[:min(k, len(idx))] {
-		where := fmt.Sprintf("round %d, kill %d", r.killAt[i].round, r.killAt[i].nth)
-		if i < len(r.killNote) && r.killNote[i] != "" {
-			where += "; " + r.killNote[i]
+		at := r.killAt[i]
+		where := fmt.Sprintf("round %d, kill %d", at.round, at.nth)
+		if at.note != "" {
+			where += "; " + at.note
 		}
 		parts = append(parts, fmt.Sprintf("%.1f ms (%s)", ms(r.kills[i]), where))
 	}
