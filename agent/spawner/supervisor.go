@@ -431,14 +431,13 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 		st.StartedAt = started
 	})
 	s.log.Info("child running", "pid", p.pid)
-	var settleC <-chan time.Time
+	// Stamped before the settle timer starts, so it waits the whole limit.
+	s.deliver(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks}, settle)
+	var settleC <-chan time.Time // nil once the restart's events are out
 	if settle {
-		s.hold(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks})
 		settleTimer := time.NewTimer(s.settle)
 		defer settleTimer.Stop()
 		settleC = settleTimer.C
-	} else {
-		s.emit(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks})
 	}
 	if restartReply != nil {
 		restartReply <- nil
@@ -469,11 +468,7 @@ wait:
 			ready = true
 			cancelProbe()
 			s.setState(StateReady, nil)
-			if settleC != nil {
-				s.hold(Event{Kind: EventReady, PID: p.pid})
-			} else {
-				s.emit(Event{Kind: EventReady, PID: p.pid})
-			}
+			s.deliver(Event{Kind: EventReady, PID: p.pid}, settleC != nil)
 		case <-timeoutC:
 			o.failed = true
 			o.why = fmt.Sprintf("not ready within %v", s.spec.StartTimeout)
@@ -825,6 +820,16 @@ func (s *Supervisor) hold(ev Event) {
 		return
 	}
 	s.held = append(s.held, s.stamp(ev))
+}
+
+// deliver emits ev, or holds it with a restart's other events while they
+// settle (see runOnce).
+func (s *Supervisor) deliver(ev Event, settling bool) {
+	if settling {
+		s.hold(ev)
+		return
+	}
+	s.emit(ev)
 }
 
 // flush emits the held events in order.
