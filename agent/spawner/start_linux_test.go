@@ -95,16 +95,23 @@ func TestForkExec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if pidfd >= 0 {
-				unix.Close(pidfd)
-			}
-			if e := wait4(pid); e.code != 0 || e.err != nil {
-				t.Fatalf("child ended %s", e.how())
-			}
+			reapSuccess(t, pid, pidfd)
 			if got, _ := os.ReadFile(out); string(got) != tc.wantOut {
 				t.Fatalf("output %q, want %q", got, tc.wantOut)
 			}
 		})
+	}
+}
+
+// reapSuccess closes the pidfd forkExec returned (if any), reaps pid and
+// fails tb unless it exited 0.
+func reapSuccess(tb testing.TB, pid, pidfd int) {
+	tb.Helper()
+	if pidfd >= 0 {
+		unix.Close(pidfd)
+	}
+	if e := wait4(pid); e.code != 0 || e.err != nil {
+		tb.Fatalf("child ended %s", e.how())
 	}
 }
 
@@ -132,12 +139,7 @@ func BenchmarkForkExecOpenPidfds(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if pidfd >= 0 {
-					unix.Close(pidfd)
-				}
-				if e := wait4(pid); e.code != 0 || e.err != nil {
-					b.Fatalf("child ended %s", e.how())
-				}
+				reapSuccess(b, pid, pidfd)
 			}
 			b.ReportMetric(float64(forking.Nanoseconds())/float64(b.N), "forkexec-ns/op")
 		})
