@@ -13,7 +13,8 @@ func TestCheck(t *testing.T) {
 		payload any
 		wantErr string
 	}{
-		{"pointer", TypeDown, &Down{Instance: "w1", Restarting: true}, ""},
+		{"pointer", TypeDown, &Down{Instance: "w1", Epoch: 3, Restarting: true}, ""},
+		{"no epoch", TypeDown, &Down{Instance: "w1"}, "epoch 0"},
 		{"value", TypeCapacity, Capacity{Running: 2}, ""},
 		{"invalid value", TypeCapacity, Capacity{Running: -1}, "negative"},
 		{"invalid pointer", TypeClaim, &Claim{Instance: "../x"}, "instance"},

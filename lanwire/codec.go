@@ -260,6 +260,9 @@ func (h *Hello) Validate() error {
 	if !ValidName(h.MachineID) {
 		return fmt.Errorf("machine %q: want 1-128 of [A-Za-z0-9_.-]", h.MachineID)
 	}
+	if !ValidIdentity(h.Identity) {
+		return fmt.Errorf("identity %q: want 16-128 of [A-Za-z0-9_.-] (the master makes one in its state dir)", h.Identity)
+	}
 	if _, err := netip.ParseAddr(h.Address); err != nil {
 		return fmt.Errorf("address %q: %w", h.Address, err)
 	}
@@ -272,8 +275,8 @@ func (h *Hello) Validate() error {
 		return errors.New("capacity: negative count")
 	}
 	for i, r := range h.Running {
-		if !ValidName(r.Instance) || !ValidName(r.Module) || r.PID <= 0 {
-			return fmt.Errorf("running[%d]: want instance, module and a positive pid", i)
+		if !ValidName(r.Instance) || !ValidName(r.Module) || r.PID < 0 || r.Epoch == 0 {
+			return fmt.Errorf("running[%d]: want instance, module, an epoch and a pid (0: starting)", i)
 		}
 		if err := validatePorts(fmt.Sprintf("running[%d].ports", i), r.Ports, nil); err != nil {
 			return err
@@ -282,9 +285,25 @@ func (h *Hello) Validate() error {
 	return nil
 }
 
+var identityRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{16,128}$`)
+
+// ValidIdentity reports whether s can be a master's identity.
+func ValidIdentity(s string) bool { return identityRE.MatchString(s) }
+
 func validInstance(s string) error {
 	if !ValidName(s) {
 		return fmt.Errorf("instance %q: want 1-128 of [A-Za-z0-9_.-]", s)
+	}
+	return nil
+}
+
+// validCopy checks the instance and epoch every frame about a copy names.
+func validCopy(instance string, epoch uint64) error {
+	if err := validInstance(instance); err != nil {
+		return err
+	}
+	if epoch == 0 {
+		return fmt.Errorf("instance %s: epoch 0: want the epoch of its grant", instance)
 	}
 	return nil
 }
@@ -294,7 +313,7 @@ func (c *Claim) Validate() error { return validInstance(c.Instance) }
 
 // Validate checks a spawned report.
 func (s *Spawned) Validate() error {
-	if err := validInstance(s.Instance); err != nil {
+	if err := validCopy(s.Instance, s.Epoch); err != nil {
 		return err
 	}
 	if s.PID <= 0 {
@@ -304,10 +323,10 @@ func (s *Spawned) Validate() error {
 }
 
 // Validate checks a spawn failure.
-func (s *SpawnFailed) Validate() error { return validInstance(s.Instance) }
+func (s *SpawnFailed) Validate() error { return validCopy(s.Instance, s.Epoch) }
 
 // Validate checks a down report.
-func (d *Down) Validate() error { return validInstance(d.Instance) }
+func (d *Down) Validate() error { return validCopy(d.Instance, d.Epoch) }
 
 // Validate checks a capacity update.
 func (c *Capacity) Validate() error {
@@ -328,16 +347,21 @@ func (n *Needs) Validate() error {
 }
 
 // Validate checks a grant.
-func (g *Grant) Validate() error { return g.Need.Validate() }
+func (g *Grant) Validate() error {
+	if g.Epoch == 0 {
+		return errors.New("epoch 0: want the grant's epoch")
+	}
+	return g.Need.Validate()
+}
 
 // Validate checks a deny.
 func (d *Deny) Validate() error { return validInstance(d.Instance) }
 
 // Validate checks an approval.
-func (a *Approved) Validate() error { return validInstance(a.Service.Instance) }
+func (a *Approved) Validate() error { return validCopy(a.Service.Instance, a.Service.Epoch) }
 
 // Validate checks a rejection.
-func (r *Rejected) Validate() error { return validInstance(r.Instance) }
+func (r *Rejected) Validate() error { return validCopy(r.Instance, r.Epoch) }
 
 // Validate checks a stop.
-func (s *Stop) Validate() error { return validInstance(s.Instance) }
+func (s *Stop) Validate() error { return validCopy(s.Instance, s.Epoch) }

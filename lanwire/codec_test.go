@@ -2,7 +2,9 @@ package lanwire
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecode(t *testing.T) {
@@ -13,7 +15,15 @@ func TestDecode(t *testing.T) {
 		wantErr bool
 	}{
 		{"claim", `{"type":"claim","data":{"instance":"web1"}}`, TypeClaim, false},
-		{"hello", `{"type":"hello","data":{"machine":"m1","address":"127.0.0.1","modules":["web"],"capacity":{"maxprocesses":0,"running":0}}}`, TypeHello, false},
+		{"hello", `{"type":"hello","data":{"machine":"m1","identity":"0123456789abcdef","address":"127.0.0.1","modules":["web"],"capacity":{"maxprocesses":0,"running":0}}}`, TypeHello, false},
+		{"hello without identity", `{"type":"hello","data":{"machine":"m1","address":"127.0.0.1","modules":["web"],"capacity":{"maxprocesses":0,"running":0}}}`, TypeHello, true},
+		{"hello running without epoch", `{"type":"hello","data":{"machine":"m1","identity":"0123456789abcdef","address":"127.0.0.1","capacity":{"maxprocesses":0,"running":0},"running":[{"instance":"a","module":"b","pid":3}]}}`, TypeHello, true},
+		{"hello running starting", `{"type":"hello","data":{"machine":"m1","identity":"0123456789abcdef","address":"127.0.0.1","capacity":{"maxprocesses":0,"running":0},"running":[{"instance":"a","module":"b","epoch":2,"pid":0}]}}`, TypeHello, false},
+		{"spawned", `{"type":"spawned","data":{"instance":"w","epoch":1,"pid":3}}`, TypeSpawned, false},
+		{"spawned no epoch", `{"type":"spawned","data":{"instance":"w","pid":3}}`, TypeSpawned, true},
+		{"stop no epoch", `{"type":"stop","data":{"instance":"w","reason":"x"}}`, TypeStop, true},
+		{"welcome", `{"type":"welcome","data":{"session":"s","heartbeatms":1000,"leasems":10000,"fencegracems":3000,"exitfencems":2000}}`, TypeWelcome, false},
+		{"welcome grace beyond lease", `{"type":"welcome","data":{"session":"s","heartbeatms":1000,"leasems":10000,"fencegracems":10000,"exitfencems":2000}}`, TypeWelcome, true},
 		{"not json", `{"type":`, "", true},
 		{"unknown type", `{"type":"nope","data":{}}`, "", true},
 		{"unknown field", `{"type":"claim","data":{"instance":"w","extra":1}}`, TypeClaim, true},
@@ -22,9 +32,10 @@ func TestDecode(t *testing.T) {
 		{"trailing", `{"type":"claim","data":{"instance":"w"}} {}`, "", true},
 		{"bad instance", `{"type":"claim","data":{"instance":"../etc"}}`, TypeClaim, true},
 		{"bad hello address", `{"type":"hello","data":{"machine":"m1","address":"nope","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`, TypeHello, true},
-		{"spawned zero pid", `{"type":"spawned","data":{"instance":"w","pid":0}}`, TypeSpawned, true},
-		{"spawned bad proto", `{"type":"spawned","data":{"instance":"w","pid":3,"ports":{"udp":1}}}`, TypeSpawned, true},
-		{"grant bad need", `{"type":"grant","data":{"need":{"instance":"w","module":"m","protocols":["tcp","tcp"]}}}`, TypeGrant, true},
+		{"spawned zero pid", `{"type":"spawned","data":{"instance":"w","epoch":1,"pid":0}}`, TypeSpawned, true},
+		{"spawned bad proto", `{"type":"spawned","data":{"instance":"w","epoch":1,"pid":3,"ports":{"udp":1}}}`, TypeSpawned, true},
+		{"grant bad need", `{"type":"grant","data":{"epoch":1,"need":{"instance":"w","module":"m","protocols":["tcp","tcp"]}}}`, TypeGrant, true},
+		{"grant no epoch", `{"type":"grant","data":{"need":{"instance":"w","module":"m"}}}`, TypeGrant, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,7 +57,7 @@ func TestDecode(t *testing.T) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	in := &Grant{Need: Need{Instance: "web1", Module: "web", Protocols: []string{"tcp", "http"}, FixedPorts: Ports{"tcp": 9000}}}
+	in := &Grant{Epoch: 7, Need: Need{Instance: "web1", Module: "web", Protocols: []string{"tcp", "http"}, FixedPorts: Ports{"tcp": 9000}}}
 	b, err := Encode(TypeGrant, in)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("Decode: %v %q", err, typ)
 	}
 	g := p.(*Grant)
-	if g.Need.FixedPorts["tcp"] != 9000 || g.Need.Instance != "web1" {
+	if g.Need.FixedPorts["tcp"] != 9000 || g.Need.Instance != "web1" || g.Epoch != 7 {
 		t.Fatalf("got %+v", g)
 	}
 }
@@ -84,8 +95,9 @@ func TestNeedAllows(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"type":"claim","data":{"instance":"web1"}}`))
-	f.Add([]byte(`{"type":"hello","data":{"machine":"m1","address":"127.0.0.1","modules":["web"],"capacity":{"maxprocesses":1,"running":0},"running":[{"instance":"a","module":"b","pid":3,"ports":{"tcp":1}}]}}`))
-	f.Add([]byte(`{"type":"grant","data":{"need":{"instance":"w","module":"m","protocols":["tcp"],"machine":{"address":"10.0.0.0/8"}}}}`))
+	f.Add([]byte(`{"type":"hello","data":{"machine":"m1","identity":"0123456789abcdef","address":"127.0.0.1","modules":["web"],"capacity":{"maxprocesses":1,"running":0},"running":[{"instance":"a","module":"b","epoch":4,"pid":3,"ports":{"tcp":1}}]}}`))
+	f.Add([]byte(`{"type":"grant","data":{"epoch":9,"need":{"instance":"w","module":"m","protocols":["tcp"],"machine":{"address":"10.0.0.0/8"}}}}`))
+	f.Add([]byte(`{"type":"welcome","data":{"session":"s","heartbeatms":1000,"leasems":10000,"fencegracems":3000,"exitfencems":2000}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		typ, p, err := Decode(b)
 		if err != nil {
@@ -103,4 +115,39 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-decode %q: %v", out, err)
 		}
 	})
+}
+
+func TestPingPayload(t *testing.T) {
+	for _, d := range []time.Duration{0, time.Nanosecond, 1234567 * time.Hour} {
+		got, ok := ParsePingPayload(PingPayload(d))
+		if !ok || got != d {
+			t.Errorf("ParsePingPayload(PingPayload(%v)) = %v, %v", d, got, ok)
+		}
+	}
+	for _, b := range [][]byte{nil, {1, 2, 3}, make([]byte, 9), {0xff, 0, 0, 0, 0, 0, 0, 0}} {
+		if _, ok := ParsePingPayload(b); ok {
+			t.Errorf("ParsePingPayload(%x) accepted", b)
+		}
+	}
+}
+
+func TestTimingsValidate(t *testing.T) {
+	if err := DefaultTimings().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		t    Timings
+		want string
+	}{
+		{NewTimings(time.Millisecond, time.Second, 0, time.Second), "heartbeat"},
+		{NewTimings(time.Second, time.Second, 0, time.Second), "two heartbeats"},
+		{NewTimings(time.Second, 10*time.Second, 10*time.Second, time.Second), "fence grace"},
+		{NewTimings(time.Second, 10*time.Second, time.Second, 0), "exit fence"},
+		{NewTimings(time.Second, 10*time.Second, time.Second, 11*time.Second), "exit fence no longer"},
+	} {
+		err := tc.t.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: Validate = %v, want %q", tc.t, err, tc.want)
+		}
+	}
 }

@@ -8,7 +8,18 @@
 //	{"type":"claim","data":{"instance":"web1"}}
 //
 // Masters authenticate at the upgrade with "Authorization: Bearer <token>".
-// Keep-alive uses WebSocket ping/pong control frames.
+// Keep-alive uses WebSocket ping/pong control frames; a master's pings
+// also renew its lease (see fencing.go).
+//
+// # Copies and epochs
+//
+// An instance has at most one copy on the LAN: the grant of its need to
+// one master, from the grant until that master reports the copy gone or is
+// fenced. Each grant carries an epoch that only grows; spawned,
+// spawn_failed, down, stop and rejected name it, and a frame with a stale
+// epoch is refused. A copy ends with exactly one of: spawn_failed or down
+// (not restarting) from its master, a hello of that master that does not
+// list it, or the master's fence (fencing.go).
 package lanwire
 
 import (
@@ -91,9 +102,12 @@ func (n Need) Timeout() time.Duration {
 
 // ServiceRecord is a published, reachable service.
 type ServiceRecord struct {
-	Instance    string            `json:"instance"`
-	Module      string            `json:"module"`
-	MachineID   string            `json:"machine"`
+	Instance  string `json:"instance"`
+	Module    string `json:"module"`
+	MachineID string `json:"machine"`
+	// Epoch is the grant this copy runs under; consumers may use it as a
+	// fencing token (a larger epoch is a later copy).
+	Epoch       uint64            `json:"epoch"`
 	Address     string            `json:"address"`
 	Ports       Ports             `json:"ports,omitempty"`
 	PID         int               `json:"pid"`
@@ -116,11 +130,13 @@ type Capacity struct {
 // once.
 func (c Capacity) Full() bool { return c.MaxProcesses > 0 && c.Running >= c.MaxProcesses }
 
-// RunningService is a need child a master runs, reported in Hello so the
-// LAN manager can reconcile after a reconnect without restarting it.
+// RunningService is a copy a master holds, reported in Hello so the LAN
+// manager can reconcile after a reconnect without restarting it. PID 0
+// means the copy is starting or between two runs.
 type RunningService struct {
 	Instance  string    `json:"instance"`
 	Module    string    `json:"module"`
+	Epoch     uint64    `json:"epoch"`
 	PID       int       `json:"pid"`
 	Ports     Ports     `json:"ports,omitempty"`
 	StartedAt time.Time `json:"startedat"`
@@ -129,6 +145,10 @@ type RunningService struct {
 // Hello introduces a master.
 type Hello struct {
 	MachineID string `json:"machine"`
+	// Identity is random, made on the master's first start and kept in its
+	// state dir: two masters given one machine id have two identities,
+	// and the LAN manager lets only one of them be that machine.
+	Identity string `json:"identity"`
 	// Address other machines reach the master's children on.
 	Address  string           `json:"address"`
 	Modules  []string         `json:"modules"`
@@ -145,6 +165,7 @@ type Claim struct {
 // Spawned reports a granted need's child is up on the given ports.
 type Spawned struct {
 	Instance  string    `json:"instance"`
+	Epoch     uint64    `json:"epoch"`
 	PID       int       `json:"pid"`
 	Ports     Ports     `json:"ports,omitempty"`
 	StartedAt time.Time `json:"startedat"`
@@ -153,12 +174,15 @@ type Spawned struct {
 // SpawnFailed gives a granted need back.
 type SpawnFailed struct {
 	Instance string `json:"instance"`
+	Epoch    uint64 `json:"epoch"`
 	Error    string `json:"error"`
 }
 
-// Down reports that a need child is gone.
+// Down reports that a need child is gone: the copy ends, unless
+// Restarting is set.
 type Down struct {
 	Instance string `json:"instance"`
+	Epoch    uint64 `json:"epoch"`
 	PID      int    `json:"pid"`
 	ExitCode int    `json:"exitcode"`
 	Signal   string `json:"signal,omitempty"`
@@ -170,11 +194,11 @@ type Down struct {
 	Restarting bool `json:"restarting,omitempty"`
 }
 
-// Welcome accepts a hello.
+// Welcome accepts a hello and announces the timings of fencing.go; the
+// master's lease starts when it sent the hello.
 type Welcome struct {
-	SessionID   string `json:"session"`
-	HeartbeatMS int64  `json:"heartbeatms"`
-	GraceMS     int64  `json:"gracems"`
+	SessionID string `json:"session"`
+	Timings
 }
 
 // Needs lists every unsatisfied, ungranted need this master may claim now.
@@ -183,9 +207,10 @@ type Needs struct {
 	Needs []Need `json:"needs"`
 }
 
-// Grant gives a need to the master that claimed it.
+// Grant gives a need to the master that claimed it, as a new copy.
 type Grant struct {
-	Need Need `json:"need"`
+	Need  Need   `json:"need"`
+	Epoch uint64 `json:"epoch"`
 }
 
 // Deny refuses a claim.
@@ -199,15 +224,19 @@ type Approved struct {
 	Service ServiceRecord `json:"service"`
 }
 
-// Rejected says the port check failed; the master stops the child.
+// Rejected says the port check failed; the master stops the child and
+// reports it down.
 type Rejected struct {
 	Instance string `json:"instance"`
+	Epoch    uint64 `json:"epoch"`
 	Reason   string `json:"reason"`
 }
 
-// Stop tells the master to stop a need child it runs.
+// Stop tells the master to stop the copy of that epoch and report it down
+// (also when it no longer runs); a stop of another epoch is ignored.
 type Stop struct {
 	Instance string `json:"instance"`
+	Epoch    uint64 `json:"epoch"`
 	Reason   string `json:"reason"`
 }
 
