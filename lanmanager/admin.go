@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"time"
 
 	"github.com/allex-go/allex/lanmanager/adminapi"
-	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/allex-go/allex/lanmanager/lanstate"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -21,10 +20,7 @@ const maxBody = 1 << 20
 const watchQueue = 1024
 
 // ServiceFilter selects services; empty fields match everything.
-type ServiceFilter struct {
-	Module   string
-	Instance string
-}
+type ServiceFilter = lanstate.ServiceFilter
 
 // AddNeed adds a need (origin "api"). Errors wrap adminapi.ErrInvalid or
 // adminapi.ErrConflict.
@@ -32,168 +28,90 @@ func (s *Server) AddNeed(n lanwire.Need) error { return s.AddNeeds([]lanwire.Nee
 
 // AddNeeds adds several needs at once, all or none: one invalid or
 // conflicting need (or one named twice) refuses the whole batch, with the
-// same errors as AddNeed. The batch is stored in one transaction and
-// offered to the masters together.
+// same errors as AddNeed. It returns once the needs are stored.
 func (s *Server) AddNeeds(needs []lanwire.Need) error {
-	seen := make(map[string]bool, len(needs))
-	for _, n := range needs {
-		if err := n.Validate(); err != nil {
-			return fmt.Errorf("%w: %w", adminapi.ErrInvalid, err)
-		}
-		if seen[n.Instance] {
-			return fmt.Errorf("%w: need %s given twice", adminapi.ErrInvalid, n.Instance)
-		}
-		seen[n.Instance] = true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, n := range needs {
-		if _, ok := s.needs[n.Instance]; ok {
-			return fmt.Errorf("%w: need %s already exists", adminapi.ErrConflict, n.Instance)
-		}
-		if sv, ok := s.svcs[n.Instance]; ok {
-			return fmt.Errorf("%w: %s already runs as a service on machine %s", adminapi.ErrConflict, n.Instance, sv.Record.MachineID)
-		}
-	}
-	now := time.Now()
-	sts := make([]store.Need, len(needs))
-	for i, n := range needs {
-		sts[i] = store.Need{Need: n, CreatedAt: now, Origin: "api"}
-	}
-	if err := s.store.PutNeeds(sts); err != nil {
-		return err
-	}
-	for _, st := range sts {
-		s.setNeedLocked(&needState{st: st})
-		s.log.Info("need added", "instance", st.Need.Instance, "module", st.Need.Module)
-	}
-	if !s.closed {
-		s.reofferLocked()
-	}
-	return nil
+	_, err := s.addNeeds(needs)
+	return err
 }
 
-// RemoveNeed removes a need; if a service runs for it, its master is told
-// to stop it and the record is removed. Unknown instances wrap
-// adminapi.ErrNotFound.
+// addNeeds adds needs and returns their status as of their commit.
+func (s *Server) addNeeds(needs []lanwire.Need) ([]adminapi.NeedStatus, error) {
+	var out []adminapi.NeedStatus
+	err := s.call(func(now time.Time, st *lanstate.State) error {
+		if err := st.AddNeeds(now, needs, "api"); err != nil {
+			return err
+		}
+		for _, n := range needs {
+			ns, _ := st.NeedStatus(n.Instance)
+			out = append(out, ns)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// RemoveNeed removes a need; a copy that runs for it is told to stop, and
+// the instance is not offered again until that copy is gone. Unknown
+// instances wrap adminapi.ErrNotFound.
 func (s *Server) RemoveNeed(instance string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// A need added again later starts with a clean crash record.
-	delete(s.downs, instance)
-	if ns, ok := s.needs[instance]; ok {
-		if err := s.store.DeleteNeed(instance); err != nil {
-			return err
-		}
-		if g := ns.grantee; g != nil && g.live {
-			s.sendLocked(g, lanwire.TypeStop, &lanwire.Stop{Instance: instance, Reason: "need removed"})
-		}
-		s.revokeLocked(ns)
-		ns.stopTimers()
-		s.dropNeedLocked(instance)
-		s.log.Info("need removed", "instance", instance)
-		if !s.closed {
-			s.reofferLocked()
-		}
-		return nil
-	}
-	if sv, ok := s.svcs[instance]; ok {
-		if err := s.store.DeleteService(instance); err != nil {
-			return err
-		}
-		delete(s.svcs, instance)
-		if m := s.machines[sv.Record.MachineID]; m != nil && m.sess != nil {
-			s.sendLocked(m.sess, lanwire.TypeStop, &lanwire.Stop{Instance: instance, Reason: "need removed"})
-		}
-		s.emitLocked(adminapi.EventDown, sv.Record)
-		s.log.Info("need removed, service stopped", "instance", instance, "machine", sv.Record.MachineID)
-		return nil
-	}
-	return fmt.Errorf("%w: no need or service %q", adminapi.ErrNotFound, instance)
+	return s.call(func(_ time.Time, st *lanstate.State) error { return st.RemoveNeed(instance) })
 }
 
-// Needs lists pending and granted needs and the satisfied ones (services),
-// sorted by instance.
-func (s *Server) Needs() []adminapi.NeedStatus {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]adminapi.NeedStatus, 0, len(s.needs)+len(s.svcs))
-	for _, ns := range s.needs {
-		out = append(out, s.needStatusLocked(ns))
-	}
-	for _, sv := range s.svcs {
-		out = append(out, adminapi.NeedStatus{Need: sv.Need, State: adminapi.StateSatisfied, Machine: sv.Record.MachineID, Origin: sv.Origin})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Need.Instance < out[j].Need.Instance })
-	return out
+// Needs lists every need with where it stands, sorted by instance.
+func (s *Server) Needs() ([]adminapi.NeedStatus, error) {
+	var out []adminapi.NeedStatus
+	err := s.call(func(_ time.Time, st *lanstate.State) error { out = st.Needs(); return nil })
+	return out, err
 }
 
 // Services lists published services matching f, sorted by instance.
-func (s *Server) Services(f ServiceFilter) []lanwire.ServiceRecord {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.servicesLocked(f)
-}
-
-func (s *Server) servicesLocked(f ServiceFilter) []lanwire.ServiceRecord {
-	out := []lanwire.ServiceRecord{}
-	for _, sv := range s.svcs {
-		if (f.Module == "" || f.Module == sv.Record.Module) && (f.Instance == "" || f.Instance == sv.Record.Instance) {
-			out = append(out, sv.Record)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Instance < out[j].Instance })
-	return out
+func (s *Server) Services(f ServiceFilter) ([]lanwire.ServiceRecord, error) {
+	var out []lanwire.ServiceRecord
+	err := s.call(func(_ time.Time, st *lanstate.State) error { out = st.Services(f); return nil })
+	return out, err
 }
 
 // Service returns one published service or an error wrapping
 // adminapi.ErrNotFound.
 func (s *Server) Service(instance string) (lanwire.ServiceRecord, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sv, ok := s.svcs[instance]
-	if !ok {
-		return lanwire.ServiceRecord{}, fmt.Errorf("%w: no service %q", adminapi.ErrNotFound, instance)
-	}
-	return sv.Record, nil
+	var rec lanwire.ServiceRecord
+	err := s.call(func(_ time.Time, st *lanstate.State) error {
+		var ok bool
+		if rec, ok = st.Service(instance); !ok {
+			return fmt.Errorf("%w: no service %q", adminapi.ErrNotFound, instance)
+		}
+		return nil
+	})
+	return rec, err
 }
 
-// Machines lists known masters (connected, or within grace), sorted by id.
-func (s *Server) Machines() []adminapi.MachineInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	count := map[string]int{}
-	for _, sv := range s.svcs {
-		count[sv.Record.MachineID]++
-	}
-	out := make([]adminapi.MachineInfo, 0, len(s.machines))
-	for _, m := range s.machines {
-		out = append(out, adminapi.MachineInfo{
-			ID: m.id, Address: m.address, Connected: m.sess != nil, Capacity: m.capacity,
-			Services: count[m.id], LastSeen: m.lastSeen,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+// Machines lists known masters (connected, or away with copies), sorted
+// by id.
+func (s *Server) Machines() ([]adminapi.MachineInfo, error) {
+	var out []adminapi.MachineInfo
+	err := s.call(func(_ time.Time, st *lanstate.State) error { out = st.Machines(); return nil })
+	return out, err
 }
 
 // Watch subscribes to service events for module ("" for all). It returns
 // the current services, a channel of later events, and a cancel func. The
 // channel is closed when the watcher falls behind or the server stops.
 func (s *Server) Watch(module string) ([]lanwire.ServiceRecord, <-chan adminapi.ServiceEvent, func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	w := &watcher{module: module, ch: make(chan adminapi.ServiceEvent, watchQueue)}
-	current := s.servicesLocked(ServiceFilter{Module: module})
-	if s.closed {
-		close(w.ch)
-	} else {
-		s.watchers[w] = struct{}{}
+	done := make(chan []lanwire.ServiceRecord, 1)
+	closed := func() ([]lanwire.ServiceRecord, <-chan adminapi.ServiceEvent, func()) {
+		ch := make(chan adminapi.ServiceEvent)
+		close(ch)
+		return nil, ch, func() {}
 	}
-	return current, w.ch, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.watchers, w)
+	if !s.post(evWatch{w: w, done: done}) {
+		return closed()
+	}
+	select {
+	case current := <-done:
+		return current, w.ch, func() { s.post(evUnwatch{w: w}) }
+	case <-s.stopped:
+		return closed()
 	}
 }
 
@@ -205,7 +123,8 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET "+lanwire.Path, s.handleLink)
 	mux.HandleFunc("GET /v1/needs", s.auth(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.Needs())
+		out, err := s.Needs()
+		writeResult(w, out, err)
 	}))
 	mux.HandleFunc("POST /v1/needs", s.auth(s.handleAddNeed))
 	mux.HandleFunc("DELETE /v1/needs/{instance}", s.auth(func(w http.ResponseWriter, r *http.Request) {
@@ -217,19 +136,17 @@ func (s *Server) routes() http.Handler {
 	}))
 	mux.HandleFunc("GET /v1/services", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		writeJSON(w, http.StatusOK, s.Services(ServiceFilter{Module: q.Get("module"), Instance: q.Get("instance")}))
+		out, err := s.Services(ServiceFilter{Module: q.Get("module"), Instance: q.Get("instance")})
+		writeResult(w, out, err)
 	}))
 	mux.HandleFunc("GET /v1/services/{instance}", s.auth(func(w http.ResponseWriter, r *http.Request) {
-		rec, err := s.Service(r.PathValue("instance"))
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, rec)
+		out, err := s.Service(r.PathValue("instance"))
+		writeResult(w, out, err)
 	}))
 	mux.HandleFunc("GET /v1/services/watch", s.auth(s.handleWatch))
 	mux.HandleFunc("GET /v1/machines", s.auth(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.Machines())
+		out, err := s.Machines()
+		writeResult(w, out, err)
 	}))
 	return mux
 }
@@ -264,11 +181,12 @@ func (s *Server) handleAddNeed(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.AddNeed(n); err != nil {
+	out, err := s.addNeeds([]lanwire.Need{n})
+	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, s.addedStatus(n))
+	writeJSON(w, http.StatusCreated, out[0])
 }
 
 // handleAddNeeds adds a JSON array of needs, all or none.
@@ -291,26 +209,12 @@ func (s *Server) handleAddNeeds(w http.ResponseWriter, body []byte) {
 		}
 		needs[i] = n
 	}
-	if err := s.AddNeeds(needs); err != nil {
+	out, err := s.addNeeds(needs)
+	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	out := make([]adminapi.NeedStatus, len(needs))
-	for i, n := range needs {
-		out[i] = s.addedStatus(n)
-	}
 	writeJSON(w, http.StatusCreated, out)
-}
-
-// addedStatus is what the answer to adding n shows: its status now, or
-// satisfied when it was granted and published meanwhile.
-func (s *Server) addedStatus(n lanwire.Need) adminapi.NeedStatus {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ns, ok := s.needs[n.Instance]; ok {
-		return s.needStatusLocked(ns)
-	}
-	return adminapi.NeedStatus{Need: n, State: adminapi.StateSatisfied}
 }
 
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
@@ -369,6 +273,15 @@ func encodeQueued(enc *json.Encoder, ev adminapi.ServiceEvent, ch <-chan adminap
 			return false, nil
 		}
 	}
+}
+
+// writeResult answers 200 with v, or the error.
+func writeResult(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -7,25 +7,44 @@
 //
 // Masters connect to GET /v1/link (see package lanwire for the frames) with
 // "Authorization: Bearer <token>"; the token is checked before the upgrade.
-// State changes are serialized under one mutex, so exactly one master wins
-// each need; port checks run outside it. A master that stays silent for
-// three heartbeats is dropped; its granted-but-unspawned needs are offered
-// again at once and its services stay published for the grace period, after
-// which they are treated as down (removed, need recreated).
+// Each link's reader decodes its frames and hands them to one loop, which
+// owns the state (package lanstate): it applies a batch of events, commits
+// the batch's store writes in one transaction, and only then sends the
+// batch's frames, answers its admin calls and notifies watchers. A grant
+// is therefore on disk before its master hears of it. Port checks run
+// outside the loop. If a commit fails the LAN manager stops (Run returns
+// the error): a restart resumes from the last commit, and nothing of the
+// failed batch has left.
+//
+// Each instance has at most one copy: the grant of its need to one master,
+// with an epoch that only grows, until that master reports it gone or is
+// fenced (lanwire/fencing.go has the timeline). A master whose link ends
+// keeps its copies (its services stay published, its granted needs are
+// not offered) until its fence: at once when it closed with CloseNoCopies,
+// exit-fence + margin after a link that ended without a close frame (its
+// process is gone), lease + margin after its last heard time otherwise.
+// The pong to a master's ping renews its lease and is only sent while its
+// session is live. A master that says hello as a machine id whose current
+// master has another identity is refused while that machine may run
+// copies.
 //
 // Answers on the link: a claim that cannot be granted (unknown, already
 // granted or satisfied, backing off, wrong module or machine, no capacity)
 // gets a deny with the reason, since losing a race is normal; a frame
-// that cannot be acted on (undecodable, wrong direction, spawned,
-// spawn_failed or down for something this master does not hold) gets an
-// error frame and changes nothing. Only a bad first frame or a frame over
-// lanwire.MaxFrameSize closes the link. A spawned report is approved only
-// when every protocol the need declares has a reported port (equal to its
-// fixed port, if any) that accepts a TCP connection on the hello address.
-// A down with restarting set removes the record but grants the recreated
-// need straight back to the same master, which is restarting the child in
-// place, unless the need is in a crash-loop backoff (then: stop). Needs
-// lists carry at most Config.OfferWindow needs.
+// that cannot be acted on (undecodable, wrong direction, a report about a
+// copy that is not this master's under that epoch) gets an error frame and
+// changes nothing, and a stale spawned report also gets a stop. Only a bad
+// first frame or a frame over lanwire.MaxFrameSize closes the link. A
+// spawned report is approved only when every protocol the need declares
+// has a reported port (equal to its fixed port, if any) that accepts a TCP
+// connection on the hello address. A down with restarting set removes the
+// record but keeps the copy granted to the same master, which is
+// restarting the child in place, unless the need is in a crash-loop
+// backoff (then: stop). A grant not reported spawned within the need's
+// timeout, a copy that fails its port check and the copy of a removed need
+// are told to stop; the need is offered again (or forgotten) only once the
+// master confirms with down or spawn_failed, or is fenced. Needs lists
+// carry at most Config.OfferWindow needs.
 //
 // # Admin API
 //
@@ -59,8 +78,9 @@
 //
 // # Persistence
 //
-// Needs and services live in a bbolt database in the data directory (or in
-// memory). Grants are not persisted: after a restart granted needs are
-// pending again, every known machine gets the grace period to reconnect and
-// re-adopt its running children through its hello.
+// Instances (need and copy, epoch included), the identities of machines
+// that hold copies, and the epoch counter live in a bbolt database in the
+// data directory (or in memory). After a restart every machine that holds
+// copies gets lease + margin to come back and report them before they end;
+// pending needs are offered at once.
 package lanmanager

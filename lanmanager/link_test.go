@@ -46,12 +46,14 @@ func TestHelloNeedsFiltered(t *testing.T) {
 		lanwire.Need{Instance: "e", Module: "web", Machine: &lanwire.MachineConstraint{Address: "127.0.0.0/8"}},
 	)
 	m1 := e.rawMaster(t)
-	m1.send(lanwire.TypeHello, &lanwire.Hello{MachineID: "m1", Address: "127.0.0.1", Modules: []string{"web"}})
+	h1 := hello("m1", "web")
+	m1.send(lanwire.TypeHello, &h1)
 	w := m1.next()
 	if w.typ != lanwire.TypeWelcome {
 		t.Fatalf("first frame %s, want welcome", w.typ)
 	}
-	if wl := w.p.(*lanwire.Welcome); wl.SessionID == "" || wl.HeartbeatMS != 1000 || wl.GraceMS != 60000 {
+	// The timings announced are the configured ones (the defaults here).
+	if wl := w.p.(*lanwire.Welcome); wl.SessionID == "" || wl.Timings != lanwire.DefaultTimings() {
 		t.Fatalf("welcome = %+v", wl)
 	}
 	m1.expectNeeds("a", "e")
@@ -67,31 +69,30 @@ func TestHelloNeedsFiltered(t *testing.T) {
 	m1.expectNeeds("a", "e")
 }
 
+// TestClaim: a grant carries the need and a fresh epoch; the refused
+// claims get a deny with the reason (the reasons themselves are lanstate's
+// TestClaimDenied).
 func TestClaim(t *testing.T) {
 	e := start(t, testConfig())
-	e.addNeeds(tcpNeed("a", "web"), lanwire.Need{Instance: "c", Module: "web", Machine: &lanwire.MachineConstraint{ID: "m9"}}, tcpNeed("d", "db"))
+	e.addNeeds(tcpNeed("a", "web"), tcpNeed("b", "web"), tcpNeed("d", "db"))
 	m1 := e.connect(t, hello("m1", "web"))
 	m2 := e.connect(t, hello("m2", "web"))
-	if n := m1.claim("a"); n.Instance != "a" || n.Protocols[0] != "tcp" {
-		t.Fatalf("grant = %+v", n)
+	g := m1.claim("a")
+	if g.Need.Instance != "a" || g.Need.Protocols[0] != "tcp" || g.Epoch == 0 {
+		t.Fatalf("grant = %+v", g)
+	}
+	if g2 := m2.claim("b"); g2.Epoch <= g.Epoch {
+		t.Fatalf("second grant epoch %d, first %d: want growing epochs", g2.Epoch, g.Epoch)
 	}
 	m1.expectNeeds()
 	m2.expectNeeds()
-	tests := []struct{ inst, reason string }{
-		{"a", "already granted"},
-		{"nope", "no such need"},
-		{"c", "machine constraint"},
-		{"d", "not served"},
-	}
-	for _, tt := range tests {
-		m2.send(lanwire.TypeClaim, &lanwire.Claim{Instance: tt.inst})
-		d := m2.expect(lanwire.TypeDeny).p.(*lanwire.Deny)
-		if d.Instance != tt.inst || !strings.Contains(d.Reason, tt.reason) {
-			t.Errorf("claim %s: deny %+v, want reason with %q", tt.inst, d, tt.reason)
+	for inst, reason := range map[string]string{"a": "already granted", "nope": "no such need", "d": "not served"} {
+		if d := m2.deny(inst); !strings.Contains(d.Reason, reason) {
+			t.Errorf("claim %s: deny %+v, want reason with %q", inst, d, reason)
 		}
 	}
-	if st, _, _ := needState(e, "a"); st != adminapi.StateGranted {
-		t.Fatalf("state = %q", st)
+	if n := e.need("a"); n.State != adminapi.StateGranted || n.Machine != "m1" || n.Epoch != g.Epoch {
+		t.Fatalf("need a = %+v", n)
 	}
 }
 
@@ -111,19 +112,20 @@ func TestClaimRace(t *testing.T) {
 			m.send(lanwire.TypeClaim, &lanwire.Claim{Instance: inst})
 		}
 	}
-	granted := make([]map[string]bool, len(masters))
+	granted := make([]map[string]uint64, len(masters))
 	for i, m := range masters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			granted[i] = map[string]bool{}
+			granted[i] = map[string]uint64{}
 			answers := 0
 			for answers < n {
 				select {
 				case f := <-m.frames:
 					switch f.typ {
 					case lanwire.TypeGrant:
-						granted[i][f.p.(*lanwire.Grant).Need.Instance] = true
+						g := f.p.(*lanwire.Grant)
+						granted[i][g.Need.Instance] = g.Epoch
 						answers++
 					case lanwire.TypeDeny:
 						answers++
@@ -136,10 +138,17 @@ func TestClaimRace(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	epochs := map[uint64]bool{}
 	for _, inst := range names {
-		if granted[0][inst] == granted[1][inst] {
-			t.Errorf("%s: granted to m1=%v m2=%v, want exactly one", inst, granted[0][inst], granted[1][inst])
+		e1, ok1 := granted[0][inst]
+		e2, ok2 := granted[1][inst]
+		if ok1 == ok2 {
+			t.Errorf("%s: granted to m1=%v m2=%v, want exactly one", inst, ok1, ok2)
 		}
+		epochs[e1+e2] = true
+	}
+	if len(epochs) != n {
+		t.Errorf("%d distinct epochs for %d grants", len(epochs), n)
 	}
 }
 
@@ -154,16 +163,16 @@ func TestSpawnedApproved(t *testing.T) {
 	}()
 	e.addNeeds(lanwire.Need{Instance: "w1", Module: "web", Protocols: []string{"tcp", "http"}, Properties: map[string]string{"k": "v"}})
 	m := e.connect(t, hello("m1", "web"))
-	m.claim("w1")
+	g := m.claim("w1")
 	p1, p2 := listener(t), listener(t)
 	started := time.Now().Add(-time.Second).UTC().Truncate(time.Millisecond)
-	m.send(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w1", PID: 77, Ports: lanwire.Ports{"tcp": p1, "http": p2}, StartedAt: started})
+	m.send(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w1", Epoch: g.Epoch, PID: 77, Ports: lanwire.Ports{"tcp": p1, "http": p2}, StartedAt: started})
 	rec := m.expect(lanwire.TypeApproved).p.(*lanwire.Approved).Service
-	if rec.Instance != "w1" || rec.MachineID != "m1" || rec.Address != "127.0.0.1" || rec.PID != 77 || rec.Ports["http"] != p2 || rec.Properties["k"] != "v" || !rec.StartedAt.Equal(started) || rec.PublishedAt.IsZero() {
+	if rec.Instance != "w1" || rec.MachineID != "m1" || rec.Epoch != g.Epoch || rec.Address != "127.0.0.1" || rec.PID != 77 || rec.Ports["http"] != p2 || rec.Properties["k"] != "v" || !rec.StartedAt.Equal(started) || rec.PublishedAt.IsZero() {
 		t.Fatalf("record = %+v", rec)
 	}
 	got, err := e.client.Service(ctx, "w1")
-	if err != nil || got.PID != 77 {
+	if err != nil || got.PID != 77 || got.Epoch != g.Epoch {
 		t.Fatalf("Service = %+v, %v", got, err)
 	}
 	list, err := e.client.Services(ctx, "web", "")
@@ -174,7 +183,7 @@ func TestSpawnedApproved(t *testing.T) {
 		t.Fatalf("Services(db) = %+v", list)
 	}
 	needs, err := e.client.Needs(ctx)
-	if err != nil || len(needs) != 1 || needs[0].State != adminapi.StateSatisfied || needs[0].Machine != "m1" {
+	if err != nil || len(needs) != 1 || needs[0].State != adminapi.StateSatisfied || needs[0].Machine != "m1" || needs[0].Epoch != g.Epoch {
 		t.Fatalf("Needs = %+v, %v", needs, err)
 	}
 	select {
@@ -186,7 +195,7 @@ func TestSpawnedApproved(t *testing.T) {
 		t.Fatal("no up event")
 	}
 	machines, err := e.client.Machines(ctx)
-	if err != nil || len(machines) != 1 || !machines[0].Connected || machines[0].Services != 1 {
+	if err != nil || len(machines) != 1 || !machines[0].Connected || machines[0].Services != 1 || machines[0].Copies != 1 || machines[0].Identity != identityOf("m1")[:8] {
 		t.Fatalf("Machines = %+v, %v", machines, err)
 	}
 	// A new watcher starts with the current services.
@@ -205,32 +214,35 @@ func TestSpawnedApproved(t *testing.T) {
 	<-watchDone
 }
 
+// TestSpawnedClosedPort: the port check (the socket layer's) rejects a
+// copy whose port does not answer or is not the fixed one; the copy stops
+// and its need is offered again after the master confirms and the backoff.
 func TestSpawnedClosedPort(t *testing.T) {
 	e := start(t, testConfig())
 	e.addNeeds(tcpNeed("w1", "web"))
 	m := e.connect(t, hello("m1", "web"))
 	m.expectNeeds("w1")
-	m.claim("w1")
-	port := closedPort(t)
+	g := m.claim("w1")
 	before := time.Now()
-	m.send(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w1", PID: 5, Ports: lanwire.Ports{"tcp": port}})
+	m.spawned("w1", 5, lanwire.Ports{"tcp": closedPort(t)})
 	rej := m.expect(lanwire.TypeRejected).p.(*lanwire.Rejected)
-	if rej.Instance != "w1" || !strings.Contains(rej.Reason, "unreachable") {
+	if rej.Instance != "w1" || rej.Epoch != g.Epoch || !strings.Contains(rej.Reason, "unreachable") {
 		t.Fatalf("rejected = %+v", rej)
 	}
-	needs := e.srv.Needs()
-	if len(needs) != 1 || needs[0].State != adminapi.StatePending || needs[0].Attempts != 1 || !strings.Contains(needs[0].LastError, "unreachable") || !needs[0].NotBefore.After(before) {
-		t.Fatalf("needs = %+v", needs)
+	n := e.need("w1")
+	if n.State != adminapi.StateStopping || n.Attempts != 1 || !strings.Contains(n.LastError, "unreachable") || !n.NotBefore.After(before) {
+		t.Fatalf("need = %+v", n)
 	}
-	if len(e.srv.Services(lanmanagerFilter())) != 0 {
+	if len(e.services()) != 0 {
 		t.Fatal("service published after failed check")
 	}
-	// Re-offered once the backoff ends.
+	// The master confirms the stop; offered again once the backoff ends.
+	m.down("w1", false)
 	m.expectNeeds("w1")
 	// Missing and wrong fixed ports are refused the same way.
 	e.addNeeds(lanwire.Need{Instance: "w2", Module: "web", Protocols: []string{"tcp", "http"}, FixedPorts: lanwire.Ports{"http": 1}})
 	m.claim("w2")
-	m.send(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w2", PID: 5, Ports: lanwire.Ports{"tcp": listener(t), "http": 2}})
+	m.spawned("w2", 5, lanwire.Ports{"tcp": listener(t), "http": 2})
 	if rej := m.expect(lanwire.TypeRejected).p.(*lanwire.Rejected); !strings.Contains(rej.Reason, "fixed port") {
 		t.Fatalf("rejected = %+v", rej)
 	}
@@ -241,128 +253,173 @@ func TestSpawnFailedAndDown(t *testing.T) {
 	e.addNeeds(tcpNeed("w1", "web"))
 	m := e.connect(t, hello("m1", "web"))
 	m.claim("w1")
-	m.send(lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: "w1", Error: "exec: no such file"})
+	m.spawnFailed("w1", "exec: no such file")
 	eventually(t, "need back to pending", func() bool {
-		st, att, le := needState(e, "w1")
-		return st == adminapi.StatePending && att == 1 && strings.Contains(le, "no such file")
+		n := e.need("w1")
+		return n.State == adminapi.StatePending && n.Attempts == 1 && strings.Contains(n.LastError, "no such file")
 	})
 	m.expectNeeds("w1")
 
-	// Subscribed before the publish, unlike an HTTP watch started in a
-	// goroutine, which may miss both events.
-	_, events, cancel := e.srv.Watch("")
-	defer cancel()
-	m.publish("w1")
-	m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
+	events := e.watch(t)
+	first := m.publish("w1")
+	m.down("w1", false)
 	m.expectNeeds("w1")
-	if len(e.srv.Services(lanmanagerFilter())) != 0 {
+	if len(e.services()) != 0 {
 		t.Fatal("service still published after down")
 	}
-	if st, _, _ := needState(e, "w1"); st != adminapi.StatePending {
-		t.Fatalf("state = %q", st)
+	if n := e.need("w1"); n.State != adminapi.StatePending {
+		t.Fatalf("need = %+v", n)
 	}
-	for _, want := range []string{adminapi.EventUp, adminapi.EventDown} {
-		select {
-		case ev := <-events:
-			if ev.Type != want {
-				t.Fatalf("event %+v, want %s", ev, want)
-			}
-		case <-time.After(wait):
-			t.Fatalf("no %s event", want)
-		}
+	expectEvent(t, events, adminapi.EventUp, "w1")
+	expectEvent(t, events, adminapi.EventDown, "w1")
+	// Re-offered: it can be claimed and published again, as a new copy.
+	if again := m.publish("w1"); again.Epoch <= first.Epoch {
+		t.Fatalf("new copy epoch %d, old %d", again.Epoch, first.Epoch)
 	}
-	// Re-offered: it can be claimed and published again.
-	m.publish("w1")
 }
 
-func TestGraceAndReconnect(t *testing.T) {
-	cfg := testConfig()
-	cfg.Grace = 3 * time.Second
-	e := start(t, cfg)
-	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"))
-	m := e.connect(t, hello("m1", "web"))
-	rec := m.publish("w1")
-	m.conn.Close()
-	eventually(t, "machine disconnected", func() bool {
-		ms := e.srv.Machines()
-		return len(ms) == 1 && !ms[0].Connected
-	})
-	// Back within grace with the child running: kept, not re-approved.
-	h := hello("m1", "web")
-	h.Running = []lanwire.RunningService{{Instance: "w1", Module: "web", PID: 999, Ports: rec.Ports, StartedAt: rec.StartedAt}}
-	m = e.connect(t, h)
-	m.expectNeeds("w2")
-	m.quiet(cfg.Grace + time.Second)
-	svcs := e.srv.Services(lanmanagerFilter())
-	if len(svcs) != 1 || svcs[0].PID != 999 || !svcs[0].PublishedAt.Equal(rec.PublishedAt) {
-		t.Fatalf("services = %+v", svcs)
-	}
-	// Gone for longer than grace: down, need recreated.
-	m.conn.Close()
-	eventually(t, "service down after grace", func() bool {
-		st, _, _ := needState(e, "w1")
-		return len(e.srv.Services(lanmanagerFilter())) == 0 && st == adminapi.StatePending
-	})
-}
-
+// TestReconnectReconcile: a master that closed its link alive and comes
+// back before its fence keeps the copies it reports (a granted one running
+// gets its port check), a copy it no longer reports has ended, and one that
+// is not its own is told to stop. The state side is lanstate's
+// TestReconnectWithinFence.
 func TestReconnectReconcile(t *testing.T) {
 	e := start(t, testConfig())
-	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"), tcpNeed("w3", "web"))
+	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"), tcpNeed("w3", "web"), tcpNeed("w4", "web"))
 	m := e.connect(t, hello("m1", "web"))
-	m.publish("w1")
+	rec1 := m.publish("w1")
 	m.publish("w2")
-	m.conn.Close()
-	eventually(t, "machine disconnected", func() bool { return !e.srv.Machines()[0].Connected })
-	// w1 still runs, w2 died meanwhile, w3 is a pending need the master
-	// runs (re-adopted), "ghost" is unknown (stopped).
+	m.claim("w3")
+	m.closeWith(lanwire.CloseAlive)
+	eventually(t, "machine away", func() bool {
+		ms := e.machines()
+		return len(ms) == 1 && !ms[0].Connected && !ms[0].CopiesEndAt.IsZero()
+	})
+	// Its copies are still its own: nothing moved.
+	if len(e.services()) != 2 || e.need("w3").State != adminapi.StateGranted {
+		t.Fatalf("needs after the link ended: %+v", e.needs())
+	}
+	events := e.watch(t)
 	port := listener(t)
 	h := hello("m1", "web")
 	h.Running = []lanwire.RunningService{
-		{Instance: "w1", Module: "web", PID: 10, Ports: lanwire.Ports{"tcp": port}},
-		{Instance: "w3", Module: "web", PID: 11, Ports: lanwire.Ports{"tcp": port}},
-		{Instance: "ghost", Module: "web", PID: 12},
+		m.running("w1", rec1.PID, rec1.Ports),
+		m.running("w3", 11, lanwire.Ports{"tcp": port}),
+		{Instance: "ghost", Module: "web", Epoch: 99, PID: 12},
 	}
 	m = e.connect(t, h)
 	gotStop, gotApproved := false, false
+	var offered []string
 	for !gotStop || !gotApproved {
 		f := m.next()
 		switch f.typ {
 		case lanwire.TypeStop:
-			if s := f.p.(*lanwire.Stop); s.Instance != "ghost" {
+			if s := f.p.(*lanwire.Stop); s.Instance != "ghost" || s.Epoch != 99 {
 				t.Fatalf("stop %+v", s)
 			}
 			gotStop = true
 		case lanwire.TypeApproved:
-			if a := f.p.(*lanwire.Approved); a.Service.Instance != "w3" || a.Service.PID != 11 {
+			if a := f.p.(*lanwire.Approved); a.Service.Instance != "w3" || a.Service.PID != 11 || a.Service.Epoch != m.epoch("w3") {
 				t.Fatalf("approved %+v", a)
 			}
 			gotApproved = true
 		case lanwire.TypeNeeds:
+			offered = needNames(f)
 		default:
 			t.Fatalf("unexpected %s %+v", f.typ, f.p)
 		}
 	}
-	svcs := e.srv.Services(lanmanagerFilter())
-	if len(svcs) != 2 || svcs[0].Instance != "w1" || svcs[1].Instance != "w3" {
+	if !slices.Equal(offered, []string{"w2", "w4"}) {
+		m.expectNeeds("w2", "w4")
+	}
+	svcs := e.services()
+	if len(svcs) != 2 || svcs[0].Instance != "w1" || svcs[1].Instance != "w3" || !svcs[0].PublishedAt.Equal(rec1.PublishedAt) {
 		t.Fatalf("services = %+v", svcs)
 	}
-	if st, _, _ := needState(e, "w2"); st != adminapi.StatePending {
-		t.Fatalf("w2 state = %q, want pending", st)
+	if n := e.need("w2"); n.State != adminapi.StatePending {
+		t.Fatalf("w2 = %+v, want pending", n)
+	}
+	expectEvent(t, events, adminapi.EventDown, "w2")
+	expectEvent(t, events, adminapi.EventUp, "w3")
+}
+
+// TestSessionReplaced: a second hello of the same master on a new
+// connection closes the old one with CloseReplaced; from then on the old
+// session gets no pong (pongs renew the lease), while the new one's pongs
+// echo their payload. The copies the new hello reports are kept.
+func TestSessionReplaced(t *testing.T) {
+	e := start(t, testConfig())
+	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"))
+	old := e.connect(t, hello("m1", "web"))
+	rec := old.publish("w1")
+	old.claim("w2")
+	for _, p := range [][]byte{lanwire.PingPayload(time.Second), lanwire.PingPayload(time.Hour), {1, 2, 3}} {
+		if err := old.conn.WriteControl(websocket.PingMessage, p, time.Now().Add(wait)); err != nil {
+			t.Fatal(err)
+		}
+		old.expectPong(p)
+	}
+	events := e.watch(t)
+	h := hello("m1", "web")
+	h.Running = []lanwire.RunningService{old.running("w1", rec.PID, rec.Ports)}
+	m := e.connect(t, h)
+	// The old connection is replaced: pings on it go unanswered.
+	for range 3 {
+		if old.conn.WriteControl(websocket.PingMessage, lanwire.PingPayload(time.Minute), time.Now().Add(wait)) != nil {
+			break
+		}
+	}
+	if code := old.closeCode(); code != lanwire.CloseReplaced {
+		t.Fatalf("old link closed with %d, want %d", code, lanwire.CloseReplaced)
+	}
+	if len(old.pongs) != 0 {
+		t.Fatalf("%d pongs on the replaced session", len(old.pongs))
+	}
+	m.expectPong(m.ping())
+	// w1, reported, is kept as it was; w2, not reported, has ended.
+	if svc, err := e.srv.Service("w1"); err != nil || svc.Epoch != rec.Epoch || !svc.PublishedAt.Equal(rec.PublishedAt) {
+		t.Fatalf("w1 = %+v, %v; want %+v", svc, err, rec)
+	}
+	m.expectNeeds("w2")
+	e.noEvent(events)
+}
+
+// TestSecondIdentityRefused: a master saying hello as a machine id whose
+// master (another identity) is connected is refused with an error frame
+// and CloseRefused; the first master keeps its services and its link.
+func TestSecondIdentityRefused(t *testing.T) {
+	e := start(t, testConfig())
+	e.addNeeds(tcpNeed("w1", "web"))
+	m1 := e.connect(t, hello("m1", "web"))
+	m1.publish("w1")
+	clone := e.rawMaster(t)
+	h := hello("m1", "web")
+	h.Identity = "another-identity-0123"
+	clone.send(lanwire.TypeHello, &h)
+	f := clone.next()
+	if f.typ != lanwire.TypeError {
+		t.Fatalf("clone got %s %+v, want an error", f.typ, f.p)
+	}
+	if msg := f.p.(*lanwire.Error); msg.Ref != lanwire.TypeHello || !strings.Contains(msg.Message, "machineid") || !strings.Contains(msg.Message, identityOf("m1")[:8]) {
+		t.Fatalf("refusal = %+v", msg)
+	}
+	if code := clone.closeCode(); code != lanwire.CloseRefused {
+		t.Fatalf("clone closed with %d, want %d", code, lanwire.CloseRefused)
+	}
+	// Frames on m1's link are ordered: a stop sent with the refusal would
+	// come before this deny.
+	m1.deny("nope")
+	if svcs := e.services(); len(svcs) != 1 || svcs[0].MachineID != "m1" {
+		t.Fatalf("services = %+v", svcs)
+	}
+	if ms := e.machines(); len(ms) != 1 || !ms[0].Connected || ms[0].Identity != identityOf("m1")[:8] {
+		t.Fatalf("machines = %+v", ms)
 	}
 }
 
-func TestSessionReplaced(t *testing.T) {
-	e := start(t, testConfig())
-	e.addNeeds(tcpNeed("w1", "web"))
-	old := e.connect(t, hello("m1", "web"))
-	old.claim("w1")
-	m := e.connect(t, hello("m1", "web"))
-	old.expectClosed()
-	// The old session's grant is void; the need is offered to the new one.
-	m.expectNeeds("w1")
-	m.claim("w1")
-}
-
+// TestRemoveNeed: a removed need's copy is told to stop and stays listed
+// (removed, stopping) until its master confirms; a pending one goes at
+// once.
 func TestRemoveNeed(t *testing.T) {
 	e := start(t, testConfig())
 	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"), tcpNeed("w3", "web"))
@@ -372,42 +429,57 @@ func TestRemoveNeed(t *testing.T) {
 	if err := e.client.RemoveNeed(ctx, "w1"); err != nil {
 		t.Fatal(err)
 	}
-	if s := m.expect(lanwire.TypeStop).p.(*lanwire.Stop); s.Instance != "w1" {
+	if s := m.expect(lanwire.TypeStop).p.(*lanwire.Stop); s.Instance != "w1" || s.Epoch != m.epoch("w1") {
 		t.Fatalf("stop %+v", s)
+	}
+	if len(e.services()) != 0 {
+		t.Fatal("removed need's service still published")
 	}
 	m.claim("w2")
 	if err := e.client.RemoveNeed(ctx, "w2"); err != nil {
 		t.Fatal(err)
 	}
-	if s := m.expect(lanwire.TypeStop).p.(*lanwire.Stop); s.Instance != "w2" {
+	if s := m.expect(lanwire.TypeStop).p.(*lanwire.Stop); s.Instance != "w2" || s.Epoch != m.epoch("w2") {
 		t.Fatalf("stop %+v", s)
 	}
 	if err := e.client.RemoveNeed(ctx, "w3"); err != nil {
 		t.Fatal(err)
 	}
 	m.expectNeeds()
-	if n := e.srv.Needs(); len(n) != 0 {
-		t.Fatalf("needs = %+v", n)
+	var listed []string
+	for _, n := range e.needs() {
+		if !n.Removed || n.State != adminapi.StateStopping {
+			t.Fatalf("need %+v, want removed and stopping", n)
+		}
+		listed = append(listed, n.Need.Instance)
 	}
+	if !slices.Equal(listed, []string{"w1", "w2"}) {
+		t.Fatalf("needs = %v", listed)
+	}
+	m.down("w1", false)
+	m.spawnFailed("w2", "stopped")
+	eventually(t, "stopped needs forgotten", func() bool { return len(e.needs()) == 0 })
 }
 
+// TestGrantTimeout: a grant not reported spawned in time is told to stop;
+// the need is offered again once the master confirms and the backoff ends.
 func TestGrantTimeout(t *testing.T) {
 	e := start(t, testConfig())
 	e.addNeeds(lanwire.Need{Instance: "w1", Module: "web", TimeoutMS: 300})
 	m := e.connect(t, hello("m1", "web"))
 	m.claim("w1")
-	m.expectNeeds()
-	// Expired, backed off, offered again.
+	s := m.expect(lanwire.TypeStop).p.(*lanwire.Stop)
+	if s.Instance != "w1" || s.Epoch != m.epoch("w1") || !strings.Contains(s.Reason, "expired") {
+		t.Fatalf("stop %+v", s)
+	}
+	// A late spawned of the stopping copy is told to stop again.
+	m.spawned("w1", 3, nil)
+	m.expect(lanwire.TypeStop)
+	if n := e.need("w1"); n.State != adminapi.StateStopping || n.Attempts != 1 || !strings.Contains(n.LastError, "expired") {
+		t.Fatalf("need = %+v", n)
+	}
+	m.down("w1", false)
 	m.expectNeeds("w1")
-	st, att, le := needState(e, "w1")
-	if st != adminapi.StatePending || att != 1 || !strings.Contains(le, "expired") {
-		t.Fatalf("need = %s %d %q", st, att, le)
-	}
-	// A late spawned for the expired grant is rejected.
-	m.send(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w1", PID: 3})
-	if r := m.expect(lanwire.TypeRejected).p.(*lanwire.Rejected); !strings.Contains(r.Reason, "expired") {
-		t.Fatalf("rejected %+v", r)
-	}
 }
 
 func TestMalformedFrames(t *testing.T) {
@@ -417,15 +489,17 @@ func TestMalformedFrames(t *testing.T) {
 	m.expectNeeds("w1", "w2")
 	tests := []struct {
 		name, frame, ref, msg string
+		stop                  bool // a stop follows the error
 	}{
-		{"not json", `{"type":`, "", "envelope"},
-		{"unknown type", `{"type":"nope","data":{}}`, "", "unknown type"},
-		{"unknown field", `{"type":"claim","data":{"instance":"w1","x":1}}`, "claim", "unknown field"},
-		{"server frame", `{"type":"grant","data":{"need":{"instance":"w1","module":"web"}}}`, "grant", "sent by the LAN manager"},
-		{"second hello", `{"type":"hello","data":{"machine":"m1","address":"127.0.0.1","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`, "hello", "already"},
-		{"spawned ungranted", `{"type":"spawned","data":{"instance":"w1","pid":3}}`, "spawned", "not granted"},
-		{"spawn_failed ungranted", `{"type":"spawn_failed","data":{"instance":"w1","error":"x"}}`, "spawn_failed", "not granted"},
-		{"down unknown", `{"type":"down","data":{"instance":"zz","pid":3,"exitcode":0}}`, "down", "no service"},
+		{"not json", `{"type":`, "", "envelope", false},
+		{"unknown type", `{"type":"nope","data":{}}`, "", "unknown type", false},
+		{"unknown field", `{"type":"claim","data":{"instance":"w1","x":1}}`, "claim", "unknown field", false},
+		{"server frame", `{"type":"grant","data":{"need":{"instance":"w1","module":"web"},"epoch":1}}`, "grant", "sent by the LAN manager", false},
+		{"second hello", `{"type":"hello","data":{"machine":"m1","identity":"` + identityOf("m1") + `","address":"127.0.0.1","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`, "hello", "already", false},
+		{"no epoch", `{"type":"down","data":{"instance":"w1","pid":3,"exitcode":0}}`, "down", "epoch 0", false},
+		{"spawned ungranted", `{"type":"spawned","data":{"instance":"w1","epoch":7,"pid":3}}`, "spawned", "not a copy of this master", true},
+		{"spawn_failed ungranted", `{"type":"spawn_failed","data":{"instance":"w1","epoch":7,"error":"x"}}`, "spawn_failed", "not a copy", false},
+		{"down unknown", `{"type":"down","data":{"instance":"zz","epoch":7,"pid":3,"exitcode":0}}`, "down", "not a copy", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -435,6 +509,11 @@ func TestMalformedFrames(t *testing.T) {
 			if f.Ref != tt.ref || !strings.Contains(f.Message, tt.msg) {
 				t.Fatalf("error = %+v, want ref %q and %q", f, tt.ref, tt.msg)
 			}
+			if tt.stop {
+				if s := m.expect(lanwire.TypeStop).p.(*lanwire.Stop); s.Instance != "w1" || s.Epoch != 7 {
+					t.Fatalf("stop = %+v", s)
+				}
+			}
 		})
 	}
 	m.t = t
@@ -443,29 +522,39 @@ func TestMalformedFrames(t *testing.T) {
 	}
 	m.expect(lanwire.TypeError)
 	// State unchanged and the link still works.
-	if n := e.srv.Needs(); len(n) != 2 || n[0].State != adminapi.StatePending || n[0].Attempts != 0 {
+	if n := e.needs(); len(n) != 2 || n[0].State != adminapi.StatePending || n[0].Attempts != 0 {
 		t.Fatalf("needs = %+v", n)
 	}
 	m.claim("w1")
 	// A frame over the limit closes the link.
-	m.sendRaw([]byte(`{"type":"claim","data":{"instance":"` + strings.Repeat("x", lanwire.MaxFrameSize) + `"}}`))
+	// (The LAN manager may close it before the write ends.)
+	_ = m.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"claim","data":{"instance":"`+strings.Repeat("x", lanwire.MaxFrameSize)+`"}}`))
 	m.expectClosed()
 }
 
 func TestBadFirstFrame(t *testing.T) {
 	e := start(t, testConfig())
-	tests := []struct{ name, frame string }{
-		{"not hello", `{"type":"claim","data":{"instance":"w1"}}`},
-		{"bad address", `{"type":"hello","data":{"machine":"m1","address":"nope","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`},
-		{"not json", `hello`},
+	tests := []struct{ name, frame, msg string }{
+		{"not hello", `{"type":"claim","data":{"instance":"w1"}}`, "must be hello"},
+		{"bad address", `{"type":"hello","data":{"machine":"m1","identity":"` + identityOf("m1") + `","address":"nope","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`, "address"},
+		{"no identity", `{"type":"hello","data":{"machine":"m1","address":"127.0.0.1","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`, "identity"},
+		{"short identity", `{"type":"hello","data":{"machine":"m1","identity":"0123456789abcde","address":"127.0.0.1","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`, "identity"},
+		{"not json", `hello`, "envelope"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := e.rawMaster(t)
 			m.sendRaw([]byte(tt.frame))
-			m.expect(lanwire.TypeError)
-			m.expectClosed()
+			if f := m.expect(lanwire.TypeError).p.(*lanwire.Error); !strings.Contains(f.Message, tt.msg) {
+				t.Fatalf("error = %+v, want %q", f, tt.msg)
+			}
+			if code := m.closeCode(); code != websocket.ClosePolicyViolation {
+				t.Fatalf("closed with %d, want %d", code, websocket.ClosePolicyViolation)
+			}
 		})
+	}
+	if ms := e.machines(); len(ms) != 0 {
+		t.Fatalf("machines after refused hellos: %+v", ms)
 	}
 }
 
@@ -515,7 +604,7 @@ func TestAdminErrors(t *testing.T) {
 		})
 	}
 	var got []string
-	for _, n := range e.srv.Needs() {
+	for _, n := range e.needs() {
 		got = append(got, n.Need.Instance)
 	}
 	if want := []string{"b1", "b2", "w1", "w2"}; !slices.Equal(got, want) {
@@ -523,23 +612,22 @@ func TestAdminErrors(t *testing.T) {
 	}
 }
 
+// TestReconcileConflicts: a master whose hello reports copies that are not
+// its own is told to stop them, naming why, and the owner is not disturbed.
 func TestReconcileConflicts(t *testing.T) {
 	e := start(t, testConfig())
-	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"), lanwire.Need{Instance: "w3", Module: "web", Machine: &lanwire.MachineConstraint{ID: "m1"}}, tcpNeed("w4", "web"))
+	e.addNeeds(tcpNeed("w1", "web"), tcpNeed("w2", "web"), tcpNeed("w3", "web"))
 	m1 := e.connect(t, hello("m1", "web"))
 	m1.publish("w1")
 	m1.claim("w2")
-	// m2 claims to run w1 (published on m1), w2 (granted to live m1), w3
-	// (pinned to m1) and w4 as the wrong module: all stopped.
 	h := hello("m2", "web")
 	h.Running = []lanwire.RunningService{
-		{Instance: "w1", Module: "web", PID: 2},
-		{Instance: "w2", Module: "web", PID: 3},
-		{Instance: "w3", Module: "web", PID: 4},
-		{Instance: "w4", Module: "db", PID: 5},
+		m1.running("w1", 2, nil),
+		m1.running("w2", 3, nil),
+		{Instance: "w3", Module: "web", Epoch: 50, PID: 4},
 	}
 	m2 := e.connect(t, h)
-	want := map[string]string{"w1": "runs on machine m1", "w2": "granted to machine m1", "w3": "constraint", "w4": "module"}
+	want := map[string]string{"w1": "granted to machine m1", "w2": "granted to machine m1", "w3": "not granted to anyone"}
 	for range len(want) {
 		s := m2.expect(lanwire.TypeStop).p.(*lanwire.Stop)
 		if !strings.Contains(s.Reason, want[s.Instance]) {
@@ -550,11 +638,13 @@ func TestReconcileConflicts(t *testing.T) {
 	if len(want) != 0 {
 		t.Fatalf("no stop for %v", want)
 	}
-	if svcs := e.srv.Services(lanmanagerFilter()); len(svcs) != 1 || svcs[0].MachineID != "m1" {
+	// m1's link is ordered: a stop for it would come before this deny.
+	m1.deny("nope")
+	if svcs := e.services(); len(svcs) != 1 || svcs[0].MachineID != "m1" {
 		t.Fatalf("services = %+v", svcs)
 	}
-	if st, _, _ := needState(e, "w2"); st != adminapi.StateGranted {
-		t.Fatalf("w2 = %q", st)
+	if n := e.need("w2"); n.State != adminapi.StateGranted || n.Machine != "m1" {
+		t.Fatalf("w2 = %+v", n)
 	}
 }
 
@@ -575,41 +665,45 @@ func TestIPv6Master(t *testing.T) {
 	}()
 	e := start(t, testConfig())
 	e.addNeeds(lanwire.Need{Instance: "w1", Module: "web", Protocols: []string{"tcp"}, Machine: &lanwire.MachineConstraint{Address: "::1"}})
-	m := e.connect(t, lanwire.Hello{MachineID: "m6", Address: "::1", Modules: []string{"web"}})
+	h := hello("m6", "web")
+	h.Address = "::1"
+	m := e.connect(t, h)
 	m.claim("w1")
-	m.send(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w1", PID: 9, Ports: lanwire.Ports{"tcp": uint16(ln.Addr().(*net.TCPAddr).Port)}})
+	m.spawned("w1", 9, lanwire.Ports{"tcp": uint16(ln.Addr().(*net.TCPAddr).Port)})
 	if rec := m.expect(lanwire.TypeApproved).p.(*lanwire.Approved).Service; rec.Address != "::1" {
 		t.Fatalf("record = %+v", rec)
 	}
 }
 
+// TestCrashLoopBacksOff: downs within the crash-loop limit are offered
+// again at once; one more backs the need off; a need removed and added
+// again starts with a clean record.
 func TestCrashLoopBacksOff(t *testing.T) {
 	cfg := testConfig()
 	cfg.CrashLoopLimit = 2
-	cfg.RetryBackoffInitial = 300 * time.Millisecond
-	cfg.RetryBackoffMax = 300 * time.Millisecond
+	// Long enough (a jittered 0.5-1s) for the claim below to land in it.
+	cfg.RetryBackoffInitial = time.Second
+	cfg.RetryBackoffMax = time.Second
 	e := start(t, cfg)
 	e.addNeeds(tcpNeed("w1", "web"))
 	m := e.connect(t, hello("m1", "web"))
-	// Downs within the limit are re-offered at once.
 	for i := 0; i < cfg.CrashLoopLimit; i++ {
 		m.publish("w1")
-		m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
+		m.down("w1", false)
 		m.expectNeeds("w1")
-		if st, att, _ := needState(e, "w1"); st != adminapi.StatePending || att != 0 {
-			t.Fatalf("down %d: state %q attempts %d, want pending with no backoff", i+1, st, att)
+		if n := e.need("w1"); n.State != adminapi.StatePending || n.Attempts != 0 {
+			t.Fatalf("down %d: need %+v, want pending with no backoff", i+1, n)
 		}
 	}
 	// One more within the window is a crash loop: the need waits.
 	m.publish("w1")
-	m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
+	m.down("w1", false)
 	eventually(t, "crash-loop backoff", func() bool {
-		st, att, le := needState(e, "w1")
-		return st == adminapi.StatePending && att == 1 && strings.Contains(le, "crash loop")
+		n := e.need("w1")
+		return n.State == adminapi.StatePending && n.Attempts == 1 && strings.Contains(n.LastError, "crash loop")
 	})
-	m.send(lanwire.TypeClaim, &lanwire.Claim{Instance: "w1"})
-	if d := m.expect(lanwire.TypeDeny).p.(*lanwire.Deny); d.Instance != "w1" {
-		t.Fatalf("deny for %q", d.Instance)
+	if d := m.deny("w1"); !strings.Contains(d.Reason, "backing off") {
+		t.Fatalf("deny %+v", d)
 	}
 	// After the backoff it is offered and can run again.
 	m.expectNeeds("w1")
@@ -620,11 +714,12 @@ func TestCrashLoopBacksOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.expect(lanwire.TypeStop)
+	m.down("w1", false)
 	e.addNeeds(tcpNeed("w1", "web"))
 	m.publish("w1")
-	m.send(lanwire.TypeDown, &lanwire.Down{Instance: "w1", PID: 4242, ExitCode: 1})
+	m.down("w1", false)
 	m.expectNeeds("w1")
-	if _, att, _ := needState(e, "w1"); att != 0 {
-		t.Fatalf("attempts %d after re-adding the need, want 0", att)
+	if n := e.need("w1"); n.Attempts != 0 {
+		t.Fatalf("need %+v after re-adding it, want no attempts", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/allex-go/allex/lanmanager/lanstate"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -56,17 +57,11 @@ func instanceOf(raw json.RawMessage) string {
 	return v.Instance
 }
 
-// fileNeed is a need with the file it came from.
-type fileNeed struct {
-	need   lanwire.Need
-	origin string
-}
-
 // loadNeedsFiles reads and layers files: later files win per instance. The
 // result keeps first-appearance order.
-func loadNeedsFiles(paths []string) ([]fileNeed, error) {
+func loadNeedsFiles(paths []string) ([]lanstate.FileNeed, error) {
 	var order []string
-	byInstance := map[string]fileNeed{}
+	byInstance := map[string]lanstate.FileNeed{}
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -80,10 +75,10 @@ func loadNeedsFiles(paths []string) ([]fileNeed, error) {
 			if _, ok := byInstance[n.Instance]; !ok {
 				order = append(order, n.Instance)
 			}
-			byInstance[n.Instance] = fileNeed{need: n, origin: "file:" + p}
+			byInstance[n.Instance] = lanstate.FileNeed{Need: n, Origin: "file:" + p}
 		}
 	}
-	out := make([]fileNeed, 0, len(order))
+	out := make([]lanstate.FileNeed, 0, len(order))
 	for _, inst := range order {
 		out = append(out, byInstance[inst])
 	}

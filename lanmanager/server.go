@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"reflect"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/allex-go/allex/lanmanager/store"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/allex-go/allex/lanmanager/lanstate"
+	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/allex-go/allex/lanwire"
 )
 
 // DefaultAddr is loopback only: exposing the LAN manager to the LAN is a
@@ -20,9 +21,9 @@ import (
 const DefaultAddr = "127.0.0.1:23552"
 
 // DefaultOfferWindow is Config.OfferWindow's default.
-const DefaultOfferWindow = 64
+const DefaultOfferWindow = lanstate.DefaultOfferWindow
 
-// Config configures a Server. Zero durations take the defaults below.
+// Config configures a Server. Zero durations take the defaults.
 type Config struct {
 	// Addr to listen on; default DefaultAddr. "127.0.0.1:0" picks a port.
 	Addr string
@@ -34,11 +35,13 @@ type Config struct {
 	Store store.Store
 	// NeedsFiles are layered needs files merged at startup (later wins).
 	NeedsFiles []string
-	// Heartbeat is the masters' ping period (default 5s); a link silent
+	// Heartbeat is the masters' ping period (default 1s); a link silent
 	// for 3×Heartbeat is closed.
 	Heartbeat time.Duration
-	// Grace is how long a lost master's services stay published (default 15s).
-	Grace time.Duration
+	// Lease, FenceGrace and ExitFence are announced to the masters
+	// (lanwire.Timings; defaults 10s, 3s, 2s) and Margin is added before
+	// a lost master's copies end (default 1s; lanwire/fencing.go).
+	Lease, FenceGrace, ExitFence, Margin time.Duration
 	// PortCheckTimeout bounds one TCP connect (default 1s).
 	PortCheckTimeout time.Duration
 	// PortCheckAttempts per port (default 3), PortCheckInterval apart (default 200ms).
@@ -50,15 +53,10 @@ type Config struct {
 	RetryBackoffMax     time.Duration
 	// CrashLoopLimit is how many times a need's service may go down within
 	// CrashLoopWindow before the need is re-offered only after a backoff
-	// (0: 10; negative: never back off). Without it a service that dies
-	// right after being published would be restarted as fast as the LAN
-	// allows, forever.
+	// (0: 10; negative: never back off).
 	CrashLoopLimit  int
 	CrashLoopWindow time.Duration
-	// OfferWindow caps how many needs one needs list carries (default
-	// 64). A master claims what it is offered and the next list brings
-	// the next needs, so a larger window only makes every list of a big
-	// backlog cost more to send, decode and claim.
+	// OfferWindow caps how many needs one needs list carries (default 64).
 	OfferWindow int
 	Logger      hclog.Logger
 }
@@ -72,67 +70,60 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.Heartbeat, 5*time.Second)
-	def(&c.Grace, 15*time.Second)
+	def(&c.Heartbeat, lanwire.DefaultHeartbeat)
+	def(&c.Lease, lanwire.DefaultLease)
+	def(&c.ExitFence, lanwire.DefaultExitFence)
+	if c.FenceGrace == 0 {
+		c.FenceGrace = lanwire.DefaultFenceGrace
+	}
+	if c.Margin == 0 {
+		c.Margin = lanwire.DefaultMargin
+	}
 	def(&c.PortCheckTimeout, time.Second)
 	def(&c.PortCheckInterval, 200*time.Millisecond)
-	def(&c.RetryBackoffInitial, time.Second)
-	def(&c.RetryBackoffMax, 60*time.Second)
-	def(&c.CrashLoopWindow, time.Minute)
-	if c.OfferWindow <= 0 {
-		c.OfferWindow = DefaultOfferWindow
-	}
-	if c.CrashLoopLimit == 0 {
-		c.CrashLoopLimit = 10
-	}
 	if c.PortCheckAttempts <= 0 {
 		c.PortCheckAttempts = 3
-	}
-	if c.RetryBackoffMax < c.RetryBackoffInitial {
-		c.RetryBackoffMax = c.RetryBackoffInitial
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
 }
 
-// Server is the LAN manager.
+func (c *Config) timings() lanwire.Timings {
+	return lanwire.NewTimings(c.Heartbeat, c.Lease, c.FenceGrace, c.ExitFence)
+}
+
+// Server is the LAN manager: the HTTP listener (links and admin API)
+// around one loop that owns a lanstate.State. Every change goes through
+// the loop, which applies a batch of events, commits the batch's store
+// writes in one transaction, and only then sends frames, answers admin
+// calls and notifies watchers: nothing leaves the LAN manager before it
+// is on disk.
 type Server struct {
 	cfg   Config
 	log   hclog.Logger
 	store store.Store
+	files []lanstate.FileNeed
 
-	mu sync.Mutex
-	// needs is only changed through setNeedLocked and dropNeedLocked,
-	// which keep sorted current.
-	needs map[string]*needState
-	// sorted is needs by instance, built on first use and then kept in
-	// order: needs lists go out far more often than needs come and go
-	// (every grant, spawned and capacity report can trigger one), and
-	// sorting every need for each list was a tenth of the LAN manager's
-	// CPU while 500 services started.
-	sorted   []*needState
-	svcs     map[string]*store.Service
-	machines map[string]*machine
-	watchers map[*watcher]struct{}
-	sessions map[*session]struct{}
-	closed   bool
-	// reoffer wakes reofferLoop; one pending wake-up covers any number of
-	// changes.
-	reoffer chan struct{}
-	// downs holds, per instance, when its service went down within the
-	// crash-loop window.
-	downs map[string][]time.Time
-	// wg tracks link sessions and port checks, which outlive their HTTP
-	// handlers' bookkeeping in http.Server.
-	wg sync.WaitGroup
+	events  chan event
+	running chan struct{} // closed when the loop runs
+	stopped chan struct{} // closed when the loop has ended
+	stopErr error         // why; set before stopped is closed
+
+	// wg tracks link goroutines and port checks; once closing is set
+	// (under mu) no more are added.
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	closing bool
 
 	ln    net.Listener
 	ready chan struct{}
-	ctx   context.Context
 }
 
-// New validates cfg, merges the needs files and opens the store. A bad
+// errStopped answers calls once the loop has ended.
+var errStopped = errors.New("lanmanager: not running")
+
+// New validates cfg, reads the needs files and opens the store. A bad
 // needs file fails before the store is opened, so it is left untouched.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
@@ -142,7 +133,13 @@ func New(cfg Config) (*Server, error) {
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("lanmanager: addr %q: %w", cfg.Addr, err)
 	}
-	fileNeeds, err := loadNeedsFiles(cfg.NeedsFiles)
+	if err := cfg.timings().Validate(); err != nil {
+		return nil, fmt.Errorf("lanmanager: timings: %w", err)
+	}
+	if cfg.Margin < 0 {
+		return nil, fmt.Errorf("lanmanager: margin %v: must not be negative", cfg.Margin)
+	}
+	files, err := loadNeedsFiles(cfg.NeedsFiles)
 	if err != nil {
 		return nil, fmt.Errorf("lanmanager: %w", err)
 	}
@@ -156,88 +153,13 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("lanmanager: %w", err)
 		}
 	}
-	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		store:    st,
-		needs:    map[string]*needState{},
-		svcs:     map[string]*store.Service{},
-		machines: map[string]*machine{},
-		watchers: map[*watcher]struct{}{},
-		sessions: map[*session]struct{}{},
-		ready:    make(chan struct{}),
-		reoffer:  make(chan struct{}, 1),
-		downs:    map[string][]time.Time{},
-	}
-	if err := s.load(fileNeeds); err != nil {
-		_ = st.Close()
-		return nil, fmt.Errorf("lanmanager: %w", err)
-	}
-	return s, nil
-}
-
-func (s *Server) load(fileNeeds []fileNeed) error {
-	needs, svcs, err := s.store.Load()
-	if err != nil {
-		return err
-	}
-	for _, n := range needs {
-		s.setNeedLocked(&needState{st: n})
-	}
-	for _, sv := range svcs {
-		sv := sv
-		s.svcs[sv.Record.Instance] = &sv
-	}
-	inFiles := map[string]bool{}
-	for _, fn := range fileNeeds {
-		inFiles[fn.need.Instance] = true
-	}
-	for inst, ns := range s.needs {
-		if strings.HasPrefix(ns.st.Origin, "file:") && !inFiles[inst] {
-			if err := s.store.DeleteNeed(inst); err != nil {
-				return err
-			}
-			s.dropNeedLocked(inst)
-			s.log.Info("need removed: no longer in any needs file", "instance", inst)
-		}
-	}
-	for inst, sv := range s.svcs {
-		if strings.HasPrefix(sv.Origin, "file:") && !inFiles[inst] {
-			if err := s.store.DeleteService(inst); err != nil {
-				return err
-			}
-			delete(s.svcs, inst)
-			s.log.Info("service removed: its need is no longer in any needs file", "instance", inst)
-		}
-	}
-	now := time.Now()
-	for _, fn := range fileNeeds {
-		inst := fn.need.Instance
-		if _, ok := s.svcs[inst]; ok {
-			continue
-		}
-		if ns, ok := s.needs[inst]; ok {
-			if !strings.HasPrefix(ns.st.Origin, "file:") || (reflect.DeepEqual(ns.st.Need, fn.need) && ns.st.Origin == fn.origin) {
-				continue
-			}
-			st := ns.st
-			st.Need, st.Origin, st.Attempts, st.NotBefore, st.LastError = fn.need, fn.origin, 0, time.Time{}, ""
-			if err := s.store.PutNeed(st); err != nil {
-				return err
-			}
-			ns.st = st
-			continue
-		}
-		st := store.Need{Need: fn.need, CreatedAt: now, Origin: fn.origin}
-		if err := s.store.PutNeed(st); err != nil {
-			return err
-		}
-		s.setNeedLocked(&needState{st: st})
-	}
-	for _, sv := range s.svcs {
-		s.machineLocked(sv.Record.MachineID)
-	}
-	return nil
+	return &Server{
+		cfg: cfg, log: cfg.Logger, store: st, files: files,
+		events:  make(chan event, 1024),
+		running: make(chan struct{}),
+		stopped: make(chan struct{}),
+		ready:   make(chan struct{}),
+	}, nil
 }
 
 // Listen binds the listen address; Run calls it when it was not called.
@@ -268,8 +190,8 @@ func (s *Server) Addr() net.Addr {
 // Handler returns the HTTP handler (link + admin API).
 func (s *Server) Handler() http.Handler { return s.routes() }
 
-// Run listens (unless Listen was called) and serves until ctx is done, then
-// closes every link and the store.
+// Run listens (unless Listen was called) and serves until ctx is done or
+// the store fails, then closes every link and the store.
 func (s *Server) Run(ctx context.Context) (err error) {
 	defer func() {
 		if cerr := s.store.Close(); cerr != nil && err == nil {
@@ -277,17 +199,23 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 	}()
 	if err := s.Listen(); err != nil {
+		close(s.stopped)
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.mu.Lock()
-	s.ctx = ctx
-	s.startTimersLocked()
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go s.reofferLoop(ctx)
-	s.log.Info("LAN manager listening", "addr", s.ln.Addr().String())
+	lp, err := s.newLoop(time.Now())
+	if err != nil {
+		close(s.stopped)
+		return err
+	}
+	loopDone := make(chan error, 1)
+	go func() {
+		err := lp.run(ctx)
+		cancel()
+		loopDone <- err
+	}()
+	s.log.Info("LAN manager listening", "addr", s.ln.Addr().String(), "lease", s.cfg.Lease, "exitfence", s.cfg.ExitFence)
 
 	var fresh newConns
 	hs := &http.Server{
@@ -304,36 +232,69 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("lanmanager: serve: %w", err)
+		cancel()
 	}
-	cancel()
-	s.shutdown()
+	if lerr := <-loopDone; lerr != nil && err == nil {
+		err = lerr
+	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	if serr := hs.Shutdown(sctx); serr != nil && err == nil {
 		err = fmt.Errorf("lanmanager: shutdown: %w", serr)
 	}
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.wg.Wait()
 	return err
 }
 
-// shutdown stops timers and closes every link session.
-func (s *Server) shutdown() {
+// track adds n goroutines to wg unless the server is closing.
+func (s *Server) track(n int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed = true
-	for _, ns := range s.needs {
-		ns.stopTimers()
+	if s.closing {
+		return false
 	}
-	for _, m := range s.machines {
-		if m.graceTimer != nil {
-			m.graceTimer.Stop()
+	s.wg.Add(n)
+	return true
+}
+
+// call runs fn in the loop and waits until its batch is committed; fn's
+// result is only returned then.
+func (s *Server) call(fn func(now time.Time, st *lanstate.State) error) error {
+	done := make(chan error, 1)
+	select {
+	case s.events <- evCall{fn: fn, done: done}:
+	case <-s.stopped:
+		return s.stopError()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return s.stopError()
 		}
 	}
-	for sess := range s.sessions {
-		sess.close()
+}
+
+func (s *Server) stopError() error {
+	if s.stopErr != nil {
+		return fmt.Errorf("%w: %w", errStopped, s.stopErr)
 	}
-	for w := range s.watchers {
-		close(w.ch)
-		delete(s.watchers, w)
+	return errStopped
+}
+
+// post hands an event to the loop unless it has ended.
+func (s *Server) post(e event) bool {
+	select {
+	case s.events <- e:
+		return true
+	case <-s.stopped:
+		return false
 	}
 }

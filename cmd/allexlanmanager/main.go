@@ -21,6 +21,7 @@ import (
 
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/allex-go/allex/lanwire"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -52,8 +53,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.StringVar(&cfg.Token, "token", "", "bearer token masters and admin clients must present")
 	fset.StringVar(&tokenFile, "token-file", "", "read the token from this file")
 	fset.Var(&needs, "needs", "needs file (repeatable; later files override earlier ones per instance)")
-	fset.DurationVar(&cfg.Heartbeat, "heartbeat", 0, "master ping period; silent links are dropped after 3× (default 5s)")
-	fset.DurationVar(&cfg.Grace, "grace", 0, "how long a lost master's services stay published (default 15s)")
+	fset.DurationVar(&cfg.Heartbeat, "heartbeat", lanwire.DefaultHeartbeat, "master ping period; silent links are dropped after 3×")
+	fset.DurationVar(&cfg.Lease, "lease", lanwire.DefaultLease, "a master that hears nothing for this long has stopped its LAN children (SIGKILL included); a silent master's needs move after lease + margin")
+	fset.DurationVar(&cfg.FenceGrace, "fence-grace", lanwire.DefaultFenceGrace, "a cut-off master starts stopping its LAN children (SIGTERM) this long before its lease ends")
+	fset.DurationVar(&cfg.ExitFence, "exit-fence", lanwire.DefaultExitFence, "a master's keeper kills its LAN children within this after the master's process ends; such a master's needs move after exit-fence + margin")
+	fset.DurationVar(&cfg.Margin, "margin", lanwire.DefaultMargin, "added to every fence before a lost master's needs move")
 	fset.IntVar(&cfg.CrashLoopLimit, "crashloop-limit", 10, "downs of one service within -crashloop-window before its need backs off (-1: never)")
 	fset.DurationVar(&cfg.CrashLoopWindow, "crashloop-window", time.Minute, "window of -crashloop-limit")
 	fset.IntVar(&cfg.OfferWindow, "offer-window", lanmanager.DefaultOfferWindow, "most needs offered to a master in one needs list")
@@ -65,8 +69,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if fset.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fset.Args())
 	}
-	if cfg.Heartbeat < 0 || cfg.Grace < 0 {
-		return errors.New("-heartbeat and -grace must not be negative")
+	for name, d := range map[string]time.Duration{"-heartbeat": cfg.Heartbeat, "-lease": cfg.Lease, "-fence-grace": cfg.FenceGrace, "-exit-fence": cfg.ExitFence, "-margin": cfg.Margin} {
+		if d <= 0 {
+			return fmt.Errorf("%s %v: want more than 0", name, d)
+		}
 	}
 	level := hclog.LevelFromString(logLevel)
 	if level == hclog.NoLevel {

@@ -126,7 +126,9 @@ func TestRunErrors(t *testing.T) {
 		{"two tokens", []string{"-token", "a", "-token-file", empty}, "not both"},
 		{"empty token file", []string{"-token-file", empty}, "empty"},
 		{"missing token file", []string{"-token-file", filepath.Join(dir, "nope")}, "token-file"},
-		{"negative grace", []string{"-grace", "-1s"}, "negative"},
+		{"negative lease", []string{"-lease", "-1s"}, "want more than 0"},
+		{"old -grace", []string{"-grace", "5s"}, "flag provided but not defined"},
+		{"fence grace beyond lease", []string{"-lease", "2s", "-fence-grace", "3s"}, "fence grace"},
 		{"bad needs", []string{"-token", "a", "-needs", badNeeds}, "needs.json"},
 		{"bad addr", []string{"-token", "a", "-addr", "nope"}, "addr"},
 	}

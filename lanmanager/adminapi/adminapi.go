@@ -15,6 +15,7 @@ const (
 	StatePending   = "pending"   // waiting for a master to claim it
 	StateGranted   = "granted"   // a master won the claim and is spawning it
 	StateSatisfied = "satisfied" // a published service runs for it
+	StateStopping  = "stopping"  // its copy was told to stop and has not confirmed yet
 )
 
 // Service event types.
@@ -34,12 +35,16 @@ var (
 
 // NeedStatus is one need and where it stands.
 type NeedStatus struct {
-	Need      lanwire.Need `json:"need"`
-	State     string       `json:"state"`
-	Machine   string       `json:"machine,omitempty"`
-	Attempts  int          `json:"attempts"`
-	NotBefore time.Time    `json:"notbefore,omitzero"`
-	LastError string       `json:"lasterror,omitempty"`
+	Need    lanwire.Need `json:"need"`
+	State   string       `json:"state"`
+	Machine string       `json:"machine,omitempty"`
+	// Epoch is the grant of the copy, when there is one.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Removed: the need was removed; it is listed until its copy stopped.
+	Removed   bool      `json:"removed,omitempty"`
+	Attempts  int       `json:"attempts"`
+	NotBefore time.Time `json:"notbefore,omitzero"`
+	LastError string    `json:"lasterror,omitempty"`
 	// Origin is "api" or "file:<path>" (needs files are merged declaratively).
 	Origin string `json:"origin,omitempty"`
 }
@@ -50,14 +55,21 @@ type ServiceEvent struct {
 	Service lanwire.ServiceRecord `json:"service"`
 }
 
-// MachineInfo describes a master known to the LAN manager.
+// MachineInfo describes a master known to the LAN manager: connected, or
+// away while its copies are still its own.
 type MachineInfo struct {
-	ID        string           `json:"id"`
+	ID string `json:"id"`
+	// Identity is the start of the master's identity (its state dir's).
+	Identity  string           `json:"identity,omitempty"`
 	Address   string           `json:"address,omitempty"`
 	Connected bool             `json:"connected"`
 	Capacity  lanwire.Capacity `json:"capacity"`
 	Services  int              `json:"services"`
-	LastSeen  time.Time        `json:"lastseen,omitzero"`
+	// Copies counts its copies: granted, published or stopping.
+	Copies   int       `json:"copies"`
+	LastSeen time.Time `json:"lastseen,omitzero"`
+	// CopiesEndAt is when an away machine's copies end (its fence).
+	CopiesEndAt time.Time `json:"copiesendat,omitzero"`
 }
 
 // ErrorBody is the JSON body of every error response.

@@ -1,0 +1,260 @@
+package lanmanager
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanmanager/lanstate"
+	"github.com/allex-go/allex/lanwire"
+)
+
+// event is something for the loop: a link's hello, frame or end, a port
+// check's result, an admin call.
+type event interface{}
+
+type (
+	evOpen  struct{ sess *session }
+	evHello struct {
+		sess  *session
+		hello *lanwire.Hello
+	}
+	evFrame struct {
+		sess    *session
+		typ     string
+		payload any
+	}
+	evEnded struct {
+		sess           *session
+		how            lanstate.End
+		lastHeard, end time.Time
+	}
+	evCheck struct {
+		instance string
+		id       uint64
+		err      error
+	}
+	evCall struct {
+		fn   func(time.Time, *lanstate.State) error
+		done chan error
+	}
+	evWatch struct {
+		w    *watcher
+		done chan []lanwire.ServiceRecord
+	}
+	evUnwatch struct{ w *watcher }
+)
+
+// maxBatch bounds the events applied before one commit.
+const maxBatch = 256
+
+// loop owns the state, the sessions and the watchers.
+type loop struct {
+	s        *Server
+	st       *lanstate.State
+	sessions map[lanstate.SessionID]*session
+	watchers map[*watcher]struct{}
+	ctx      context.Context
+	// after the batch's commit: admin answers and watch registrations.
+	replies []func(error)
+}
+
+type watcher struct {
+	module string
+	ch     chan adminapi.ServiceEvent
+}
+
+// newLoop restores the state and commits what the needs files changed.
+func (s *Server) newLoop(now time.Time) (*loop, error) {
+	snap, err := s.store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("lanmanager: %w", err)
+	}
+	st := lanstate.New(lanstate.Config{
+		Timings:             s.cfg.timings(),
+		Margin:              s.cfg.Margin,
+		RetryBackoffInitial: s.cfg.RetryBackoffInitial,
+		RetryBackoffMax:     s.cfg.RetryBackoffMax,
+		CrashLoopLimit:      s.cfg.CrashLoopLimit,
+		CrashLoopWindow:     s.cfg.CrashLoopWindow,
+		OfferWindow:         s.cfg.OfferWindow,
+		Logger:              s.log,
+	}, snap, s.files, now)
+	if err := s.store.Commit(st.TakeEffects(now).Store); err != nil {
+		return nil, fmt.Errorf("lanmanager: merge needs files: %w", err)
+	}
+	return &loop{s: s, st: st, sessions: map[lanstate.SessionID]*session{}, watchers: map[*watcher]struct{}{}}, nil
+}
+
+// run applies events in batches until ctx is done or a commit fails. A
+// failed commit stops the LAN manager: its memory is then ahead of its
+// disk, and a restart from the disk is the only consistent state (no
+// frame of the failed batch has left).
+func (l *loop) run(ctx context.Context) (err error) {
+	l.ctx = ctx
+	close(l.s.running)
+	defer func() {
+		l.s.stopErr = err
+		close(l.s.stopped)
+		l.shutdown()
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		l.arm(timer)
+		var batch []event
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-l.s.events:
+			batch = append(batch, e)
+		case <-timer.C:
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case e := <-l.s.events:
+				batch = append(batch, e)
+			default:
+				break drain
+			}
+		}
+		if err := l.step(batch); err != nil {
+			return err
+		}
+	}
+}
+
+func (l *loop) arm(t *time.Timer) {
+	next, ok := l.st.Next()
+	d := time.Hour
+	if ok {
+		d = max(time.Until(next), 0)
+	}
+	t.Reset(d)
+}
+
+// step applies a batch, commits it and carries out its effects.
+func (l *loop) step(batch []event) error {
+	now := time.Now()
+	if next, ok := l.st.Next(); ok && !now.Before(next) {
+		l.st.Tick(now)
+	}
+	for _, e := range batch {
+		l.apply(now, e)
+	}
+	fx := l.st.TakeEffects(now)
+	if err := l.s.store.Commit(fx.Store); err != nil {
+		l.s.log.Error("cannot store the LAN's state; stopping (a restart resumes from the last commit)", "error", err)
+		for _, r := range l.replies {
+			r(err)
+		}
+		l.replies = nil
+		return fmt.Errorf("lanmanager: %w", err)
+	}
+	l.carryOut(fx)
+	for _, r := range l.replies {
+		r(nil)
+	}
+	l.replies = l.replies[:0]
+	return nil
+}
+
+func (l *loop) apply(now time.Time, e event) {
+	switch e := e.(type) {
+	case evOpen:
+		l.sessions[e.sess.id] = e.sess
+	case evHello:
+		l.st.Hello(now, e.sess.id, e.hello)
+	case evFrame:
+		l.st.Frame(now, e.sess.id, e.typ, e.payload)
+	case evEnded:
+		delete(l.sessions, e.sess.id)
+		l.st.Ended(now, e.sess.id, e.how, e.lastHeard, e.end)
+	case evCheck:
+		l.st.CheckDone(now, e.instance, e.id, e.err)
+	case evCall:
+		err := e.fn(now, l.st)
+		l.replies = append(l.replies, func(commitErr error) {
+			if commitErr != nil {
+				err = commitErr
+			}
+			e.done <- err
+		})
+	case evWatch:
+		current := l.st.Services(lanstate.ServiceFilter{Module: e.w.module})
+		l.replies = append(l.replies, func(error) {
+			// Registered after the commit, with the current services, so
+			// it sees each later event once and none twice.
+			l.watchers[e.w] = struct{}{}
+			e.done <- current
+		})
+	case evUnwatch:
+		delete(l.watchers, e.w)
+	}
+}
+
+// carryOut does what a committed batch asks for.
+func (l *loop) carryOut(fx lanstate.Effects) {
+	for _, sd := range fx.Sends {
+		if sess := l.sessions[sd.Session]; sess != nil {
+			sess.sendFrame(sd.Type, sd.Payload, l.s.log)
+		}
+	}
+	for _, c := range fx.Closes {
+		if sess := l.sessions[c.Session]; sess != nil {
+			sess.kill(c.Code, c.Reason)
+		}
+	}
+	for _, c := range fx.Checks {
+		l.startCheck(c)
+	}
+	for _, ev := range fx.Events {
+		l.emit(ev)
+	}
+}
+
+func (l *loop) startCheck(c lanstate.Check) {
+	if !l.s.track(1) {
+		return
+	}
+	go func() {
+		defer l.s.wg.Done()
+		err := l.s.checkPorts(l.ctx, c.Address, c.Need, c.Ports)
+		l.s.post(evCheck{instance: c.Instance, id: c.ID, err: err})
+	}()
+}
+
+func (l *loop) emit(ev adminapi.ServiceEvent) {
+	for w := range l.watchers {
+		if w.module != "" && w.module != ev.Service.Module {
+			continue
+		}
+		select {
+		case w.ch <- ev:
+		default:
+			// A watcher that cannot keep up is cut off rather than
+			// allowed to stall the loop; it sees the stream end.
+			close(w.ch)
+			delete(l.watchers, w)
+		}
+	}
+}
+
+// shutdown closes every link and watcher once the loop has ended.
+func (l *loop) shutdown() {
+	for _, r := range l.replies {
+		r(errStopped)
+	}
+	l.replies = nil
+	for _, sess := range l.sessions {
+		sess.kill(websocket.CloseGoingAway, "LAN manager stopping")
+	}
+	for w := range l.watchers {
+		close(w.ch)
+	}
+	l.watchers = nil
+}
