@@ -11,14 +11,22 @@ import (
 // main process.
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
-func terminate(p process) error { return p.os.Kill() }
+func terminate(p process) error { return kill(p) }
 
 func killGroup(p process) error {
-	err := p.os.Kill()
+	err := kill(p)
 	if err == os.ErrProcessDone {
 		return nil
 	}
 	return err
+}
+
+// kill ends p by its handle; a launched process may have none (see launched).
+func kill(p process) error {
+	if p.os == nil {
+		return os.ErrProcessDone
+	}
+	return p.os.Kill()
 }
 
 func exitInfo(ps *os.ProcessState) (int, string) { return ps.ExitCode(), "" }

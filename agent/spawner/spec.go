@@ -159,6 +159,11 @@ type Spec struct {
 	// LogDir receives stdout/<Instance>.log and stderr/<Instance>.log; empty
 	// sends the child's output to the null device.
 	LogDir string
+
+	// Fenced: the child runs under the master's LAN lease: the keeper
+	// refuses to start it once the lease has run out and kills its group
+	// when the lease ends. Only a Launcher (the keeper) acts on it.
+	Fenced bool
 }
 
 // portVar maps a protocol allowed as a key of Spec.Ports to the variable it sets.

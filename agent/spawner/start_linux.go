@@ -17,6 +17,9 @@ import (
 // process group.
 type process struct{ pid int }
 
+// launched is the process a Launcher started as pid.
+func launched(pid int) process { return process{pid: pid} }
+
 // start starts cmd and sends how its process ended to done, once.
 //
 // The pidfd clone returns is the only descriptor the master keeps for the

@@ -15,6 +15,17 @@ type process struct {
 	os *os.Process
 }
 
+// launched is the process a Launcher started as pid. Where the handle
+// cannot be had (Windows, the process gone already) ending it by handle
+// fails, as for a process that has exited.
+func launched(pid int) process {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return process{pid: pid}
+	}
+	return process{pid: pid, os: p}
+}
+
 // start starts cmd and sends how its process ended to done, once. Without
 // pidfds each child's wait holds a thread of its own.
 func start(cmd *exec.Cmd, _ *ExitWatcher, done chan<- ended) (process, error) {

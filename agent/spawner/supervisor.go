@@ -84,6 +84,19 @@ type Options struct {
 	// /dev/null, opened once); without it os/exec opens /dev/null for
 	// every start.
 	Stdin *os.File
+	// Launcher, if set, starts the children instead of the supervisor's
+	// own fork/exec; Exits is then unused. The supervisor still signals
+	// the child's group itself.
+	Launcher Launcher
+}
+
+// Launcher starts a child's process instead of the supervisor's own fork/exec (the keeper).
+type Launcher interface {
+	// Start starts cmd (Path, Args, Env, Dir; Stdin/Stdout/Stderr are *os.File or nil for /dev/null)
+	// in a process group of its own, and calls exited exactly once when its process has ended and been reaped
+	// (code -1 when killed by a signal; err when the end could not be observed).
+	// exited must not block.
+	Start(cmd *exec.Cmd, fenced bool, exited func(code int, signal string, err error)) (pid int, err error)
 }
 
 // StartGate bounds concurrent child starts. Opening log files and fork/exec
@@ -381,7 +394,11 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	var ticks uint64
 	if err == nil {
 		before := procfs.BootTicks()
-		p, err = start(cmd, s.opts.Exits, waitCh)
+		if s.opts.Launcher != nil {
+			p, err = s.startLaunched(cmd, waitCh)
+		} else {
+			p, err = start(cmd, s.opts.Exits, waitCh)
+		}
 		if after := procfs.BootTicks(); before == after {
 			ticks = before
 		}
@@ -501,6 +518,21 @@ wait:
 	}
 	e := s.stopChild(ctx, p, waitCh, o.why)
 	return s.exited(p, e, started, ready, o)
+}
+
+// startLaunched starts cmd through the Launcher, which reports the end into
+// waitCh (cap 1, sent to once).
+func (s *Supervisor) startLaunched(cmd *exec.Cmd, waitCh chan ended) (process, error) {
+	pid, err := s.opts.Launcher.Start(cmd, s.spec.Fenced, func(code int, signal string, err error) {
+		select {
+		case waitCh <- ended{code: code, signal: signal, err: err}:
+		default:
+		}
+	})
+	if err != nil {
+		return process{}, err
+	}
+	return launched(pid), nil
 }
 
 // stopChild ends a running child: Shutdown hook or SIGTERM to the group,
