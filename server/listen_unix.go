@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gofrs/flock"
 )
 
 // DefaultSocket is where allexmaster listens unless told otherwise.
@@ -20,11 +22,30 @@ const DefaultSocket = "/tmp/allexmachinemanager"
 // ErrInUse is returned by Listen when a live process answers on the socket.
 var ErrInUse = errors.New("socket in use by a live process")
 
-// Listen opens the machine socket at path with mode 0660. An existing
-// socket file is removed only when nothing answers on it; a live owner (or
-// a path that is not a socket) makes Listen fail, so two masters never
-// share a machine socket.
+// Listen opens the machine socket at path with mode 0660. It first takes
+// the lock <path>.lock for the listener's life, so that of two masters
+// started at once on one socket exactly one goes on; then an existing
+// socket file is removed only when nothing answers on it, and a live owner
+// (or a path that is not a socket) makes Listen fail.
 func Listen(path string) (net.Listener, error) {
+	lock := flock.New(path + ".lock")
+	ok, err := lock.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("lock %s.lock: %w", path, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%s: %w: another allexmaster holds %s.lock", path, ErrInUse, path)
+	}
+	ln, err := listenLocked(path)
+	if err != nil {
+		_ = lock.Unlock()
+		return nil, err
+	}
+	ln.lock = lock
+	return ln, nil
+}
+
+func listenLocked(path string) (*unixListener, error) {
 	if err := clearStale(path); err != nil {
 		return nil, err
 	}
@@ -79,6 +100,7 @@ func clearStale(path string) error {
 type unixListener struct {
 	*net.UnixListener
 	path string
+	lock *flock.Flock
 	once sync.Once
 }
 
@@ -93,6 +115,9 @@ func (l *unixListener) Close() error {
 				return
 			}
 			os.Remove(l.path)
+		}
+		if l.lock != nil {
+			_ = l.lock.Unlock()
 		}
 	})
 	return err
