@@ -50,8 +50,15 @@ type Options struct {
 	// master that was killed without stopping them.
 	StateDir string
 	// Token authenticates the LAN link.
-	Token   string
-	Version string
+	Token string
+	// Identity is this master's identity on the LAN (its state dir's).
+	Identity string
+	// KeeperCommand runs the keeper that is the parent of the children
+	// (package keeper; e.g. {allexmaster, "keeper"}); empty: the agent
+	// forks them itself, and the LAN lease is then enforced by the agent
+	// alone, not when it is frozen or killed.
+	KeeperCommand []string
+	Version       string
 }
 
 // Agent supervises the machine's children.
@@ -76,7 +83,9 @@ type Agent struct {
 	live         int // procs whose supervisor has not ended: capacity's Running
 	ownerN       uint64
 	wg           sync.WaitGroup
-	lan          *lanState
+	lan          *lan // nil without a LAN manager
+	lanErr       error
+	keeper       keeperClient // nil: the agent forks the children itself
 	running      chan struct{}
 }
 
@@ -102,11 +111,6 @@ type proc struct {
 	reg        registration
 	prevReg    registration
 	runningPID int
-
-	// LAN bookkeeping for need children, guarded by Agent.mu.
-	spawnedSent  bool // the LAN manager was told the current run is up
-	suppressDown bool
-	lastExit     spawner.Event // how the last run ended
 }
 
 // New builds an agent; Run starts it.
@@ -134,7 +138,11 @@ func New(opts Options) (*Agent, error) {
 		// briefly, and beyond that they just add threads.
 		starts: spawner.NewStartGate(2 * runtime.GOMAXPROCS(0)),
 	}
-	a.lan = newLANState(a)
+	if opts.Config.LanManagerAddress != "" {
+		// A link that cannot be set up (no token, say) leaves the master
+		// running its local children; Run reports the error when it ends.
+		a.lan, a.lanErr = a.newLAN()
+	}
 	return a, nil
 }
 
@@ -155,6 +163,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := os.MkdirAll(a.opts.StateDir, 0o750); err != nil {
 			return fmt.Errorf("state dir: %w", err)
 		}
+	}
+	// A keeper an earlier master left on the state dir is stopped first
+	// (its children with it), then what the journal still lists.
+	if err := a.startKeeper(ctx); err != nil {
+		return err
+	}
+	if a.opts.StateDir != "" {
 		a.reapLeftovers()
 	}
 	// One /dev/null for every child's stdin instead of an open per start.
@@ -162,11 +177,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.devNull = f
 		defer f.Close()
 	}
-	if w, err := spawner.NewExitWatcher(); err == nil {
-		a.exits = w
-		defer w.Close()
-	} else {
-		a.log.Debug("no shared exit watcher; one goroutine per child waits", "error", err)
+	// The keeper reaps the children it starts; without it the agent does.
+	if a.keeper == nil {
+		if w, err := spawner.NewExitWatcher(); err == nil {
+			a.exits = w
+			defer w.Close()
+		} else {
+			a.log.Debug("no shared exit watcher; one goroutine per child waits", "error", err)
+		}
 	}
 	if lp, err := spawner.NewListenProbe(); err == nil {
 		a.listen = lp
@@ -203,20 +221,37 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	linkDone := make(chan error, 1)
-	if a.opts.Config.LanManagerAddress != "" {
-		go func() { linkDone <- a.lan.run(linkCtx) }()
+	ctrlDone := make(chan struct{})
+	if a.lan != nil {
+		go func() { defer close(ctrlDone); a.lan.ctrl.Run(linkCtx) }()
+		go func() { linkDone <- a.lan.link.Run(linkCtx) }()
 	} else {
-		a.log.Info("no lanmanageraddress configured; running without a LAN manager")
-		linkDone <- nil
+		if a.lanErr != nil {
+			a.log.Error("running without the LAN manager", "error", a.lanErr)
+		} else {
+			a.log.Info("no lanmanageraddress configured; running without a LAN manager")
+		}
+		close(ctrlDone)
+		linkDone <- a.lanErr
 	}
 
 	<-ctx.Done()
 	a.log.Info("shutting down: stopping children")
+	if a.lan != nil {
+		a.lan.ctrl.Drain()
+	}
 	stopChildren()
 	a.wg.Wait()
+	if a.lan != nil {
+		// The down reports go out before the link closes, saying then
+		// that no copy runs here.
+		a.lan.ctrl.Flush()
+	}
 	stopLink()
 	err := <-linkDone
+	<-ctrlDone
 	a.closeState()
+	a.stopKeeper()
 	return err
 }
 
@@ -290,6 +325,9 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 		a.ports.ReleaseOwner(p.owner)
 		return nil, err
 	}
+	// A copy of a LAN need lives under the lease: the keeper refuses to
+	// start it once the lease has run out and kills it when it does.
+	sspec.Fenced = needID != ""
 	if a.opts.LogDir != "" {
 		p.stdout = spawner.LogPath(a.opts.LogDir, spec.GetInstance(), "stdout")
 		p.stderr = spawner.LogPath(a.opts.LogDir, spec.GetInstance(), "stderr")
@@ -300,10 +338,11 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 		Shutdown: func(ctx context.Context, pid int, grace time.Duration) error {
 			return a.shutdownChild(ctx, p, pid, grace)
 		},
-		Exits:  a.exits,
-		Listen: a.listen,
-		Starts: a.starts,
-		Stdin:  a.devNull,
+		Exits:    a.exits,
+		Listen:   a.listen,
+		Starts:   a.starts,
+		Stdin:    a.devNull,
+		Launcher: a.launcher(),
 	})
 	if err != nil {
 		a.ports.ReleaseOwner(p.owner)
@@ -315,13 +354,6 @@ func (a *Agent) Start(spec *allexv1.ModuleSpec, needID string) (*allexv1.Process
 	a.wg.Add(1)
 	go a.supervise(p)
 	return a.infoLocked(p), nil
-}
-
-// shuttingDown reports whether Run's context is done: no new children.
-func (a *Agent) shuttingDown() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.runCtx != nil && a.runCtx.Err() != nil
 }
 
 func isDone(p *proc) bool {
@@ -449,7 +481,7 @@ func (a *Agent) supervise(p *proc) {
 	close(p.done)
 	a.live--
 	a.mu.Unlock()
-	a.lan.childFinished(p, err)
+	a.needEnded(p, err)
 }
 
 // onEvent turns a supervisor event into a machine event and drives the
@@ -467,8 +499,6 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 				*r = registration{}
 			}
 		}
-		// For the down report that follows should the child restart.
-		p.lastExit = ev
 		a.mu.Unlock()
 		if sock != "" {
 			removeLeftSocket(sock)
@@ -500,19 +530,7 @@ func (a *Agent) onEvent(p *proc, ev spawner.Event) {
 		ExitSignal: ev.Signal,
 		Message:    ev.Message,
 	})
-	switch ev.Kind {
-	case spawner.EventReady:
-		a.lan.childReady(p, ev.PID)
-	case spawner.EventBackoff:
-		if ev.Delay > 0 {
-			a.lan.childRestarting(p)
-		}
-	case spawner.EventRunning:
-		// An immediate restart (or allexctl restart) reports the old run
-		// down once the new one is exec'd: the LAN manager's and its
-		// watchers' work then does not compete with the restart for CPU.
-		a.lan.childRestarting(p)
-	}
+	a.needEvent(p, ev)
 }
 
 // Subscribe streams lifecycle events; cancel ends the subscription.
@@ -722,7 +740,7 @@ func (a *Agent) Status() *allexv1.StatusResponse {
 		StartedAt:         timestamppb.New(a.started),
 		MachineId:         a.opts.Config.MachineID,
 		LanManagerAddress: a.lanAddress(),
-		LanLinkState:      a.lan.state(),
+		LanLinkState:      a.linkState(),
 		Processes:         n,
 		Ready:             ready,
 	}

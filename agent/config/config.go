@@ -3,9 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -417,4 +419,9 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ModuleNames lists the configured modules, sorted.
+func (c Config) ModuleNames() []string {
+	return slices.Sorted(maps.Keys(c.Modules))
 }

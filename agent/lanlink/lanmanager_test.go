@@ -2,6 +2,7 @@ package lanlink_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,16 +20,37 @@ import (
 type agentSide struct {
 	link *lanlink.Link
 
-	mu      sync.Mutex
-	claimed map[string]bool
-	granted []string
-	states  []string
-	sendErr error
+	mu        sync.Mutex
+	claimed   map[string]bool
+	granted   []string
+	states    []string
+	sendErr   error
+	helloSent time.Duration
+	renewals  int
 }
 
 func (a *agentSide) Hello() lanwire.Hello {
-	return lanwire.Hello{MachineID: "m1", Modules: []string{"web"}}
+	return lanwire.Hello{MachineID: "m1", Identity: "0123456789abcdef", Modules: []string{"web"}}
 }
+
+func (a *agentSide) Welcomed(_ *lanwire.Welcome, helloSent time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.helloSent = helloSent
+}
+
+// Renewed records the pongs: each renews from its ping's send time, never
+// before the session's hello.
+func (a *agentSide) Renewed(sent time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if sent < a.helloSent {
+		a.sendErr = fmt.Errorf("renewed from %v, before the hello at %v", sent, a.helloSent)
+	}
+	a.renewals++
+}
+
+func (a *agentSide) HoldsCopies() bool { return false }
 
 func (a *agentSide) HandleFrame(typ string, payload any) {
 	a.mu.Lock()
@@ -141,6 +163,12 @@ func TestAgainstLANManager(t *testing.T) {
 	if first == "" {
 		t.Fatalf("no session id while granted")
 	}
+	// Its pings are answered: the lease is renewed.
+	wait("renewals", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.renewals >= 2
+	})
 
 	stopLM()
 	wait("disconnected", func() bool { return link.State() != lanlink.StateConnected })

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/allex-go/allex/internal/boottime"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -58,16 +59,25 @@ var (
 	// ErrUnauthorized is wrapped by the session error when the LAN manager
 	// answers the upgrade with HTTP 401.
 	ErrUnauthorized = errors.New("LAN manager refused the token (HTTP 401)")
+	// ErrRefused is wrapped by the session error when the LAN manager
+	// answers the hello with an error (another master is this machine id).
+	ErrRefused = errors.New("LAN manager refused the hello")
 )
 
-// Handler is the agent's side of the link. All its methods are called from
-// the goroutine running Run, one at a time, so they never overlap; they
-// should return quickly, because the session does not read while they run.
+// Handler is the agent's side of the link. Its methods should return
+// quickly, because the session does not read while they run; all but
+// HoldsCopies are called from the goroutine running Run, one at a time.
 type Handler interface {
 	// Hello builds the hello frame for each new session. An empty Address is
-	// filled with the local IP of the connection. Running lists the need
-	// children currently up, for reconciliation: they are not restarted.
+	// filled with the local IP of the connection. Running lists the copies
+	// the master holds, for reconciliation: they are not restarted.
 	Hello() lanwire.Hello
+	// Welcomed starts a session; its lease runs from helloSent (on
+	// Config.Clock), when the hello was written.
+	Welcomed(w *lanwire.Welcome, helloSent time.Duration)
+	// Renewed says the LAN manager answered the ping sent at sent (on
+	// Config.Clock): the lease runs from then.
+	Renewed(sent time.Duration)
 	// HandleFrame gets each valid frame from the LAN manager in arrival
 	// order; payload is the pointer lanwire.Decode returned (*lanwire.Needs,
 	// *lanwire.Grant, *lanwire.Error, ...). The welcome is not passed on.
@@ -76,6 +86,10 @@ type Handler interface {
 	// StateDisconnected; err says why a session ended or could not start,
 	// and is nil when Run stops because its context is done.
 	LinkState(state string, err error)
+	// HoldsCopies says whether a copy may still run on this master; it
+	// picks the close code, and keeps a connection that could not be
+	// closed cleanly open (lanwire/fencing.go). Any goroutine may call it.
+	HoldsCopies() bool
 }
 
 // Config configures a Link. Zero durations and port take the defaults.
@@ -96,6 +110,8 @@ type Config struct {
 	// DialTimeout bounds the dial and upgrade, and then the wait for the
 	// welcome.
 	DialTimeout time.Duration
+	// Clock is the boot-time clock pings carry (default boottime.Now).
+	Clock func() time.Duration
 }
 
 // Link is the master's connection to the LAN manager.
@@ -111,6 +127,21 @@ type Link struct {
 	state     string
 	sessionID string
 	out       chan outFrame // queue of the welcomed session, nil when none
+	// last are the timings of the last welcome.
+	last lanwire.Timings
+	// lingering counts connections held open after a close frame could
+	// not be written (see closeConn).
+	lingering sync.WaitGroup
+}
+
+// timings returns the last welcome's timings, or the defaults.
+func (l *Link) timings() lanwire.Timings {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == (lanwire.Timings{}) {
+		return lanwire.DefaultTimings()
+	}
+	return l.last
 }
 
 // New checks cfg and returns a Link; Run starts it.
@@ -157,6 +188,9 @@ func New(cfg Config) (*Link, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = boottime.Now
 	}
 	u := url.URL{Scheme: "ws", Host: net.JoinHostPort(host, strconv.Itoa(cfg.Port)), Path: lanwire.Path}
 	return &Link{
@@ -260,6 +294,7 @@ func (l *Link) Run(ctx context.Context) error {
 	l.running = true
 	l.mu.Unlock()
 	defer func() {
+		l.lingering.Wait()
 		l.mu.Lock()
 		l.running = false
 		l.mu.Unlock()
@@ -277,6 +312,9 @@ func (l *Link) Run(ctx context.Context) error {
 		switch {
 		case errors.Is(err, ErrUnauthorized):
 			l.log.Error("LAN manager refused the token; check the master's LAN token", "url", l.url, "error", err)
+			backoff = l.cfg.BackoffMax
+		case errors.Is(err, ErrRefused):
+			l.log.Error("LAN manager refused this master", "url", l.url, "error", err)
 			backoff = l.cfg.BackoffMax
 		case lasted > backoffResetAfter:
 			l.log.Warn("LAN link lost", "url", l.url, "after", lasted, "error", err)
@@ -340,25 +378,36 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, dialError(l.url, resp, err)
 	}
-	defer conn.Close()
 	conn.SetReadLimit(lanwire.MaxFrameSize)
 
 	// The handshake's reads and writes only know deadlines; closing the
-	// connection is what makes a stop interrupt them.
+	// connection is what makes a stop interrupt them (the agent stops the
+	// link only once its LAN children are gone).
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	welcome, err := l.handshake(conn)
+	welcome, helloSent, err := l.handshake(conn)
 	if !stop() {
 		return 0, fmt.Errorf("handshake: %w", ctx.Err())
 	}
 	if err != nil {
+		// The LAN manager may have taken the hello: end as a welcomed
+		// session would.
+		l.closeConn(conn, l.timings())
 		return 0, err
 	}
+	l.mu.Lock()
+	l.last = welcome.Timings
+	l.mu.Unlock()
 	heartbeat := l.cfg.Heartbeat
 	if welcome.HeartbeatMS > 0 {
 		heartbeat = max(time.Duration(welcome.HeartbeatMS)*time.Millisecond, minHeartbeat)
 	}
 	readWait := 3 * heartbeat
-	conn.SetPongHandler(func(string) error {
+	conn.SetPongHandler(func(data string) error {
+		// The pong echoes the ping's send time: the lease runs from
+		// then, however late the pong arrived.
+		if sent, ok := lanwire.ParsePingPayload([]byte(data)); ok && sent >= helloSent && sent <= l.cfg.Clock() {
+			l.cfg.Handler.Renewed(sent)
+		}
 		return conn.SetReadDeadline(time.Now().Add(readWait))
 	})
 	// The LAN manager's own pings prove it alive as well as its pongs do.
@@ -378,7 +427,8 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 	l.out = out
 	l.sessionID = welcome.SessionID
 	l.mu.Unlock()
-	l.log.Info("LAN link connected", "url", l.url, "session", welcome.SessionID, "heartbeat", heartbeat)
+	l.log.Info("LAN link connected", "url", l.url, "session", welcome.SessionID, "heartbeat", heartbeat, "lease", welcome.Lease())
+	l.cfg.Handler.Welcomed(welcome, helloSent)
 	l.setState(StateConnected, nil)
 
 	var cause firstError
@@ -388,8 +438,9 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 		defer close(writerDone)
 		if err := l.writeLoop(ctx, conn, out, heartbeat, readDone); err != nil {
 			cause.set(err)
-			// Wakes the reader: the session is over.
-			conn.Close()
+			// Wakes the reader: the session is over. The connection is
+			// only closed by closeConn.
+			_ = conn.NetConn().SetReadDeadline(time.Now())
 		}
 	}()
 
@@ -399,9 +450,39 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 	l.mu.Unlock()
 	close(readDone)
 	// Unblocks a writer stuck on a LAN manager that stopped reading.
-	conn.Close()
+	_ = conn.NetConn().SetWriteDeadline(time.Now())
 	<-writerDone
+	l.closeConn(conn, welcome.Timings)
 	return time.Since(start), cause.get()
+}
+
+// closeConn ends a welcomed session's connection with a close frame that
+// tells the LAN manager whether copies may still run here. A connection
+// that ends without one means to the LAN manager that this master's
+// process is gone, so its copies are counted dead after the exit fence:
+// when the close frame cannot be written and copies may run, the
+// connection is held open until they are gone (the fence stops them
+// within the lease, since nothing renews it on this connection).
+func (l *Link) closeConn(conn *websocket.Conn, t lanwire.Timings) {
+	code, text := lanwire.CloseNoCopies, "no copies"
+	if l.cfg.Handler.HoldsCopies() {
+		code, text = lanwire.CloseAlive, "master alive"
+	}
+	msg := websocket.FormatCloseMessage(code, text)
+	if err := conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err == nil || code == lanwire.CloseNoCopies {
+		conn.Close()
+		return
+	}
+	l.log.Warn("LAN link: cannot send the close frame; holding the connection until no LAN child runs", "lease", t.Lease())
+	l.lingering.Add(1)
+	go func() {
+		defer l.lingering.Done()
+		defer conn.Close()
+		deadline := time.Now().Add(t.Lease())
+		for l.cfg.Handler.HoldsCopies() && time.Now().Before(deadline) {
+			time.Sleep(min(t.Heartbeat(), time.Until(deadline)))
+		}
+	}()
 }
 
 // firstError keeps the error that ended a session: whichever of the reader
@@ -436,51 +517,53 @@ func dialError(u string, resp *http.Response, err error) error {
 	return fmt.Errorf("dial %s: upgrade refused with HTTP %s: %w", u, resp.Status, err)
 }
 
-// handshake sends the hello and waits for the welcome.
-func (l *Link) handshake(conn *websocket.Conn) (*lanwire.Welcome, error) {
+// handshake sends the hello and waits for the welcome; it returns when
+// the hello was sent, on Config.Clock.
+func (l *Link) handshake(conn *websocket.Conn) (*lanwire.Welcome, time.Duration, error) {
 	hello := l.cfg.Handler.Hello()
 	if hello.Address == "" {
 		ap, err := netip.ParseAddrPort(conn.LocalAddr().String())
 		if err != nil {
-			return nil, fmt.Errorf("hello: local address %q: %w", conn.LocalAddr(), err)
+			return nil, 0, fmt.Errorf("hello: local address %q: %w", conn.LocalAddr(), err)
 		}
 		hello.Address = ap.Addr().Unmap().WithZone("").String()
 	}
 	if err := hello.Validate(); err != nil {
-		return nil, fmt.Errorf("hello: %w", err)
+		return nil, 0, fmt.Errorf("hello: %w", err)
 	}
 	b, err := lanwire.Encode(lanwire.TypeHello, &hello)
 	if err != nil {
-		return nil, fmt.Errorf("hello: %w", err)
+		return nil, 0, fmt.Errorf("hello: %w", err)
 	}
 	deadline := time.Now().Add(l.cfg.DialTimeout)
 	if err := conn.SetWriteDeadline(deadline); err != nil {
-		return nil, fmt.Errorf("hello: %w", err)
+		return nil, 0, fmt.Errorf("hello: %w", err)
 	}
+	sent := l.cfg.Clock()
 	if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
-		return nil, fmt.Errorf("hello: write: %w", err)
+		return nil, 0, fmt.Errorf("hello: write: %w", err)
 	}
 	if err := conn.SetReadDeadline(deadline); err != nil {
-		return nil, fmt.Errorf("welcome: %w", err)
+		return nil, 0, fmt.Errorf("welcome: %w", err)
 	}
 	mt, msg, err := conn.ReadMessage()
 	if err != nil {
-		return nil, fmt.Errorf("welcome: read: %w", err)
+		return nil, 0, fmt.Errorf("welcome: read: %w", err)
 	}
 	if mt != websocket.TextMessage {
-		return nil, fmt.Errorf("welcome: got a binary message, want a welcome frame")
+		return nil, 0, fmt.Errorf("welcome: got a binary message, want a welcome frame")
 	}
 	typ, payload, err := lanwire.Decode(msg)
 	if err != nil {
-		return nil, fmt.Errorf("welcome: %w", err)
+		return nil, 0, fmt.Errorf("welcome: %w", err)
 	}
 	switch p := payload.(type) {
 	case *lanwire.Welcome:
-		return p, nil
+		return p, sent, nil
 	case *lanwire.Error:
-		return nil, fmt.Errorf("welcome: LAN manager refused the hello: %s", p.Message)
+		return nil, 0, fmt.Errorf("%w: %s", ErrRefused, p.Message)
 	}
-	return nil, fmt.Errorf("welcome: got a %q frame first, want welcome", typ)
+	return nil, 0, fmt.Errorf("welcome: got a %q frame first, want welcome", typ)
 }
 
 // lanManagerFrame reports whether typ is handed to the handler during a
@@ -541,39 +624,56 @@ func (l *Link) writeLoop(ctx context.Context, conn *websocket.Conn, out <-chan o
 		case <-readDone:
 			return nil
 		case <-ctx.Done():
-			msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "master stopping")
-			if err := conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
-				conn.Close()
-				return nil
-			}
-			t := time.NewTimer(closeWait)
-			select {
-			case <-readDone:
-			case <-t.C:
-				conn.Close()
-			}
-			t.Stop()
+			// What was queued (the last down reports) goes out before the
+			// session ends; then the reader is woken and the session
+			// closes the connection with its close frame.
+			l.drain(conn, out, writeWait)
+			_ = conn.NetConn().SetReadDeadline(time.Now())
 			return nil
 		case f := <-out:
-			// Checked by Send: only a frame over the size limit can fail.
-			b, err := lanwire.Encode(f.typ, f.payload)
-			if err == nil && len(b) > lanwire.MaxFrameSize {
-				err = fmt.Errorf("%d bytes exceeds %d", len(b), lanwire.MaxFrameSize)
-			}
-			if err != nil {
-				l.log.Error("dropping a frame that cannot be sent", "type", f.typ, "error", err)
-				continue
-			}
-			if err := conn.SetWriteDeadline(time.Now().Add(writeWait)); err != nil {
-				return fmt.Errorf("write: %w", err)
-			}
-			if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
-				return fmt.Errorf("write: %w", err)
+			if err := l.write(conn, f, writeWait); err != nil {
+				return err
 			}
 		case <-ping.C:
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+			// The payload is the send time: its pong renews the lease
+			// from then.
+			if err := conn.WriteControl(websocket.PingMessage, lanwire.PingPayload(l.cfg.Clock()), time.Now().Add(writeWait)); err != nil {
 				return fmt.Errorf("ping: %w", err)
 			}
+		}
+	}
+}
+
+// write sends one queued frame.
+func (l *Link) write(conn *websocket.Conn, f outFrame, writeWait time.Duration) error {
+	// Checked by Send: only a frame over the size limit can fail.
+	b, err := lanwire.Encode(f.typ, f.payload)
+	if err == nil && len(b) > lanwire.MaxFrameSize {
+		err = fmt.Errorf("%d bytes exceeds %d", len(b), lanwire.MaxFrameSize)
+	}
+	if err != nil {
+		l.log.Error("dropping a frame that cannot be sent", "type", f.typ, "error", err)
+		return nil
+	}
+	if err := conn.SetWriteDeadline(time.Now().Add(writeWait)); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// drain writes what is queued, until the queue is empty or a write fails.
+func (l *Link) drain(conn *websocket.Conn, out <-chan outFrame, writeWait time.Duration) {
+	for {
+		select {
+		case f := <-out:
+			if l.write(conn, f, writeWait) != nil {
+				return
+			}
+		default:
+			return
 		}
 	}
 }

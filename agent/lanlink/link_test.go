@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,10 +69,14 @@ type frame struct {
 type recorder struct {
 	hello lanwire.Hello
 
+	holds atomic.Bool
+
 	mu         sync.Mutex
 	helloCalls int
 	states     []stateEvent
 	frames     []frame
+	welcomes   []time.Duration
+	renewals   []time.Duration
 }
 
 func (r *recorder) Hello() lanwire.Hello {
@@ -86,6 +91,20 @@ func (r *recorder) HandleFrame(typ string, payload any) {
 	defer r.mu.Unlock()
 	r.frames = append(r.frames, frame{typ, payload})
 }
+
+func (r *recorder) Welcomed(w *lanwire.Welcome, helloSent time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.welcomes = append(r.welcomes, helloSent)
+}
+
+func (r *recorder) Renewed(sent time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.renewals = append(r.renewals, sent)
+}
+
+func (r *recorder) HoldsCopies() bool { return r.holds.Load() }
 
 func (r *recorder) LinkState(state string, err error) {
 	r.mu.Lock()
@@ -114,10 +133,11 @@ func (r *recorder) disconnects() []error {
 func testHello() lanwire.Hello {
 	return lanwire.Hello{
 		MachineID: "m1",
+		Identity:  "0123456789abcdef",
 		Modules:   []string{"web", "db"},
 		Capacity:  lanwire.Capacity{MaxProcesses: 4, Running: 1, FreePorts: map[string]int{"tcp": 10}},
 		Running: []lanwire.RunningService{{
-			Instance: "web1", Module: "web", PID: 4242,
+			Instance: "web1", Module: "web", Epoch: 3, PID: 4242,
 			Ports: lanwire.Ports{"http": 8080}, StartedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		}},
 		Version: "test",
@@ -211,7 +231,11 @@ func send(t *testing.T, c *websocket.Conn, typ string, payload any) {
 
 func welcome(t *testing.T, c *websocket.Conn, n int, heartbeatMS int64) {
 	t.Helper()
-	send(t, c, lanwire.TypeWelcome, &lanwire.Welcome{SessionID: fmt.Sprintf("s-%d", n), HeartbeatMS: heartbeatMS, GraceMS: 1000})
+	timings := lanwire.DefaultTimings()
+	if heartbeatMS > 0 {
+		timings.HeartbeatMS = heartbeatMS
+	}
+	send(t, c, lanwire.TypeWelcome, &lanwire.Welcome{SessionID: fmt.Sprintf("s-%d", n), Timings: timings})
 }
 
 // drain reads until the client goes away, so pings get their pongs and a
@@ -403,18 +427,20 @@ func TestFramesInOrderBadOnesSkipped(t *testing.T) {
 	}{
 		{false, `{"type":"needs","data":{"needs":[{"instance":"web1","module":"web"}]}}`},
 		{false, `{"type":`},
-		{false, `{"type":"grant","data":{"need":{"instance":"web1","module":"web","protocols":["http"]}}}`},
+		{false, `{"type":"grant","data":{"epoch":4,"need":{"instance":"web1","module":"web","protocols":["http"]}}}`},
+		{false, `{"type":"grant","data":{"need":{"instance":"web1","module":"web"}}}`},
 		{false, `{"type":"nope","data":{}}`},
 		{false, `{"type":"deny","data":{"instance":"web2","reason":"taken"}}`},
 		{false, `{"type":"claim","data":{"instance":"web1"}}`},
-		{false, `{"type":"welcome","data":{"session":"again","heartbeatms":1,"gracems":1}}`},
+		{false, `{"type":"welcome","data":{"session":"again","heartbeatms":1000,"leasems":10000,"fencegracems":3000,"exitfencems":2000}}`},
 		{true, `{"type":"stop","data":{"instance":"web1","reason":"binary"}}`},
 		{false, `{"type":"stop","data":{"instance":"../etc","reason":"bad name"}}`},
 		{false, `{"type":"stop","data":{"instance":"web1","reason":"x","extra":1}}`},
-		{false, `{"type":"approved","data":{"service":{"instance":"web1","module":"web","machine":"m1","address":"127.0.0.1","pid":3,"startedat":"2026-01-01T00:00:00Z","publishedat":"2026-01-01T00:00:00Z"}}}`},
+		{false, `{"type":"approved","data":{"service":{"instance":"web1","module":"web","machine":"m1","epoch":4,"address":"127.0.0.1","pid":3,"startedat":"2026-01-01T00:00:00Z","publishedat":"2026-01-01T00:00:00Z"}}}`},
 		{false, `{"type":"error","data":{"ref":"claim","message":"no such need"}}`},
-		{false, `{"type":"rejected","data":{"instance":"web1","reason":"port closed"}}`},
-		{false, `{"type":"stop","data":{"instance":"web1","reason":"gone"}}`},
+		{false, `{"type":"rejected","data":{"instance":"web1","epoch":4,"reason":"port closed"}}`},
+		{false, `{"type":"stop","data":{"instance":"web1","reason":"no epoch"}}`},
+		{false, `{"type":"stop","data":{"instance":"web1","epoch":4,"reason":"gone"}}`},
 	}
 	want := []string{"needs", "grant", "deny", "approved", "error", "rejected", "stop"}
 	s := newLAN(t, func(n int, c *websocket.Conn) {
@@ -487,7 +513,8 @@ func TestSend(t *testing.T) {
 		{"nil payload", lanwire.TypeClaim, nil, "bad frame"},
 		{"invalid instance", lanwire.TypeClaim, &lanwire.Claim{Instance: "../x"}, "bad frame"},
 		{"payload of another type", lanwire.TypeClaim, &lanwire.Spawned{Instance: "w", PID: 3}, "payload is *lanwire.Spawned"},
-		{"zero pid", lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w"}, "positive pid"},
+		{"zero pid", lanwire.TypeSpawned, &lanwire.Spawned{Instance: "w", Epoch: 1}, "positive pid"},
+		{"no epoch", lanwire.TypeDown, &lanwire.Down{Instance: "w"}, "epoch 0"},
 		{"negative capacity", lanwire.TypeCapacity, &lanwire.Capacity{Running: -1}, "negative"},
 		{"not a payload", lanwire.TypeClaim, func() {}, "payload is func()"},
 	}
@@ -508,10 +535,10 @@ func TestSend(t *testing.T) {
 		payload any
 	}{
 		{lanwire.TypeClaim, &lanwire.Claim{Instance: "web1"}},
-		{lanwire.TypeSpawned, &lanwire.Spawned{Instance: "web1", PID: 77, Ports: lanwire.Ports{"http": 8080}}},
+		{lanwire.TypeSpawned, &lanwire.Spawned{Instance: "web1", Epoch: 2, PID: 77, Ports: lanwire.Ports{"http": 8080}}},
 		{lanwire.TypeCapacity, lanwire.Capacity{MaxProcesses: 3, Running: 2}},
-		{lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: "db1", Error: "no binary"}},
-		{lanwire.TypeDown, &lanwire.Down{Instance: "web1", PID: 77, ExitCode: 1}},
+		{lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: "db1", Epoch: 3, Error: "no binary"}},
+		{lanwire.TypeDown, &lanwire.Down{Instance: "web1", Epoch: 2, PID: 77, ExitCode: 1}},
 	}
 	for _, g := range good {
 		if err := l.Send(g.typ, g.payload); err != nil {
@@ -804,10 +831,11 @@ func TestCancel(t *testing.T) {
 				t.Errorf("Send after cancel = %v, want ErrNotConnected", err)
 			}
 			if tt.name == "connected" {
+				// The recorder holds no copy: the close says so.
 				select {
 				case code := <-closed:
-					if code != websocket.CloseNormalClosure {
-						t.Errorf("close code = %d, want %d", code, websocket.CloseNormalClosure)
+					if code != lanwire.CloseNoCopies {
+						t.Errorf("close code = %d, want %d", code, lanwire.CloseNoCopies)
 					}
 				case <-time.After(waitLimit):
 					t.Errorf("server got no close frame")

@@ -122,9 +122,16 @@ func (g *globals) needs(ctx context.Context, args []string) error {
 			return g.printJSON(list)
 		}
 		tw := g.table()
-		fmt.Fprintln(tw, "INSTANCE\tMODULE\tPROTOCOLS\tSTATE\tMACHINE\tATTEMPTS\tORIGIN\tLAST ERROR")
+		fmt.Fprintln(tw, "INSTANCE\tMODULE\tPROTOCOLS\tSTATE\tMACHINE\tEPOCH\tATTEMPTS\tORIGIN\tLAST ERROR")
 		for _, n := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Need.Instance, n.Need.Module, strings.Join(n.Need.Protocols, ","), n.State, dash(n.Machine), n.Attempts, dash(n.Origin), n.LastError)
+			state, epoch := n.State, "-"
+			if n.Removed {
+				state += " (removed)"
+			}
+			if n.Epoch != 0 {
+				epoch = strconv.FormatUint(n.Epoch, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Need.Instance, n.Need.Module, strings.Join(n.Need.Protocols, ","), state, dash(n.Machine), epoch, n.Attempts, dash(n.Origin), n.LastError)
 		}
 		return tw.Flush()
 	case "add":
@@ -230,13 +237,17 @@ func (g *globals) machines(ctx context.Context, args []string) error {
 		return g.printJSON(list)
 	}
 	tw := g.table()
-	fmt.Fprintln(tw, "MACHINE\tADDRESS\tCONNECTED\tRUNNING\tMAX\tSERVICES\tLAST SEEN")
+	fmt.Fprintln(tw, "MACHINE\tIDENTITY\tADDRESS\tCONNECTED\tRUNNING\tMAX\tSERVICES\tCOPIES\tLAST SEEN\tCOPIES END")
 	for _, m := range list {
 		max := "-"
 		if m.Capacity.MaxProcesses > 0 {
 			max = strconv.Itoa(m.Capacity.MaxProcesses)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%d\t%s\n", m.ID, dash(m.Address), m.Connected, m.Capacity.Running, max, m.Services, m.LastSeen.Local().Format(time.RFC3339))
+		ends := "-"
+		if !m.CopiesEndAt.IsZero() {
+			ends = m.CopiesEndAt.Local().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%d\t%d\t%s\t%s\n", m.ID, dash(m.Identity), dash(m.Address), m.Connected, m.Capacity.Running, max, m.Services, m.Copies, m.LastSeen.Local().Format(time.RFC3339), ends)
 	}
 	return tw.Flush()
 }

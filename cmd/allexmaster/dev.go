@@ -78,8 +78,6 @@ func runDev(ctx context.Context, f *flags, set map[string]bool, log hclog.Logger
 		Addr:                f.demo.lanAddr,
 		Token:               token,
 		Store:               store.NewMemory(),
-		Heartbeat:           time.Second,
-		Grace:               5 * time.Second,
 		RetryBackoffInitial: 200 * time.Millisecond,
 		RetryBackoffMax:     5 * time.Second,
 		Logger:              log.Named("lanmanager"),

@@ -18,6 +18,7 @@ import (
 
 	"github.com/allex-go/allex/agent"
 	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/agent/statedir"
 	"github.com/allex-go/allex/server"
 )
 
@@ -25,6 +26,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "keeper" {
+		runKeeper()
+	}
 	if len(os.Args) > 1 && os.Args[1] == "demochild" {
 		if err := runDemoChild(); err != nil {
 			fmt.Fprintln(os.Stderr, "demochild:", err)
@@ -161,20 +165,39 @@ func applyFlags(cfg config.Config, f *flags, set map[string]bool) config.Config 
 	return cfg
 }
 
-// serve runs the agent and its machine socket until ctx is done.
+// serve runs the agent and its machine socket until ctx is done. The
+// state dir and then the socket are taken first, each for the master's
+// life: a second master on either refuses to start and touches nothing.
 func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logger) error {
+	dir, err := statedir.Lock(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
 	ln, err := server.Listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
+	identity, err := dir.Identity()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	keeperCmd, err := keeperCommand()
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	a, err := agent.New(agent.Options{
-		Logger:   log,
-		Config:   cfg,
-		Socket:   cfg.Socket,
-		LogDir:   filepath.Join(cfg.StateDir, "logs"),
-		StateDir: cfg.StateDir,
-		Token:    token,
-		Version:  version,
+		Logger:        log,
+		Config:        cfg,
+		Socket:        cfg.Socket,
+		LogDir:        filepath.Join(cfg.StateDir, "logs"),
+		StateDir:      cfg.StateDir,
+		Token:         token,
+		Identity:      identity,
+		KeeperCommand: keeperCmd,
+		Version:       version,
 	})
 	if err != nil {
 		ln.Close()
@@ -184,7 +207,7 @@ func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logge
 	go func() {
 		select {
 		case <-a.Ready():
-			log.Info("allexmaster running", "socket", cfg.Socket, "machine", cfg.MachineID, "lanmanager", cfg.LanManagerAddress, "statedir", cfg.StateDir, "pid", os.Getpid())
+			log.Info("allexmaster running", "socket", cfg.Socket, "machine", cfg.MachineID, "identity", identity[:8], "lanmanager", cfg.LanManagerAddress, "statedir", cfg.StateDir, "pid", os.Getpid())
 		case <-ctx.Done():
 		}
 	}()
