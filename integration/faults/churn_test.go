@@ -155,7 +155,8 @@ func TestChurnWithCrashingChildren(t *testing.T) {
 		}
 	}()
 	// Halfway through, crash a master and start it again on its dir: its
-	// leftovers are killed and its needs go to the other master or back.
+	// keeper kills its children and its needs go to the other master or
+	// back.
 	for ops.Load() < workers*opsPer/2 && time.Now().Before(deadline) {
 		errMu.Lock()
 		failed := len(errs) > 0

@@ -40,7 +40,7 @@ func testLANManagerRestart(t *testing.T, kill bool) {
 	data := e2e.ShortDir(t)
 	// A long grace: the masters must get back within it however slowly
 	// the restarted LAN manager comes up on a loaded machine.
-	lanArgs := []string{"-store", "bolt", "-grace", "20s"}
+	lanArgs := []string{"-store", "bolt", "-lease", "20s", "-fence-grace", "2s"}
 	lan := e2e.StartFaultLAN(t, data, 0, token, lanArgs...)
 	m1 := e2e.StartFaultMaster(t, lan, "m1", first+more+10, 0)
 	m2 := e2e.StartFaultMaster(t, lan, "m2", first+more+10, 0)
@@ -199,7 +199,7 @@ func addConcurrently(t *testing.T, lan *e2e.FaultLAN, names []string, workers in
 // went down (the stop is shorter than the grace).
 func TestLANManagerStopsAnswering(t *testing.T) {
 	orphans := e2e.NewFaultOrphans(t)
-	lan := e2e.StartFaultLAN(t, e2e.ShortDir(t), 0, token, "-grace", "30s")
+	lan := e2e.StartFaultLAN(t, e2e.ShortDir(t), 0, token, "-lease", "30s", "-fence-grace", "2s")
 	pid := lan.Cmd.Process.Pid
 	// Registered after the LAN manager's own cleanup, so it runs first.
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })

@@ -1,8 +1,10 @@
 //go:build linux
 
 // Fault tests of the real binaries on loopback: a master killed with
-// SIGKILL, a LAN manager restarted under load, a LAN manager that stops
-// answering, and needs churned while children crash.
+// SIGKILL or frozen (its keeper fences its children), a LAN manager
+// restarted under load, a LAN manager that stops answering, needs churned
+// while children crash, and two masters given one state dir, one socket
+// or one machine id.
 
 package faults
 

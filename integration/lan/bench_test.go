@@ -39,7 +39,7 @@ func reportLatencies(b *testing.B, ds []time.Duration) {
 func benchLAN(b *testing.B, n int) (*e2e.LAN, *e2e.Master, *e2e.Watcher) {
 	// The kill benchmark kills the same services over and over on purpose,
 	// which the crash-loop guard would otherwise slow down.
-	lan := e2e.StartLAN(b, e2e.LANOpts{Heartbeat: time.Second, Grace: 5 * time.Second, Extra: []string{"-crashloop-limit", "-1"}})
+	lan := e2e.StartLAN(b, e2e.LANOpts{Heartbeat: time.Second, Lease: 5 * time.Second, Extra: []string{"-crashloop-limit", "-1"}})
 	w := lan.Watch(b, "")
 	m := e2e.StartLANMaster(b, lan, e2e.MasterOpts{MachineID: "m1", Size: n + 10})
 	lan.WaitConnected(b, wait, "m1")

@@ -4,11 +4,14 @@ package lan_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,8 +235,27 @@ func TestTwoMastersRaceOverNeeds(t *testing.T) {
 	}
 }
 
+// restartLease is the lease of the tests that restart the LAN manager.
+// While it is down no pong renews a master's lease, and a master whose
+// lease runs out rightly stops its LAN children (fence). A race-built LAN
+// manager on a busy machine takes seconds to stop and start again, and a
+// master's reconnects back off (250ms doubling, jittered), so the lease
+// must outlast both with room to spare.
+const restartLease = 30 * time.Second
+
+// noFence fails the test if a master logged its fence: the tests that
+// restart the LAN manager expect every master to keep its children.
+func noFence(t *testing.T, masters ...*e2e.Master) {
+	t.Helper()
+	for _, m := range masters {
+		if strings.Contains(m.Output(), "LAN lease running out") {
+			t.Errorf("master on %s fenced its children while the LAN manager restarted", m.Socket)
+		}
+	}
+}
+
 func TestLANManagerRestartKeepsEverything(t *testing.T) {
-	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	lan := e2e.StartLAN(t, e2e.LANOpts{Lease: restartLease})
 	w := lan.Watch(t, "")
 	m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
 	m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2"})
@@ -255,8 +277,9 @@ func TestLANManagerRestartKeepsEverything(t *testing.T) {
 		return nil
 	})
 	lan.WaitConnected(t, wait, "m1", "m2")
-	// Past the grace period nothing may have gone down.
-	time.Sleep(3 * time.Second)
+	// Both masters are back: their hellos re-adopted every copy, so no
+	// fence is pending; a few heartbeats let any late change show.
+	time.Sleep(5 * e2e.TestHeartbeat)
 	after := lan.WaitServices(t, wait, want...)
 	for _, inst := range want {
 		b, a := before[inst], after[inst]
@@ -282,15 +305,20 @@ func TestLANManagerRestartKeepsEverything(t *testing.T) {
 	if n := strings.Count(m1.Output()+m2.Output(), "starting granted need"); n != len(want) {
 		t.Errorf("masters started %d granted needs, want %d: children were restarted", n, len(want))
 	}
+	noFence(t, m1, m2)
+	if strings.Contains(lan.AllOutput(), "machine fenced") {
+		t.Errorf("LAN manager fenced a master that came back within its lease")
+	}
 }
 
 // TestChildDiesWhileLANManagerDown: the master restarts the dead child on
 // its own, on the same ports, while the LAN manager is away; after the
 // reconnect its hello carries the new pid, the registry follows and
 // watchers see the old pid go and the new one come, while the other
-// service keeps its pid.
+// service keeps its pid. The lease outlasts the restart, so the master
+// keeps its children meanwhile.
 func TestChildDiesWhileLANManagerDown(t *testing.T) {
-	lan := e2e.StartLAN(t, e2e.LANOpts{})
+	lan := e2e.StartLAN(t, e2e.LANOpts{Lease: restartLease})
 	w := lan.Watch(t, "")
 	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
 	lan.WaitConnected(t, wait, "m1")
@@ -326,19 +354,55 @@ func TestChildDiesWhileLANManagerDown(t *testing.T) {
 	if got := alive(t, m); len(got) != 2 || got["d1"] != after["d1"].PID || got["d2"] != after["d2"].PID {
 		t.Errorf("master runs %v, published %+v", got, after)
 	}
+	noFence(t, m)
 }
 
-// TestLostMasterNeedsMoveAfterGrace loses a master two ways: SIGKILL
-// (its link closes at once) and SIGSTOP (its link goes silent, caught by
-// the heartbeat). Either way its services move to the other master after
-// the grace period; a stopped master that comes back stops its stale
-// children instead of running duplicates.
-func TestLostMasterNeedsMoveAfterGrace(t *testing.T) {
+// TestLostMasterNeedsMoveAfterFence loses a master two ways and checks
+// that its needs move to the other master without an instance ever having
+// two live copies: both masters' children are sampled from /proc every
+// 20ms throughout.
+//
+//   - SIGKILL: the link ends without a close frame. The master's keeper
+//     stops its children at once (SIGKILL by the exit fence), and the LAN
+//     manager offers the needs again exit fence + margin after the link
+//     ended.
+//   - SIGSTOP: the link goes silent. The keeper SIGKILLs the children
+//     when the master's lease runs out, and the LAN manager offers the
+//     needs again lease + margin after it last heard the master.
+//     Continued, the stale master runs nothing of them.
+func TestLostMasterNeedsMoveAfterFence(t *testing.T) {
+	heartbeat, lease, margin := e2e.TestHeartbeat, e2e.TestLease, e2e.TestMargin
+	exitFence := e2e.TestFence(lease)
 	for _, tt := range []struct {
 		name string
 		sig  syscall.Signal
-	}{{"SIGKILL", syscall.SIGKILL}, {"SIGSTOP", syscall.SIGSTOP}} {
-		sig := tt.sig
+		// When, after the signal, the old children may die and the new
+		// ones start.
+		diedMin, diedMax, startMin time.Duration
+		// What the LAN manager and the keeper log about it.
+		how, keeper string
+	}{
+		{
+			name: "SIGKILL", sig: syscall.SIGKILL,
+			// The keeper's SIGTERM at once, its SIGKILL by the exit
+			// fence (which ends race-built children: they sleep 1s at
+			// exit), within the margin the LAN manager allows for it.
+			// The LAN manager counts from the link's end, which follows
+			// the kill.
+			diedMax: exitFence + margin, startMin: exitFence + margin,
+			how: "how=vanished", keeper: "stopping every child",
+		},
+		{
+			name: "SIGSTOP", sig: syscall.SIGSTOP,
+			// The children outlive the stop: the keeper kills them when
+			// the lease (renewed by the pong to one of the last pings)
+			// runs out. The LAN manager heard the master at most three
+			// heartbeats before the stop, or it would have dropped the
+			// link already.
+			diedMin: lease / 2, diedMax: lease + margin, startMin: lease + margin - 3*heartbeat,
+			how: "how=lease", keeper: "the master's LAN lease ran out",
+		},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
 			lan := e2e.StartLAN(t, e2e.LANOpts{})
 			m1 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
@@ -350,15 +414,25 @@ func TestLostMasterNeedsMoveAfterGrace(t *testing.T) {
 			}
 			before := lan.WaitServices(t, wait, want...)
 			for _, r := range before {
-				// Children outlive a SIGKILLed master.
 				e2e.KillAtCleanup(t, r.PID)
 			}
 			m2 := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m2"})
 			lan.WaitConnected(t, wait, "m2")
-			if err := m1.Cmd.Process.Signal(sig); err != nil {
+			watch := e2e.WatchCopies(t, 20*time.Millisecond, map[string]string{m1.Socket: "m1", m2.Socket: "m2"})
+			// The watch must know the old copies before the loss.
+			e2e.Eventually(t, wait, func() error {
+				for _, inst := range want {
+					if ps := watch.Procs("m1", inst); len(ps) != 1 || ps[0].PID != before[inst].PID {
+						return fmt.Errorf("watch sees %+v for %s on m1, want pid %d", ps, inst, before[inst].PID)
+					}
+				}
+				return nil
+			})
+
+			lost := time.Now()
+			if err := m1.Cmd.Process.Signal(tt.sig); err != nil {
 				t.Fatal(err)
 			}
-			lost := time.Now()
 			e2e.Eventually(t, wait, func() error {
 				got := lan.Services(t)
 				for _, inst := range want {
@@ -368,9 +442,35 @@ func TestLostMasterNeedsMoveAfterGrace(t *testing.T) {
 				}
 				return nil
 			})
-			t.Logf("needs moved to m2 %s after %s (heartbeat 200ms, grace 2s)", time.Since(lost).Round(time.Millisecond), tt.name)
-			if !strings.Contains(lan.Output(), "did not come back within grace") {
-				t.Errorf("LAN manager did not log the grace expiry")
+			moved := time.Since(lost)
+			// The new copies are published, so running: let the watch
+			// see them, and see the old ones gone.
+			e2e.Eventually(t, wait, func() error {
+				for _, inst := range want {
+					if len(watch.Procs("m2", inst)) == 0 {
+						return fmt.Errorf("watch has not seen %s on m2", inst)
+					}
+					if old := watch.Procs("m1", inst); time.Since(old[0].Last) < 100*time.Millisecond {
+						return fmt.Errorf("%s (pid %d) still alive on m1", inst, old[0].PID)
+					}
+				}
+				return nil
+			})
+
+			var died, started []time.Duration
+			for _, inst := range want {
+				old := watch.Procs("m1", inst)[0]
+				now := watch.Procs("m2", inst)[0]
+				d, s := old.Last.Sub(lost), now.First.Sub(lost)
+				died, started = append(died, d), append(started, s)
+				if d < tt.diedMin || d > tt.diedMax {
+					t.Errorf("%s: m1's child (pid %d) last seen alive %v after %s, want within [%v, %v]",
+						inst, old.PID, d.Round(time.Millisecond), tt.name, tt.diedMin, tt.diedMax)
+				}
+				if s < tt.startMin {
+					t.Errorf("%s: m2's child (pid %d) first seen %v after %s, before the fence (%v)",
+						inst, now.PID, s.Round(time.Millisecond), tt.name, tt.startMin)
+				}
 			}
 			if p := alive(t, m2); len(p) != len(want) {
 				t.Errorf("m2 runs %v, want %v", p, want)
@@ -378,32 +478,71 @@ func TestLostMasterNeedsMoveAfterGrace(t *testing.T) {
 			if ms := lan.Machines(t); ms["m1"].Connected {
 				t.Errorf("m1 still connected: %+v", ms["m1"])
 			}
-			if sig != syscall.SIGSTOP {
-				return
+			out := lan.Output()
+			if !strings.Contains(out, "its copies are its own until its fence") || !strings.Contains(out, tt.how) ||
+				!strings.Contains(out, "machine fenced: its copies end") {
+				t.Errorf("LAN manager did not log m1's loss (%s) and fence", tt.how)
 			}
-			if err := m1.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
-				t.Fatal(err)
+			// The keeper shares m1's output, and outlives it.
+			if !strings.Contains(m1.Output(), tt.keeper) {
+				t.Errorf("m1's keeper did not log %q", tt.keeper)
 			}
-			lan.WaitConnected(t, wait, "m1")
-			e2e.Eventually(t, wait, func() error {
-				if p := alive(t, m1); len(p) != 0 {
-					return fmt.Errorf("m1 back and still runs %v", p)
+
+			if tt.sig == syscall.SIGSTOP {
+				if err := m1.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
+					t.Fatal(err)
 				}
-				for _, r := range before {
-					if !processGone(r.PID) {
-						return fmt.Errorf("m1's old child %s pid %d still exists", r.Instance, r.PID)
+				lan.WaitConnected(t, wait, "m1")
+				e2e.Eventually(t, wait, func() error {
+					if p := alive(t, m1); len(p) != 0 {
+						return fmt.Errorf("m1 back and still runs %v", p)
+					}
+					for _, r := range before {
+						if !processGone(r.PID) {
+							return fmt.Errorf("m1's old child %s pid %d still exists", r.Instance, r.PID)
+						}
+					}
+					return nil
+				})
+				// Back on the link, m1 may be offered needs: a few
+				// heartbeats show whether it takes any of the moved ones.
+				time.Sleep(5 * heartbeat)
+				after := lan.WaitServices(t, wait, want...)
+				for _, inst := range want {
+					if after[inst].MachineID != "m2" || after[inst].PID != watch.Procs("m2", inst)[0].PID {
+						t.Errorf("%s moved again: %+v", inst, after[inst])
 					}
 				}
-				return nil
-			})
-			after := lan.WaitServices(t, wait, want...)
-			for _, inst := range want {
-				if after[inst].MachineID != "m2" {
-					t.Errorf("%s moved back: %+v", inst, after[inst])
+			}
+			watch.Stop()
+			for _, o := range watch.Overlaps() {
+				t.Errorf("two live copies: %s", o)
+			}
+			for _, p := range watch.Procs("m1", "") {
+				if p.First.After(lost) {
+					t.Errorf("m1 started %s (pid %d) after %s", p.Instance, p.PID, tt.name)
 				}
 			}
+			for _, inst := range want {
+				if ps := watch.Procs("m2", inst); len(ps) != 1 {
+					t.Errorf("m2 ran %s %d times, want once: %+v", inst, len(ps), ps)
+				}
+			}
+			n, gap := watch.Samples()
+			t.Logf("%s: m1's children last seen alive %v after it, m2's first seen %v after it; published on m2 after %v "+
+				"(heartbeat %v, lease %v, exit fence %v, margin %v; %d samples, longest gap %v)",
+				tt.name, roundAll(died), roundAll(started), moved.Round(time.Millisecond),
+				heartbeat, lease, exitFence, margin, n, gap.Round(time.Millisecond))
 		})
 	}
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
 }
 
 func TestNeedRemovedStopsChild(t *testing.T) {
@@ -708,26 +847,32 @@ func (r *rawLink) sendFrame(typ string, payload any) {
 // next reads frames until one of type typ arrives.
 func (r *rawLink) next(typ string) any {
 	r.t.Helper()
+	return r.nextOf(typ)
+}
+
+// nextOf reads frames until one of the types arrives.
+func (r *rawLink) nextOf(types ...string) any {
+	r.t.Helper()
 	if err := r.conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
 		r.t.Fatal(err)
 	}
 	for {
 		_, b, err := r.conn.ReadMessage()
 		if err != nil {
-			r.t.Fatalf("waiting for a %s frame: %v", typ, err)
+			r.t.Fatalf("waiting for a %v frame: %v", types, err)
 		}
 		got, p, err := lanwire.Decode(b)
 		if err != nil {
 			r.t.Fatalf("LAN manager sent a bad frame %q: %v", b, err)
 		}
-		if got == typ {
+		if slices.Contains(types, got) {
 			return p
 		}
 	}
 }
 
 func TestMalformedFramesRefused(t *testing.T) {
-	lan := e2e.StartLAN(t, e2e.LANOpts{Heartbeat: time.Second, Grace: 5 * time.Second})
+	lan := e2e.StartLAN(t, e2e.LANOpts{Heartbeat: time.Second, Lease: 5 * time.Second})
 	w := lan.Watch(t, "")
 	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1"})
 	lan.WaitConnected(t, wait, "m1")
@@ -738,13 +883,41 @@ func TestMalformedFramesRefused(t *testing.T) {
 		t.Fatalf("link with a wrong token: err %v, response %+v", err, resp)
 	}
 
+	// A hello without an identity (which a master keeps in its state
+	// dir) is a bad first frame: the link is closed.
+	anon, _, err := dialRaw(t, lan, lan.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon.sendFrame(lanwire.TypeHello, &lanwire.Hello{MachineID: "anon", Address: "127.0.0.1", Modules: []string{"nobody"}})
+	if err := anon.conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, b, err := anon.conn.ReadMessage()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("LAN manager kept a link whose hello has no identity")
+		}
+		if err != nil {
+			break
+		}
+		if typ, _, _ := lanwire.Decode(b); typ == lanwire.TypeWelcome {
+			t.Fatal("LAN manager welcomed a hello without an identity")
+		}
+	}
+	if _, ok := lan.Machines(t)["anon"]; ok {
+		t.Error("LAN manager lists the machine of a hello without an identity")
+	}
+
 	r, _, err := dialRaw(t, lan, lan.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.sendFrame(lanwire.TypeHello, &lanwire.Hello{MachineID: "raw", Address: "127.0.0.1", Modules: []string{"nobody"}})
+	r.sendFrame(lanwire.TypeHello, &lanwire.Hello{MachineID: "raw", Identity: "raw-identity-0123456789", Address: "127.0.0.1", Modules: []string{"nobody"}})
 	r.next(lanwire.TypeWelcome)
 	lan.WaitConnected(t, wait, "raw")
+	epoch := before["d1"].Epoch
 
 	bad := []struct {
 		name string
@@ -758,9 +931,10 @@ func TestMalformedFramesRefused(t *testing.T) {
 		{"trailing data", websocket.TextMessage, `{"type":"claim","data":{"instance":"p1"}} {}`},
 		{"missing data", websocket.TextMessage, `{"type":"claim"}`},
 		{"bad instance", websocket.TextMessage, `{"type":"claim","data":{"instance":"../p1"}}`},
-		{"bad port", websocket.TextMessage, `{"type":"spawned","data":{"instance":"d1","pid":1,"ports":{"tcp":0},"startedat":"2026-01-01T00:00:00Z"}}`},
-		{"second hello", websocket.TextMessage, `{"type":"hello","data":{"machine":"m1","address":"127.0.0.1","modules":["demo"],"capacity":{"maxprocesses":0,"running":0}}}`},
-		{"frame of the LAN manager", websocket.TextMessage, `{"type":"stop","data":{"instance":"d1"}}`},
+		{"bad port", websocket.TextMessage, fmt.Sprintf(`{"type":"spawned","data":{"instance":"d1","epoch":%d,"pid":1,"ports":{"tcp":0},"startedat":"2026-01-01T00:00:00Z"}}`, epoch)},
+		{"no epoch", websocket.TextMessage, `{"type":"down","data":{"instance":"d1","pid":1}}`},
+		{"second hello", websocket.TextMessage, `{"type":"hello","data":{"machine":"m1","identity":"raw-identity-0123456789","address":"127.0.0.1","modules":["demo"],"capacity":{"maxprocesses":0,"running":0}}}`},
+		{"frame of the LAN manager", websocket.TextMessage, fmt.Sprintf(`{"type":"stop","data":{"instance":"d1","epoch":%d}}`, epoch)},
 	}
 	for _, b := range bad {
 		r.send(b.mt, []byte(b.data))
@@ -768,11 +942,24 @@ func TestMalformedFramesRefused(t *testing.T) {
 			t.Errorf("%s: error frame %+v", b.name, e)
 		}
 	}
-	// Well-formed frames about a service this link does not own must not
-	// touch it either.
-	r.sendFrame(lanwire.TypeDown, &lanwire.Down{Instance: "d1", PID: before["d1"].PID, Reason: "forged"})
-	r.sendFrame(lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: "d1", Error: "forged"})
-	r.sendFrame(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "d1", PID: 1, Ports: lanwire.Ports{"tcp": 1}, StartedAt: time.Now()})
+	// Well-formed reports about m1's copy, under its epoch or another,
+	// are not this link's to make: each is refused, the spawned one is
+	// also told to stop, and nothing changes.
+	for _, e := range []uint64{epoch, epoch + 1000} {
+		r.sendFrame(lanwire.TypeDown, &lanwire.Down{Instance: "d1", Epoch: e, PID: before["d1"].PID, Reason: "forged"})
+		r.sendFrame(lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: "d1", Epoch: e, Error: "forged"})
+		r.sendFrame(lanwire.TypeSpawned, &lanwire.Spawned{Instance: "d1", Epoch: e, PID: 1, Ports: lanwire.Ports{"tcp": 1}, StartedAt: time.Now()})
+		refused := map[string]bool{}
+		stopped := false
+		for len(refused) < 3 || !stopped {
+			switch f := r.nextOf(lanwire.TypeError, lanwire.TypeStop).(type) {
+			case *lanwire.Error:
+				refused[f.Ref] = true
+			case *lanwire.Stop:
+				stopped = f.Instance == "d1" && f.Epoch == e
+			}
+		}
+	}
 	r.sendFrame(lanwire.TypeClaim, &lanwire.Claim{Instance: "d1"})
 	r.next(lanwire.TypeDeny)
 

@@ -148,6 +148,17 @@ func (p *Proc) Stop(grace time.Duration) error {
 	return p.err
 }
 
+// Exited reports whether the process has exited and its output ended,
+// and how; it does not wait.
+func (p *Proc) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
 // Wait waits for the process to exit on its own.
 func (p *Proc) Wait(d time.Duration) error {
 	select {

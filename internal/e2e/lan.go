@@ -44,11 +44,32 @@ type LAN struct {
 type LANOpts struct {
 	// Token defaults to "lan-test-token".
 	Token string
-	// Heartbeat defaults to 200ms and Grace to 2s, so lost masters are
-	// noticed quickly.
-	Heartbeat, Grace time.Duration
+	// Heartbeat defaults to TestHeartbeat and Lease to TestLease, so
+	// lost masters are fenced quickly (TimingFlags).
+	Heartbeat, Lease time.Duration
 	// Extra flags, e.g. "-needs", file or "-store", "memory".
 	Extra []string
+}
+
+// The fencing timings of tests (lanwire/fencing.go): StartLAN's and
+// StartFaultLAN's defaults, short so that lost masters are fenced
+// quickly. TestFence gives the fence grace and exit fence of a lease.
+const (
+	TestHeartbeat = 200 * time.Millisecond
+	TestLease     = 2 * time.Second
+	TestMargin    = 300 * time.Millisecond
+)
+
+// TestFence is the fence grace and the exit fence TimingFlags gives a
+// lease: a quarter of it.
+func TestFence(lease time.Duration) time.Duration { return lease / 4 }
+
+// TimingFlags are allexlanmanager's fencing flags for tests: the given
+// heartbeat and lease, TestFence(lease) as fence grace and exit fence,
+// and TestMargin.
+func TimingFlags(heartbeat, lease time.Duration) []string {
+	return []string{"-heartbeat", heartbeat.String(), "-lease", lease.String(),
+		"-fence-grace", TestFence(lease).String(), "-exit-fence", TestFence(lease).String(), "-margin", TestMargin.String()}
 }
 
 // StartLAN starts allexlanmanager on a free loopback port and waits until
@@ -59,17 +80,18 @@ func StartLAN(t testing.TB, o LANOpts) *LAN {
 		o.Token = "lan-test-token"
 	}
 	if o.Heartbeat == 0 {
-		o.Heartbeat = 200 * time.Millisecond
+		o.Heartbeat = TestHeartbeat
 	}
-	if o.Grace == 0 {
-		o.Grace = 2 * time.Second
+	if o.Lease == 0 {
+		o.Lease = TestLease
 	}
 	dir := ShortDir(t)
 	port := FreeBlock(t, 1)
 	l := &LAN{t: t, Dir: dir, Data: filepath.Join(dir, "data"), Port: port, Token: o.Token,
 		URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	l.args = append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-data", l.Data, "-token", o.Token,
-		"-heartbeat", o.Heartbeat.String(), "-grace", o.Grace.String(), "-log-level", "debug"}, o.Extra...)
+	l.args = append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-data", l.Data, "-token", o.Token, "-log-level", "debug"},
+		TimingFlags(o.Heartbeat, o.Lease)...)
+	l.args = append(l.args, o.Extra...)
 	l.start(t)
 	return l
 }
@@ -358,7 +380,8 @@ func bindable(base, n int) bool {
 }
 
 // KillAtCleanup SIGKILLs pids at cleanup: children of a master that was
-// itself SIGKILLed outlive it, and tests must not leak them.
+// itself SIGKILLed or frozen should die by its keeper, but a test that
+// fails must not leak them if they did not.
 func KillAtCleanup(t testing.TB, pids ...int) {
 	t.Cleanup(func() {
 		for _, pid := range pids {
