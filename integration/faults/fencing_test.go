@@ -267,15 +267,7 @@ func TestSameMachineIDTakenOverAfterFence(t *testing.T) {
 	if out := lan.Output(); !strings.Contains(out, "machine fenced: its copies end: machine=dup") || strings.Count(out, "master connected: machine=dup") != 2 {
 		t.Errorf("LAN manager did not log the first master's fence and the second's welcome:\n%s", out)
 	}
-	after := waitReplaced(t, lan, before, "dup", 60*time.Second)
-	orphans.Add(pidsOf(after)...)
-	e2e.Eventually(t, 30*time.Second, func() error {
-		if err := checkPlacement(t, after, second); err != nil {
-			return err
-		}
-		return checkServing(after)
-	})
-	noOverlaps(t, watch)
+	replacedOnce(t, lan, before, second, 60*time.Second, orphans, watch)
 	var started time.Duration
 	for _, inst := range names {
 		ps := watch.Procs("second", inst)

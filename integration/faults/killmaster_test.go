@@ -231,15 +231,7 @@ func testKillMasterAtOnce(t *testing.T) {
 	killedKeeper := strings.Contains(out, "the earlier keeper did not stop; killing it")
 	// The old records stay published until the new master's hello, which
 	// lists none of them, ends those copies.
-	after := waitReplaced(t, lan, before, "m1", 90*time.Second)
-	orphans.Add(pidsOf(after)...)
-	e2e.Eventually(t, 30*time.Second, func() error {
-		if err := checkPlacement(t, after, m1); err != nil {
-			return err
-		}
-		return checkServing(after)
-	})
-	noOverlaps(t, watch)
+	replacedOnce(t, lan, before, m1, 90*time.Second, orphans, watch)
 	t.Logf("new master up %v after the kill (had to kill the old keeper: %v); old children last seen alive %v after the kill; needs satisfied again %v after it",
 		up.Round(time.Millisecond), killedKeeper, lastSeen(watch, "m1", before, killed).Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 }
@@ -265,6 +257,23 @@ func waitReplaced(t *testing.T, lan *e2e.FaultLAN, before map[string]lanwire.Ser
 		return nil
 	})
 	return got
+}
+
+// replacedOnce waits until every service of before runs again, once, on
+// m (waitReplaced), and serves there; then it stops watch and fails the
+// test if it saw any instance with two live copies.
+func replacedOnce(t *testing.T, lan *e2e.FaultLAN, before map[string]lanwire.ServiceRecord, m *e2e.FaultMaster, d time.Duration, orphans *e2e.FaultOrphans, watch *e2e.CopyWatch) map[string]lanwire.ServiceRecord {
+	t.Helper()
+	after := waitReplaced(t, lan, before, m.ID, d)
+	orphans.Add(pidsOf(after)...)
+	e2e.Eventually(t, 30*time.Second, func() error {
+		if err := checkPlacement(t, after, m); err != nil {
+			return err
+		}
+		return checkServing(after)
+	})
+	noOverlaps(t, watch)
+	return after
 }
 
 // watchSeen starts a CopyWatch of masters (socket → label) and waits
