@@ -89,6 +89,10 @@ func newKeeper(stateDir string, log hclog.Logger) (*keeper, error) {
 	// A terminal's ^C or hang-up is the master's business; a master gone
 	// shows as EOF, not a signal.
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	// Its own process name, so that "pkill allexmaster" (or an OOM
+	// report, or ps) tells the two apart: killing both at once would leave
+	// grandchildren behind that only the keeper can account for.
+	_ = os.WriteFile("/proc/self/comm", []byte("allexkeeper"), 0)
 	// No child may hold the socket, the lock, or whatever else the master
 	// itself inherited without close-on-exec.
 	closeOnExecAll()
