@@ -3,6 +3,7 @@ package lanlink
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,5 +145,75 @@ func TestHeldOpenWhileCopiesRun(t *testing.T) {
 		}
 	case <-time.After(waitLimit):
 		t.Fatal("connection still open after the copies were gone")
+	}
+}
+
+// TestFramesDuringHandshakeFollowHello: what the master sends after its
+// hello was built and before the welcome (a copy that ended meanwhile)
+// goes out on that session after the hello, not dropped: the hello was a
+// snapshot, and the LAN manager would keep the ended copy.
+func TestFramesDuringHandshakeFollowHello(t *testing.T) {
+	checkLeaks(t)
+	got := make(chan []byte, 8)
+	s := newLAN(t, func(n int, c *websocket.Conn) {
+		welcome(t, c, n, 0)
+		_ = drain(c, got)
+	})
+	l, rec := newLink(t, s)
+	sendErr := make(chan error, 1)
+	rec.onHello = func() {
+		sendErr <- l.Send(lanwire.TypeDown, &lanwire.Down{Instance: "web1", Epoch: 3, Reason: "ended while reconnecting"})
+	}
+	start(t, l)
+	if err := <-sendErr; err != nil {
+		t.Fatalf("Send while the hello is on its way: %v", err)
+	}
+	select {
+	case b := <-got:
+		if typ, _, err := lanwire.Decode(b); err != nil || typ != lanwire.TypeDown {
+			t.Fatalf("first frame after the hello = %s (%v), want the down", typ, err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the down sent during the handshake never arrived")
+	}
+}
+
+// TestRetriesEveryHeartbeatWhileHoldingCopies: a master that holds copies
+// does not back off past a heartbeat between attempts, so a LAN manager
+// that restarts within the lease finds it back before its fence.
+func TestRetriesEveryHeartbeatWhileHoldingCopies(t *testing.T) {
+	checkLeaks(t)
+	var mu sync.Mutex
+	var attempts []time.Time
+	s := newLAN(t, func(n int, c *websocket.Conn) {
+		if n == 1 {
+			welcome(t, c, n, 100)
+			time.Sleep(200 * time.Millisecond)
+		}
+		// Every later attempt fails after its hello.
+	})
+	s.onAttempt = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, time.Now())
+	}
+	l, rec := newLink(t, s, func(c *Config) {
+		c.BackoffInitial = 50 * time.Millisecond
+		c.BackoffMax = 10 * time.Second
+	})
+	rec.holds.Store(true)
+	start(t, l)
+	// Cleanups run last first: the link stops without holding anything.
+	t.Cleanup(func() { rec.holds.Store(false) })
+	time.Sleep(3 * time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(attempts) < 10 {
+		t.Fatalf("%d attempts in 3s, want one at least every heartbeat (100ms)", len(attempts))
+	}
+	for i := 5; i < len(attempts); i++ {
+		if gap := attempts[i].Sub(attempts[i-1]); gap > 400*time.Millisecond {
+			t.Fatalf("attempt %d came %v after the one before: backed off past the heartbeat", i, gap)
+		}
 	}
 }

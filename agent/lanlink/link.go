@@ -51,8 +51,9 @@ const (
 )
 
 var (
-	// ErrNotConnected is returned by Send when there is no welcomed session;
-	// the next session's hello carries the state instead.
+	// ErrNotConnected is returned by Send when no session is open (being
+	// welcomed or welcomed); the next session's hello carries the state
+	// instead.
 	ErrNotConnected = errors.New("lanlink: not connected to the LAN manager")
 	// ErrQueueFull is returned by Send when the session's queue is full.
 	ErrQueueFull = errors.New("lanlink: send queue full")
@@ -259,9 +260,11 @@ func masterFrame(typ string) bool {
 // current session without waiting for the network. The frame is checked
 // the way the LAN manager will check it, so a bad one fails here; it is
 // encoded by the session's writer, so the caller must not change payload
-// afterwards. It returns ErrNotConnected when no session is welcomed and
-// ErrQueueFull when the queue is full. Frames still queued when a session
-// ends are dropped: the next hello carries the state instead.
+// afterwards. A session's queue opens just before its hello is built, so
+// what is sent after that follows the hello; frames queued before the
+// welcome go out after it. It returns ErrNotConnected when no session is
+// open and ErrQueueFull when the queue is full. Frames still queued when a
+// session ends are dropped: the next hello carries the state instead.
 func (l *Link) Send(typ string, payload any) error {
 	if !masterFrame(typ) {
 		return fmt.Errorf("lanlink: send %q: not a frame a master sends (want claim, spawned, spawn_failed, down or capacity)", typ)
@@ -322,6 +325,12 @@ func (l *Link) Run(ctx context.Context) error {
 		default:
 			l.log.Warn("LAN link failed", "url", l.url, "error", err)
 			backoff = nextBackoff(backoff, l.cfg.BackoffInitial, l.cfg.BackoffMax)
+			// A master whose copies run on its lease retries every
+			// heartbeat at most: backing off further would fence them on
+			// a LAN manager that is back (restarted) but not yet dialled.
+			if l.cfg.Handler.HoldsCopies() {
+				backoff = min(backoff, l.timings().Heartbeat())
+			}
 		}
 		wait := jitter(backoff)
 		l.log.Debug("LAN link reconnecting", "in", wait)
@@ -384,7 +393,19 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 	// connection is what makes a stop interrupt them (the agent stops the
 	// link only once its LAN children are gone).
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	// The queue opens before the hello is built: the hello is a snapshot
+	// of the master's copies, and what changes after it (a copy that ends
+	// meanwhile, say) must follow it on this session, not be dropped.
+	out := make(chan outFrame, QueueSize)
+	l.mu.Lock()
+	l.out = out
+	l.mu.Unlock()
 	welcome, helloSent, err := l.handshake(conn)
+	if err != nil || ctx.Err() != nil {
+		l.mu.Lock()
+		l.out = nil
+		l.mu.Unlock()
+	}
 	if !stop() {
 		return 0, fmt.Errorf("handshake: %w", ctx.Err())
 	}
@@ -421,10 +442,8 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 		return nil
 	})
 
-	out := make(chan outFrame, QueueSize)
 	start := time.Now()
 	l.mu.Lock()
-	l.out = out
 	l.sessionID = welcome.SessionID
 	l.mu.Unlock()
 	l.log.Info("LAN link connected", "url", l.url, "session", welcome.SessionID, "heartbeat", heartbeat, "lease", welcome.Lease())

@@ -70,6 +70,8 @@ type recorder struct {
 	hello lanwire.Hello
 
 	holds atomic.Bool
+	// onHello, if set, runs inside Hello.
+	onHello func()
 
 	mu         sync.Mutex
 	helloCalls int
@@ -80,6 +82,9 @@ type recorder struct {
 }
 
 func (r *recorder) Hello() lanwire.Hello {
+	if r.onHello != nil {
+		r.onHello()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.helloCalls++
@@ -153,6 +158,8 @@ type lanServer struct {
 	refuse func(n int) bool
 	// session plays session n after the hello was read.
 	session func(n int, c *websocket.Conn)
+	// onAttempt, if set, runs at each connection attempt.
+	onAttempt func()
 
 	mu       sync.Mutex
 	attempts int
@@ -176,6 +183,9 @@ func (s *lanServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.attempts++
 	n := s.attempts
 	s.mu.Unlock()
+	if s.onAttempt != nil {
+		s.onAttempt()
+	}
 	if r.URL.Path != lanwire.Path || r.Header.Get("Authorization") != "Bearer "+testToken || s.refuse(n) {
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
