@@ -1,6 +1,7 @@
 package lanlink
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -214,6 +215,41 @@ func TestRetriesEveryHeartbeatWhileHoldingCopies(t *testing.T) {
 	for i := 5; i < len(attempts); i++ {
 		if gap := attempts[i].Sub(attempts[i-1]); gap > 400*time.Millisecond {
 			t.Fatalf("attempt %d came %v after the one before: backed off past the heartbeat", i, gap)
+		}
+	}
+}
+
+// TestStopsWhileLANManagerPings: a stop ends the session at once even
+// when the LAN manager keeps pinging: its pings move the read deadline,
+// so waking the reader with a deadline alone left Run hanging.
+func TestStopsWhileLANManagerPings(t *testing.T) {
+	checkLeaks(t)
+	s := newLAN(t, func(n int, c *websocket.Conn) {
+		welcome(t, c, n, 0)
+		go func() { _ = drain(c, nil) }()
+		deny, _ := lanwire.Encode(lanwire.TypeDeny, &lanwire.Deny{Instance: "w", Reason: "busy"})
+		for {
+			if c.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)) != nil {
+				return
+			}
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			if c.WriteMessage(websocket.TextMessage, deny) != nil {
+				return
+			}
+		}
+	})
+	for range 30 {
+		l, _ := newLink(t, s)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx) }()
+		eventually(t, "connected", func() bool { return l.State() == StateConnected })
+		time.Sleep(5 * time.Millisecond)
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			t.Fatal("Run did not return within 3s of its stop while the LAN manager pinged")
 		}
 	}
 }

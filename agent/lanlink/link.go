@@ -452,18 +452,20 @@ func (l *Link) session(ctx context.Context) (time.Duration, error) {
 
 	var cause firstError
 	readDone := make(chan struct{})
-	writerDone := make(chan struct{})
+	writerEnded := make(chan struct{}) // the writer has stopped writing
+	writerDone := make(chan struct{})  // and the reader is awake
 	go func() {
 		defer close(writerDone)
 		if err := l.writeLoop(ctx, conn, out, heartbeat, readDone); err != nil {
 			cause.set(err)
-			// Wakes the reader: the session is over. The connection is
-			// only closed by closeConn.
-			_ = conn.NetConn().SetReadDeadline(time.Now())
 		}
+		close(writerEnded)
+		// The session is over (the connection is only closed by
+		// closeConn): wake the reader.
+		stopReading(conn, readDone)
 	}()
 
-	cause.set(l.readLoop(conn, readWait))
+	cause.set(l.readLoop(conn, readWait, writerEnded))
 	l.mu.Lock()
 	l.out = nil
 	l.mu.Unlock()
@@ -502,6 +504,22 @@ func (l *Link) closeConn(conn *websocket.Conn, t lanwire.Timings) {
 			time.Sleep(min(t.Heartbeat(), time.Until(deadline)))
 		}
 	}()
+}
+
+// stopReading wakes the reader until it has returned (readDone closed):
+// the reader, and the LAN manager's pings, move the read deadline on, so
+// one deadline in the past may be overtaken.
+func stopReading(conn *websocket.Conn, readDone <-chan struct{}) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		_ = conn.NetConn().SetReadDeadline(time.Now())
+		select {
+		case <-readDone:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // firstError keeps the error that ended a session: whichever of the reader
@@ -598,8 +616,15 @@ func lanManagerFrame(typ string) bool {
 
 // readLoop delivers frames until the connection breaks. A bad frame is the
 // LAN manager's bug, not a broken connection, so it is logged and skipped.
-func (l *Link) readLoop(conn *websocket.Conn, readWait time.Duration) error {
+func (l *Link) readLoop(conn *websocket.Conn, readWait time.Duration, writerDone <-chan struct{}) error {
 	for {
+		// Frames may keep coming from a buffer with no read to fail:
+		// the writer's end is the session's end.
+		select {
+		case <-writerDone:
+			return errors.New("read: the session is ending")
+		default:
+		}
 		if err := conn.SetReadDeadline(time.Now().Add(readWait)); err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
@@ -647,7 +672,6 @@ func (l *Link) writeLoop(ctx context.Context, conn *websocket.Conn, out <-chan o
 			// session ends; then the reader is woken and the session
 			// closes the connection with its close frame.
 			l.drain(conn, out, writeWait)
-			_ = conn.NetConn().SetReadDeadline(time.Now())
 			return nil
 		case f := <-out:
 			if err := l.write(conn, f, writeWait); err != nil {
