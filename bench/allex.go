@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/allex-go/allex/internal/procfs"
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/adminclient"
 	"github.com/allex-go/allex/lanwire"
@@ -419,7 +420,33 @@ func probeAsync(probe func() (time.Duration, error)) <-chan probed {
 func (in *allexInstance) republishedKills() []time.Duration { return in.republished }
 
 func (in *allexInstance) pids() []namedPID {
-	return []namedPID{{"allexmaster", in.master.pid()}, {"allexlanmanager", in.lm.pid()}}
+	out := []namedPID{{"allexmaster", in.master.pid(), true}}
+	// The keeper, the children's parent, is the master's child.
+	if k := childNamed(in.master.pid(), "allexkeeper"); k > 0 {
+		out = append(out, namedPID{"allexkeeper", k, true})
+	}
+	return append(out, namedPID{"allexlanmanager", in.lm.pid(), false})
+}
+
+// childNamed returns the pid of parent's child whose process name is
+// name, or 0.
+func childNamed(parent int, name string) int {
+	pids, err := procfs.Pids()
+	if err != nil {
+		return 0
+	}
+	for _, pid := range pids {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(comm)) != name {
+			continue
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			if f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:])); len(f) > 1 && f[1] == strconv.Itoa(parent) {
+				return pid
+			}
+		}
+	}
+	return 0
 }
 
 func (in *allexInstance) ports() []int {

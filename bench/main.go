@@ -101,6 +101,9 @@ type instance interface {
 type namedPID struct {
 	role string
 	pid  int
+	// machine: the process is part of the machine's supervisor, counted
+	// in the supervisor's RSS and CPU (allex's LAN manager is not).
+	machine bool
 }
 
 // result is everything measured for one system.
@@ -119,7 +122,8 @@ type result struct {
 }
 
 type namedUsage struct {
-	role string
+	role    string
+	machine bool
 	usage
 }
 
@@ -426,7 +430,7 @@ func measureIdleOf(ctx context.Context, o *options, in instance, n int, r *resul
 	}
 	r.idleN = n
 	for i, u := range us {
-		r.idle = append(r.idle, namedUsage{role: pids[i].role, usage: u})
+		r.idle = append(r.idle, namedUsage{role: pids[i].role, machine: pids[i].machine, usage: u})
 		logf("idle with %d children: %s RSS %.1f MB, CPU %.2f%%", n, pids[i].role, float64(u.RSSKB)/1024, u.CPUPercent)
 	}
 	return nil

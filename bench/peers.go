@@ -150,7 +150,7 @@ func (in *pm2Instance) daemonPID() (int, error) {
 
 func (in *pm2Instance) pids() []namedPID {
 	pid, _ := in.daemonPID()
-	return []namedPID{{"PM2 daemon", pid}}
+	return []namedPID{{"PM2 daemon", pid, true}}
 }
 
 func (in *pm2Instance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
@@ -223,7 +223,7 @@ type procInstance struct {
 	grace time.Duration // stop: SIGTERM, then SIGKILL to its group after this
 }
 
-func (in *procInstance) pids() []namedPID { return []namedPID{{in.p.name, in.p.pid()}} }
+func (in *procInstance) pids() []namedPID { return []namedPID{{in.p.name, in.p.pid(), true}} }
 
 func (in *procInstance) kill(ctx context.Context, pr *prober, i int) (time.Duration, error) {
 	return killByPort(ctx, pr, in.list[i])

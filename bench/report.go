@@ -161,16 +161,12 @@ func report(o *options, results []*result, info []string) string {
 		})
 	}
 	row(fmt.Sprintf("(c) supervisor RSS, idle with %d children (MB)", o.maxN()), "%.1f", func(r *result) cell {
-		if len(r.idle) == 0 {
-			return cell{}
-		}
-		return cell{float64(r.idle[0].RSSKB) / 1024, true}
+		rss, _, ok := machineUsage(r)
+		return cell{float64(rss) / 1024, ok}
 	})
 	row(fmt.Sprintf("(c) supervisor CPU, idle with %d children (%% of a core)", o.maxN()), "%.2f", func(r *result) cell {
-		if len(r.idle) == 0 {
-			return cell{}
-		}
-		return cell{r.idle[0].CPUPercent, true}
+		_, cpu, ok := machineUsage(r)
+		return cell{cpu, ok}
 	})
 	b.WriteString("\n")
 	for _, r := range results {
@@ -282,4 +278,15 @@ func (t timing) acceptTime() time.Duration { return t.accept }
 func oneLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
+}
+
+// machineUsage sums the idle RSS (KB) and CPU of the processes that make
+// up the machine's supervisor (allex: the master and its keeper).
+func machineUsage(r *result) (rssKB int, cpu float64, ok bool) {
+	for _, u := range r.idle {
+		if u.machine {
+			rssKB, cpu, ok = rssKB+u.RSSKB, cpu+u.CPUPercent, true
+		}
+	}
+	return rssKB, cpu, ok
 }
