@@ -100,8 +100,8 @@ func (in *allexInstance) notes() []string {
 // headline, every service published), which stays for the kills. The
 // prober connects to every port and reads its pid, a TCP handshake and
 // teardown per service squeezed into allex's start: run alongside the
-// watch it was a seventh of the machine's CPU during a 500-service start
-// and slowed the publication it was not needed for.
+// watch it took a share of the machine's CPU during the start and slowed
+// the publication it was not needed for.
 func (a *allexSystem) launch(ctx context.Context, o *options, n int) (_ instance, _ timing, err error) {
 	acc, _, err := a.launchPass(ctx, o, n, true)
 	if err != nil {

@@ -14,9 +14,9 @@ import (
 )
 
 // The tiny child's two versions, relative to the module root. The C one is
-// the default: a Go binary's runtime start costs ~3 ms CPU, the same for
-// every supervisor, which at N=500 on two cores is a floor of about a
-// second under every system and hides the differences the bench is about.
+// the default: a Go binary's runtime start costs CPU, the same for every
+// supervisor, which with hundreds of children on two cores puts a floor
+// under every system and hides the differences the bench is about.
 const (
 	childCSource = "bench/tinysrv-c/tinysrv.c"
 	childGoPkg   = "./bench/tinysrv"
@@ -32,12 +32,11 @@ type cBuild struct {
 // The C child's builds. It compiles without warnings with each of them.
 //
 // The freestanding one links no C library (bench/tinysrv-c/freestanding.h
-// has the little it needs, on Linux x86_64 and aarch64): a static glibc
-// start spends ~0.45 ms CPU on a VM in its CPU feature detection (CPUID
-// traps to the hypervisor), most of the child's start: 0.72 ms CPU per
-// start with static glibc, 0.27 ms without, on the 2-core VM
-// (BenchmarkChildStart). That cost is the same under every supervisor and
-// hides their differences at N=500.
+// has the little it needs, on Linux x86_64 and aarch64): on a VM most of
+// a static glibc program's start is its CPU feature detection, whose
+// CPUID instructions trap to the hypervisor (BenchmarkChildStart compares
+// the builds). That cost is the same under every supervisor and hides
+// their differences when hundreds of children start.
 //
 // Otherwise it is linked statically when the C library allows, so each
 // start skips the dynamic loader, and dynamically when there is no static

@@ -160,10 +160,9 @@ func readPID(address string) (int, error) { return readPIDWithin(address, time.S
 // It works with blocking system calls on the calling thread instead of
 // the net package: a loopback connect then completes inside the call, and
 // the answer is read as soon as it comes. Through Go's netpoller the
-// prober's goroutine waited up to half a millisecond to run again after
-// its connect completed (seen in a syscall trace while a supervisor kept
-// both cores busy), which added a prober delay of that order to every
-// (b) sample, the same for every system, so smaller ratios looked larger.
+// prober's goroutine could wait for a P after its connect completed while
+// a supervisor kept both cores busy, a prober delay added to every (b)
+// sample, the same for every system, so smaller ratios looked larger.
 func readPIDWithin(address string, dial, read time.Duration) (int, error) {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil || !ap.Addr().Is4() {
@@ -258,15 +257,13 @@ func waitAllAccept(ctx context.Context, addrs []string, start time.Time, timeout
 	return time.Since(start), nil
 }
 
-// killPoll is how often (b) looks for the replacement. A kill recovery
-// takes a millisecond or two under allex, so the poll interval is part of
-// every result; the same for every system, it is a larger share of the
-// fastest one's.
+// killPoll is how often (b) looks for the replacement. The poll interval
+// is part of every result; the same for every system, it is a larger
+// share of the fastest one's.
 const (
-	// killPoll: one sock_diag question costs ~5 µs of CPU
-	// (BenchmarkListening in agent/spawner), so polling every 100 µs
-	// takes about what the connect polling every 200 µs it replaced did
-	// (a refused connect with its socket set-up, ~15-20 µs).
+	// killPoll: a sock_diag question is cheaper than a refused connect
+	// with its socket set-up (BenchmarkListening in agent/spawner), so
+	// asking twice as often costs about what connect polling did.
 	killPoll = 100 * time.Microsecond
 	// killPollConnect is the poll where sock_diag is missing and every
 	// look is a connect.
@@ -275,7 +272,7 @@ const (
 
 // pollSleep sleeps d in the kernel. time.Sleep cannot be used below a
 // millisecond: an otherwise idle Go process waits in epoll, whose timeout
-// is in whole milliseconds, so a 200 µs time.Sleep lasts ~1 ms.
+// is in whole milliseconds, so a shorter time.Sleep lasts a millisecond.
 func pollSleep(d time.Duration) {
 	ts := syscall.NsecToTimespec(int64(d))
 	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
@@ -299,11 +296,9 @@ func preciseSleeps() (restore func()) {
 // prober times (b)'s wait for a replacement, the same way for every
 // system: it polls the kernel's socket table until the port has a
 // listener again, then connects and reads the pid. Polling with
-// connects instead (which it falls back to) found the replacement
-// ~0.36 ms after its listen at the median (sched trace of 100 allex
-// kills): each look took a socket, a handshake or reset and a close,
-// and the 200 µs between looks grew to ~370 µs with the timer slack
-// and the VM's wake-ups.
+// connects instead (which it falls back to) found the replacement later:
+// each look takes a socket, a handshake or reset and a close, which
+// stretch the time between looks.
 type prober struct {
 	listen *spawner.ListenProbe // nil: connect polling
 	poll   time.Duration
@@ -369,9 +364,9 @@ func (p *prober) waitNewPID(ctx context.Context, address string, old int, timeou
 
 // killProbeLimit bounds one probe of (b), a safety net: with killWait no
 // probe meets the dying listener, the cause of the hangs the bound was
-// added for (one probe in 50-100 used to wait for the 1 s SYN
-// retransmit). A probe that still hangs is replaced after 100 ms, so the
-// result measures the service rather than the prober's deadline.
+// added for (such a probe waited for the SYN retransmit). A probe that
+// still hangs is replaced, so the result measures the service rather than
+// the prober's deadline.
 const killProbeLimit = 100 * time.Millisecond
 
 // killWait kill -9's pid and returns once the process has exited, with
@@ -381,8 +376,7 @@ const killProbeLimit = 100 * time.Millisecond
 // discarded without a reset (the socket is then in CLOSE state), and a
 // connection that completed just before is dropped from the accept queue
 // without one, so the probe waits for a 1 s SYN retransmit or for its read
-// deadline. Captured on loopback: one such probe in 50 to 100 kills. The
-// exit is known through a pidfd, which polls readable only after the
+// deadline (seen in a loopback capture). The exit is known through a pidfd, which polls readable only after the
 // process has closed its files. No supervisor can restart a child before
 // it has exited, so the wait costs none of them anything.
 func killWait(pid int, timeout time.Duration) (time.Time, error) {

@@ -20,8 +20,8 @@ import (
 // journal (this project's VMs) the inode allocator skips inodes freed in
 // the last 1 to 6 minutes (fs/ext4/ialloc.c, recently_deleted) and walks
 // over each of them on every create. After a test run or an earlier bench
-// deleted a few thousand files, creating one file took 0.2–1 ms instead of
-// ~30 µs, and the first system measured paid the most. With -fs fresh the
+// deleted a few thousand files, creating a file became many times slower,
+// and the first system measured paid the most. With -fs fresh the
 // bench makes a new ext4 filesystem (with its journal, as mkfs makes it by
 // default) on a loop device for the run, so every system starts on the
 // same clean filesystem.

@@ -28,9 +28,8 @@ func main() {
 	// The kill prober makes blocking system calls on a thread of its own
 	// and needs a P back after each. With as many Ps as cores, the bench's
 	// other goroutines (allex's watch stream reader, the GC's workers)
-	// sometimes held both, and the probe waited: kill p99s of 3.4-8.7 ms
-	// for allex in runs whose p50 was 1.5 ms, against 2.5-2.9 ms with more
-	// Ps than cores, which leave the choice to the kernel's scheduler.
+	// sometimes held both, and the probe waited, which showed in the kill
+	// tail. More Ps than cores leave the choice to the kernel's scheduler.
 	// Set here, not through the environment, which the supervisors
 	// inherit.
 	runtime.GOMAXPROCS(4 * runtime.NumCPU())

@@ -7,10 +7,10 @@
  *
  * Why: before main, a static glibc program runs glibc's start-up, whose CPU
  * feature detection executes CPUID instructions; on a VM each one traps to
- * the hypervisor, ~0.45 ms of CPU per start on the bench's 2-core VM, more
- * than all the rest of the child's start. That cost is the same under every
- * supervisor and, with hundreds of children starting on two cores, hides
- * the supervisors' own differences, which are what the bench compares.
+ * the hypervisor, which costs more than all the rest of the child's start.
+ * That cost is the same under every supervisor and, with hundreds of
+ * children starting on two cores, hides the supervisors' own differences,
+ * which are what the bench compares.
  *
  * tinysrv.c includes the usual system headers before this file, for their
  * constants and structs (-nostdlib only changes linking); this file then

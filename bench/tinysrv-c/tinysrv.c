@@ -8,7 +8,7 @@
  * with a message on stderr, worded as the Go one's): a supervisor stops it
  * by signal.
  *
- * It exists because a Go binary's runtime start costs ~3 ms CPU, a constant
+ * It exists because a Go binary's runtime start costs CPU, a constant
  * that is the same under every supervisor and hides their differences when
  * hundreds of children start on a small machine; this one starts in a
  * fraction of that.
@@ -19,8 +19,8 @@
  *   freestanding.h providing the few functions used, built with
  *   cc -DTINYSRV_FREESTANDING -O2 -Wall -Wextra -static -nostdlib
  *      -fno-stack-protector -fno-builtin -fno-asynchronous-unwind-tables
- *   A static glibc start spends ~0.45 ms CPU on a VM detecting the CPU
- *   (see freestanding.h), more than this build's whole start.
+ *   On a VM a static glibc start spends more CPU detecting the CPU (see
+ *   freestanding.h) than this build's whole start.
  * - with the C library, plain POSIX C, anywhere else or with -child libc:
  *   cc -O2 -Wall -Wextra -static (without -static when there is no static
  *   C library).

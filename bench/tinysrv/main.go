@@ -5,7 +5,7 @@
 // it killed without asking the supervisor.
 //
 // The bench runs the C version in bench/tinysrv-c by default, which behaves
-// the same but does not pay the Go runtime's start (~3 ms CPU per child);
+// the same but does not pay the Go runtime's start CPU for every child;
 // this one runs with -child go.
 package main
 
