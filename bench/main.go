@@ -262,12 +262,19 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("write results: %w", err)
 	}
 	fmt.Fprintln(stdout, "\nwritten to", o.out)
+	return outcome(results, gates(o, results))
+}
+
+// outcome is how a run ends: an error for each system that failed and
+// one listing the gated targets missed, or nil.
+func outcome(results []*result, gs []gate) error {
+	var errs []error
 	for _, r := range results {
 		if r.failed != nil {
-			return fmt.Errorf("%s: %w", r.name, r.failed)
+			errs = append(errs, fmt.Errorf("%s: %w", r.name, r.failed))
 		}
 	}
-	return nil
+	return errors.Join(append(errs, gatesMissed(gs))...)
 }
 
 // prepare installs or builds a system; if it cannot, the result says why

@@ -60,8 +60,7 @@ func joinInts(ns []int) string {
 	return strings.Join(s, ",")
 }
 
-// row is one metric: a value per system (ok false: not measured) and
-// whether smaller is better.
+// cell is one system's value of a metric (ok false: not measured).
 type cell struct {
 	v  float64
 	ok bool
@@ -140,8 +139,7 @@ func report(o *options, results []*result, info []string) string {
 	}
 	for _, n := range o.ns {
 		row(fmt.Sprintf("(a) start N=%d: all ready (allex: all published)%s", n, of), "%.0f", func(r *result) cell {
-			ds := times(r.start[n], timing.readyTime)
-			return cell{ms(percentile(ds, 50)), len(ds) > 0}
+			return startMedian(r, n)
 		})
 	}
 	for _, n := range o.ns {
@@ -152,7 +150,7 @@ func report(o *options, results []*result, info []string) string {
 	}
 	for _, p := range []float64{50, 99} {
 		row(fmt.Sprintf("(b) kill -9 → accepting again, p%.0f of %d", p, o.kills), "%.1f", func(r *result) cell {
-			return cell{ms(percentile(r.kills, p)), len(r.kills) > 0}
+			return killPercentile(r, p)
 		})
 	}
 	for _, p := range []float64{50, 99} {
@@ -223,9 +221,7 @@ func report(o *options, results []*result, info []string) string {
 		b.WriteString("- " + n + "\n")
 	}
 	b.WriteString(floorNote(results, o.kills))
-	if allex != nil && len(peers) > 0 {
-		b.WriteString("\nTargets (issue 5): allex at least 5x faster than PM2 and supervisord on (a) and (b) (ratio ≤ 0.20), allexmaster under 30 MB RSS with 500 children.\n")
-	}
+	b.WriteString(gatesSection(o, results))
 	b.WriteString("\nMachine:\n\n")
 	for _, l := range info {
 		b.WriteString("- " + l + "\n")
@@ -261,6 +257,18 @@ func floorNote(results []*result, kills int) string {
 	}
 	return note + fmt.Sprintf("- (b) p99 of %d, floor / pm2: %.1f / %.1f ms = %.2f: the machine's own part, with no supervisor work, already took that share of PM2's p99 in this run.\n",
 		kills, ms(f), ms(p), float64(f)/float64(p))
+}
+
+// startMedian is a start's headline: the median over the rounds of the
+// time until every service was ready (allex: published), in ms.
+func startMedian(r *result, n int) cell {
+	ds := times(r.start[n], timing.readyTime)
+	return cell{ms(percentile(ds, 50)), len(ds) > 0}
+}
+
+// killPercentile is percentile p of the kill -9 → accepting times, in ms.
+func killPercentile(r *result, p float64) cell {
+	return cell{ms(percentile(r.kills, p)), len(r.kills) > 0}
 }
 
 // times picks one time out of each round's timing.
