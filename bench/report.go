@@ -232,8 +232,8 @@ func report(o *options, results []*result, info []string) string {
 // floorNote explains the floor column and, with PM2's kills beside it,
 // sets the floor's (b) p99 against PM2's: a supervisor adds its own work
 // to the floor's path, so where the floor alone is near a fifth of PM2's
-// p99, the (b) p99 target is decided by the machine more than by the
-// supervisor.
+// p99, the machine decides the (b) p99 ratio more than the supervisor
+// does (which is why p99s are not gated).
 func floorNote(results []*result, kills int) string {
 	var floor, pm2 *result
 	for _, r := range results {
