@@ -34,7 +34,8 @@ func TestQuickAllex(t *testing.T) {
 		"(b) kill -9 → accepting again, p99 of 3",
 		"- allex (a) all ready, ms, round by round: N=1: ",
 		"(c) supervisor RSS, idle with 20 children",
-		"allexlanmanager RSS",
+		"(c) supervisor memory (PSS), idle with 20 children",
+		"allexlanmanager PSS",
 		"kill -9 breakdown",
 		"- allex (b) slowest kills: ",
 		" ms (round 1, kill 1; spawned at ",
@@ -44,7 +45,7 @@ func TestQuickAllex(t *testing.T) {
 		// Without the peers nothing is gated (and the run ends without
 		// an error: runReport checks).
 		"| (a) start N=20, all published: allex/pm2 | – | ≤ 0.20 | not run: pm2 not in this run |",
-		"| (c) supervisor RSS idle with 500 children (allex: master and keeper) | – | ≤ 30 MB | not run: idle measured with 20 children |",
+		"| (c) supervisor memory (PSS) idle with 500 children (allex: master and keeper) | – | ≤ 30 MB | not run: idle measured with 20 children |",
 	})
 	// The C child by default, unless there is no C compiler.
 	if _, err := findCC(); err == nil && !strings.Contains(md, "- child: C (bench/tinysrv-c/tinysrv.c), built with `") {

@@ -435,7 +435,11 @@ func waitNoneAccept(addrs []string, timeout time.Duration) error {
 
 // usage is a process's resident memory and CPU use over an idle window.
 type usage struct {
-	RSSKB      int
+	RSSKB int
+	// PSSKB is the proportional set size: shared pages count divided
+	// among the processes that map them, so the master and its keeper,
+	// one binary, do not count its pages twice.
+	PSSKB      int
 	CPUPercent float64 // of one core
 }
 
@@ -443,22 +447,31 @@ type usage struct {
 const clockTicks = 100
 
 func rssKB(pid int) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	return procKB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+}
+
+func pssKB(pid int) (int, error) {
+	return procKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+}
+
+// procKB reads the "key   N kB" line of a /proc file.
+func procKB(path, key string) (int, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return 0, fmt.Errorf("rss: %w", err)
+		return 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
 			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
 			if err != nil {
-				return 0, fmt.Errorf("rss of %d: %w", pid, err)
+				return 0, fmt.Errorf("%s %s: %w", path, key, err)
 			}
 			return kb, nil
 		}
 	}
-	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
+	return 0, fmt.Errorf("%s: no %s line", path, key)
 }
 
 // cpuTicks is utime+stime of pid in clock ticks.
@@ -485,7 +498,7 @@ func cpuTicks(pid int) (uint64, error) {
 	return u + s, nil
 }
 
-// measureIdle samples CPU of every pid over window and RSS at its end.
+// measureIdle samples CPU of every pid over window and memory at its end.
 func measureIdle(ctx context.Context, window time.Duration, pids ...int) ([]usage, error) {
 	before := make([]uint64, len(pids))
 	for i, pid := range pids {
@@ -512,7 +525,11 @@ func measureIdle(ctx context.Context, window time.Duration, pids ...int) ([]usag
 		if err != nil {
 			return nil, err
 		}
-		out[i] = usage{RSSKB: rss, CPUPercent: float64(t-before[i]) / clockTicks / elapsed * 100}
+		pss, err := pssKB(pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = usage{RSSKB: rss, PSSKB: pss, CPUPercent: float64(t-before[i]) / clockTicks / elapsed * 100}
 	}
 	return out, nil
 }

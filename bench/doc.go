@@ -15,7 +15,7 @@
 // a ratio allex/peer of medians from the run exceeds 0.20 against PM2 or
 // supervisord (start of every N, every service published; kill -9 →
 // accepting p50), or when allex's supervisor (master and keeper) uses
-// more than 30 MB RSS idle with 500 children. Gates whose systems did not
+// more than 30 MB of memory (PSS) idle with 500 children. Gates whose systems did not
 // run are "not run", not failures. The ratios to the floor and the p99s,
 // with the hypervisor's steal beside them, are reported and never gated.
 //

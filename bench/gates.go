@@ -58,7 +58,7 @@ type gate struct {
 // gates checks a run's results against the gated targets: for every N
 // the published start, and the kill -9 → accepting p50, each allex/peer
 // at most peerLimit against every gated peer; and the machine's
-// supervisor RSS idle with rssChildren children. A target whose systems
+// supervisor memory (PSS) idle with rssChildren children. A target whose systems
 // did not run, or did not measure it, is not run rather than missed.
 func gates(o *options, results []*result) []gate {
 	allex := find(results, "allex")
@@ -90,18 +90,18 @@ func ratioGate(name string, allex, peer *result, peerName string, get func(*resu
 }
 
 func rssGate(allex *result) gate {
-	g := gate{name: fmt.Sprintf("(c) supervisor RSS idle with %d children (allex: master and keeper)", rssChildren), limit: rssLimitMB, unit: " MB"}
+	g := gate{name: fmt.Sprintf("(c) supervisor memory (PSS) idle with %d children (allex: master and keeper)", rssChildren), limit: rssLimitMB, unit: " MB"}
 	if g.why = absent(allex, "allex"); g.why != "" {
 		return g
 	}
-	rss, _, ok := machineUsage(allex)
+	u, ok := machineUsage(allex)
 	switch {
 	case !ok:
 		g.why = "not measured"
 	case allex.idleN < rssChildren:
 		g.why = fmt.Sprintf("idle measured with %d children", allex.idleN)
 	default:
-		g.value = float64(rss) / 1024
+		g.value = float64(u.PSSKB) / 1024
 		return judge(g)
 	}
 	return g
@@ -172,7 +172,7 @@ func (g gate) limitText() string {
 func gatesSection(o *options, results []*result) string {
 	var b strings.Builder
 	b.WriteString("\n## Gates\n\n")
-	fmt.Fprintf(&b, "Gated: the bench exits 1 when one is missed. allex/peer of medians from this run, at most %.2f; the supervisor's RSS at most %.0f MB.\n\n", peerLimit, rssLimitMB)
+	fmt.Fprintf(&b, "Gated: the bench exits 1 when one is missed. allex/peer of medians from this run, at most %.2f; the supervisor's memory (PSS) at most %.0f MB.\n\n", peerLimit, rssLimitMB)
 	b.WriteString("| gate | value | limit | verdict |\n|---|---:|---:|---|\n")
 	for _, g := range gates(o, results) {
 		v, verdict := "–", g.verdict.String()

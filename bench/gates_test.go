@@ -30,7 +30,7 @@ func fakeResult(name string, starts map[int]float64, kills ...float64) *result {
 func withRSS(r *result, n int, mb ...float64) *result {
 	r.idleN = n
 	for _, v := range mb {
-		r.idle = append(r.idle, namedUsage{role: r.name, machine: true, usage: usage{RSSKB: int(v * 1024)}})
+		r.idle = append(r.idle, namedUsage{role: r.name, machine: true, usage: usage{PSSKB: int(v * 1024)}})
 	}
 	return r
 }
@@ -64,7 +64,7 @@ const (
 	gStart1PM2   = "(a) start N=1, all published: allex/pm2"
 	gKillPM2     = "(b) kill -9 → accepting again, p50: allex/pm2"
 	gKillSup     = "(b) kill -9 → accepting again, p50: allex/supervisord"
-	gRSS         = "(c) supervisor RSS idle with 500 children (allex: master and keeper)"
+	gRSS         = "(c) supervisor memory (PSS) idle with 500 children (allex: master and keeper)"
 )
 
 func TestGatesAllMet(t *testing.T) {

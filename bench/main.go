@@ -437,7 +437,7 @@ func measureIdleOf(ctx context.Context, o *options, in instance, n int, r *resul
 	r.idleN = n
 	for i, u := range us {
 		r.idle = append(r.idle, namedUsage{role: pids[i].role, machine: pids[i].machine, usage: u})
-		logf("idle with %d children: %s RSS %.1f MB, CPU %.2f%%", n, pids[i].role, float64(u.RSSKB)/1024, u.CPUPercent)
+		logf("idle with %d children: %s PSS %.1f MB, RSS %.1f MB, CPU %.2f%%", n, pids[i].role, float64(u.PSSKB)/1024, float64(u.RSSKB)/1024, u.CPUPercent)
 	}
 	return nil
 }

@@ -158,13 +158,17 @@ func report(o *options, results []*result, info []string) string {
 			return cell{ms(percentile(r.republished, p)), len(r.republished) > 0}
 		})
 	}
+	row(fmt.Sprintf("(c) supervisor memory (PSS), idle with %d children (MB)", o.maxN()), "%.1f", func(r *result) cell {
+		u, ok := machineUsage(r)
+		return cell{float64(u.PSSKB) / 1024, ok}
+	})
 	row(fmt.Sprintf("(c) supervisor RSS, idle with %d children (MB)", o.maxN()), "%.1f", func(r *result) cell {
-		rss, _, ok := machineUsage(r)
-		return cell{float64(rss) / 1024, ok}
+		u, ok := machineUsage(r)
+		return cell{float64(u.RSSKB) / 1024, ok}
 	})
 	row(fmt.Sprintf("(c) supervisor CPU, idle with %d children (%% of a core)", o.maxN()), "%.2f", func(r *result) cell {
-		_, cpu, ok := machineUsage(r)
-		return cell{cpu, ok}
+		u, ok := machineUsage(r)
+		return cell{u.CPUPercent, ok}
 	})
 	b.WriteString("\n")
 	for _, r := range results {
@@ -178,7 +182,7 @@ func report(o *options, results []*result, info []string) string {
 				parts = append(parts, "failed: "+oneLine(r.failed.Error()))
 			}
 			for _, u := range r.idle {
-				parts = append(parts, fmt.Sprintf("%s RSS %.1f MB, CPU %.2f%% idle with %d children", u.role, float64(u.RSSKB)/1024, u.CPUPercent, r.idleN))
+				parts = append(parts, fmt.Sprintf("%s PSS %.1f MB, RSS %.1f MB, CPU %.2f%% idle with %d children", u.role, float64(u.PSSKB)/1024, float64(u.RSSKB)/1024, u.CPUPercent, r.idleN))
 			}
 			b.WriteString(strings.Join(parts, "; ") + "\n")
 		}
@@ -288,13 +292,16 @@ func oneLine(s string) string {
 	return s
 }
 
-// machineUsage sums the idle RSS (KB) and CPU of the processes that make
+// machineUsage sums the idle memory and CPU of the processes that make
 // up the machine's supervisor (allex: the master and its keeper).
-func machineUsage(r *result) (rssKB int, cpu float64, ok bool) {
+func machineUsage(r *result) (sum usage, ok bool) {
 	for _, u := range r.idle {
 		if u.machine {
-			rssKB, cpu, ok = rssKB+u.RSSKB, cpu+u.CPUPercent, true
+			sum.RSSKB += u.RSSKB
+			sum.PSSKB += u.PSSKB
+			sum.CPUPercent += u.CPUPercent
+			ok = true
 		}
 	}
-	return rssKB, cpu, ok
+	return sum, ok
 }
