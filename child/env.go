@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -105,7 +105,7 @@ func EnvFromEnviron(environ []string) (Env, error) {
 		if raw == nil {
 			return Env{}, fmt.Errorf("%s: not a JSON object of ports: null", EnvPorts)
 		}
-		for _, proto := range sortedKeys(raw) {
+		for _, proto := range slices.Sorted(maps.Keys(raw)) {
 			if _, err := protocolEnum(proto); err != nil {
 				return Env{}, fmt.Errorf("%s: %w", EnvPorts, err)
 			}
@@ -157,13 +157,4 @@ func protocolEnum(proto string) (allexv1.Protocol, error) {
 		return allexv1.Protocol_PROTOCOL_WS, nil
 	}
 	return allexv1.Protocol_PROTOCOL_UNSPECIFIED, fmt.Errorf("unknown protocol %q: want tcp, http or ws", proto)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

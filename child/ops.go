@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -230,7 +232,7 @@ func (s *processServer) Info(context.Context, *allexv1.InfoRequest) (*allexv1.In
 		Pid:       int32(c.pid),
 		StartedAt: timestamppb.New(c.startedAt),
 	}
-	for _, proto := range sortedKeys(c.env.Ports) {
+	for _, proto := range slices.Sorted(maps.Keys(c.env.Ports)) {
 		p, _ := protocolEnum(proto)
 		resp.Ports = append(resp.Ports, &allexv1.PortAssignment{Protocol: p, Port: uint32(c.env.Ports[proto])})
 	}

@@ -5,8 +5,10 @@ package faults
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,7 +145,7 @@ func TestChurnWithCrashingChildren(t *testing.T) {
 			if err != nil || len(svcs) == 0 {
 				continue
 			}
-			names := sortedKeys(svcs)
+			names := slices.Sorted(maps.Keys(svcs))
 			pid := svcs[names[rng.IntN(len(names))]].PID
 			// Only ever kill a demo child, never a recycled pid.
 			if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err != nil || !strings.Contains(string(b), "demochild") {

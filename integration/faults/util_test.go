@@ -54,15 +54,6 @@ func setOf(names ...string) map[string]bool {
 	return s
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // diff describes how got differs from want, "" when equal.
 func diff(want, got map[string]bool) string {
 	var missing, extra []string

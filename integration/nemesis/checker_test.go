@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -295,7 +296,7 @@ func (c *checker) sampleProcs() {
 	if reg.Err == "" && now.Sub(reg.At) > c.freshness {
 		reg.Err = fmt.Sprintf("last registry read is %s old", now.Sub(reg.At).Round(time.Millisecond))
 	}
-	ok, avail, why := judge(sortedKeys(c.acked), copies, reg, views)
+	ok, avail, why := judge(slices.Sorted(maps.Keys(c.acked)), copies, reg, views)
 	c.lastWhy, c.lastAt, c.lastOK = why, now, ok
 	if n := len(c.marks); n == 0 || c.marks[n-1].OK != ok || c.marks[n-1].Avail != avail {
 		c.marks = append(c.marks, mark{At: now, OK: ok, Avail: avail, Why: why})
@@ -638,13 +639,4 @@ func (c *checker) results() checkResults {
 	defer c.mu.Unlock()
 	return checkResults{Overlaps: slices.Clone(c.overlaps), Missing: slices.Clone(c.missing), Stats: c.stats,
 		Acked: len(c.acked), Final: c.reg}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

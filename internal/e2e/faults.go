@@ -318,17 +318,16 @@ func FaultPortsInUse(t testing.TB, socket string) (map[string]int, error) {
 // parent is now, so orphans of a crashed master are found too.
 func FaultProcsOf(socket string) []int {
 	want := "\x00ALLEX_MASTER_SOCKET=" + socket + "\x00"
-	entries, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		return nil
 	}
 	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !FaultPIDAlive(pid) {
+	for _, pid := range pids {
+		if !FaultPIDAlive(pid) {
 			continue
 		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 		if err != nil {
 			continue
 		}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 // Prefix starts the name of every namespace this package creates:
@@ -210,17 +212,16 @@ func killIn(ino uint64) {
 }
 
 func pidsIn(nsLink string) []int {
-	entries, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		return nil
 	}
 	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
+	for _, pid := range pids {
+		if pid == os.Getpid() {
 			continue
 		}
-		if link, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && link == nsLink {
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && link == nsLink {
 			out = append(out, pid)
 		}
 	}
