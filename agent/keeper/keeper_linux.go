@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/allex-go/allex/internal/cloexec"
 	"github.com/allex-go/allex/internal/procfs"
 )
 
@@ -95,7 +95,7 @@ func newKeeper(stateDir string, log hclog.Logger) (*keeper, error) {
 	_ = os.WriteFile("/proc/self/comm", []byte("allexkeeper"), 0)
 	// No child may hold the socket, the lock, or whatever else the master
 	// itself inherited without close-on-exec.
-	closeOnExecAll()
+	cloexec.Inherited()
 	if t, err := unix.GetsockoptInt(sockFD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_SEQPACKET {
 		return nil, fmt.Errorf("fd %d is not a SOCK_SEQPACKET socket (type %d, %v)", sockFD, t, err)
 	}
@@ -132,20 +132,6 @@ func newKeeper(stateDir string, log hclog.Logger) (*keeper, error) {
 		return nil, err
 	}
 	return k, nil
-}
-
-// closeOnExecAll marks every descriptor above stderr close-on-exec.
-func closeOnExecAll() {
-	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
-		return
-	}
-	// Before Linux 5.11.
-	fds, _ := os.ReadDir("/proc/self/fd")
-	for _, fd := range fds {
-		if n, err := strconv.Atoi(fd.Name()); err == nil && n > 2 {
-			unix.CloseOnExec(n)
-		}
-	}
 }
 
 // writePidFile records this process with its start time, so that a

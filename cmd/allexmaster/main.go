@@ -19,6 +19,7 @@ import (
 	"github.com/allex-go/allex/agent"
 	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/statedir"
+	"github.com/allex-go/allex/internal/cloexec"
 	"github.com/allex-go/allex/server"
 )
 
@@ -26,6 +27,9 @@ import (
 var version = "dev"
 
 func main() {
+	// Before anything is started: a descriptor the parent shell left open
+	// must not reach the keeper or the children.
+	cloexec.Inherited()
 	if len(os.Args) > 1 && os.Args[1] == "keeper" {
 		runKeeper()
 	}

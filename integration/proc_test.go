@@ -1,0 +1,113 @@
+//go:build linux
+
+package integration
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/cloexec"
+	"github.com/allex-go/allex/internal/e2e"
+)
+
+// newMasterDir writes a master config without a LAN manager in a fresh
+// dir and returns the master as it will be, not started.
+func newMasterDir(t *testing.T) *e2e.Master {
+	t.Helper()
+	dir := e2e.ShortDir(t)
+	const size = 10
+	base := e2e.FreeBlock(t, 3*size)
+	e2e.WriteFile(t, dir, "allexmasterconfig.json", e2e.MasterConfig(dir, base, size, ""))
+	return &e2e.Master{Dir: dir, Socket: filepath.Join(dir, "m.sock"), TCP: base, HTTP: base + size, WS: base + 2*size}
+}
+
+// masterCmd is the command of m's master, run in its dir.
+func masterCmd(m *e2e.Master) *exec.Cmd {
+	cmd := exec.Command(e2e.Bins.Master, "-log-level", "debug")
+	cmd.Dir = m.Dir
+	return cmd
+}
+
+// keeperPID reads the pid of m's keeper from its state dir.
+func keeperPID(t *testing.T, m *e2e.Master) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(m.Dir, "state", "keeper.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.Fields(string(b))[0])
+	if err != nil {
+		t.Fatalf("keeper.pid %q: %v", b, err)
+	}
+	return pid
+}
+
+// openFiles maps pid's descriptors to what they point at.
+func openFiles(t *testing.T, pid int) map[int]string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	out := map[int]string{}
+	for _, fd := range cloexec.List(dir) {
+		if target, err := os.Readlink(filepath.Join(dir, strconv.Itoa(fd))); err == nil {
+			out[fd] = target
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("cannot list the descriptors of pid %d", pid)
+	}
+	return out
+}
+
+// TestInheritedDescriptorsStayWithTheMaster: a file on fd 7 and a pipe on
+// fd 9 that the master inherited without close-on-exec reach neither its
+// keeper nor its children, which get stdin, stdout and stderr only.
+func TestInheritedDescriptorsStayWithTheMaster(t *testing.T) {
+	m := newMasterDir(t)
+	file, err := os.Create(filepath.Join(m.Dir, "leaked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(pw.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	leaked := []string{file.Name(), fmt.Sprintf("pipe:[%d]", st.Ino)}
+	cmd := masterCmd(m)
+	cmd.ExtraFiles = []*os.File{nil, nil, nil, nil, file, nil, pw} // fds 7 and 9
+	m.Proc = e2e.StartCmd(t, cmd)
+	file.Close()
+	pw.Close()
+	m.WaitOutput("allexmaster running", 30*time.Second)
+	master := openFiles(t, m.Cmd.Process.Pid)
+	if master[7] != leaked[0] || master[9] != leaked[1] {
+		t.Fatalf("the master did not inherit fds 7 and 9 as set up: %v", master)
+	}
+
+	e2e.MustCtl(t, m.Socket, "start", "-readiness", "none", "-restart", "never", "fds", "--", "sleep", "600")
+	child := int(m.WaitState(t, "fds", allexv1.ProcessState_PROCESS_STATE_READY).GetPid())
+	for name, pid := range map[string]int{"keeper": keeperPID(t, m), "child": child} {
+		for fd, target := range openFiles(t, pid) {
+			if slices.Contains(leaked, target) {
+				t.Errorf("%s (pid %d) holds the master's inherited %s on fd %d", name, pid, target, fd)
+			}
+		}
+	}
+	if fds := slices.Sorted(maps.Keys(openFiles(t, child))); !slices.Equal(fds, []int{0, 1, 2}) {
+		t.Errorf("child's descriptors %v (%v), want 0, 1, 2", fds, openFiles(t, child))
+	}
+}
