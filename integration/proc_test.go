@@ -70,7 +70,8 @@ func openFiles(t *testing.T, pid int) map[int]string {
 
 // TestInheritedDescriptorsStayWithTheMaster: a file on fd 7 and a pipe on
 // fd 9 that the master inherited without close-on-exec reach neither its
-// keeper nor its children, which get stdin, stdout and stderr only.
+// keeper nor its children, which get stdin, stdout and stderr only, and
+// no signal the master or keeper do not want is ignored in the child.
 func TestInheritedDescriptorsStayWithTheMaster(t *testing.T) {
 	m := newMasterDir(t)
 	file, err := os.Create(filepath.Join(m.Dir, "leaked"))
@@ -110,4 +111,24 @@ func TestInheritedDescriptorsStayWithTheMaster(t *testing.T) {
 	if fds := slices.Sorted(maps.Keys(openFiles(t, child))); !slices.Equal(fds, []int{0, 1, 2}) {
 		t.Errorf("child's descriptors %v (%v), want 0, 1, 2", fds, openFiles(t, child))
 	}
+	// What this test's own parent ignores is passed on, and nothing more.
+	if ign, want := procStatus(t, child, "SigIgn"), procStatus(t, os.Getpid(), "SigIgn"); ign != want {
+		t.Errorf("child ignores signals %s, want %s as this test", ign, want)
+	}
+}
+
+// procStatus returns a field of /proc/<pid>/status.
+func procStatus(t *testing.T, pid int, field string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return ""
 }

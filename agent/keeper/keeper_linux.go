@@ -87,8 +87,10 @@ func Main(args []string) int {
 
 func newKeeper(stateDir string, log hclog.Logger) (*keeper, error) {
 	// A terminal's ^C or hang-up is the master's business; a master gone
-	// shows as EOF, not a signal.
-	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	// shows as EOF, not a signal; a closed stderr fails the write. Caught
+	// and dropped, not ignored: an ignored signal would stay ignored in
+	// every child the keeper starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	// Its own process name, so that "pkill allexmaster" (or an OOM
 	// report, or ps) tells the two apart: killing both at once would leave
 	// grandchildren behind that only the keeper can account for.
