@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
 	"maps"
 	"os"
@@ -131,4 +132,105 @@ func procStatus(t *testing.T, pid int, field string) string {
 	}
 	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return ""
+}
+
+// readUntil reads lines from r until one contains want, and returns them.
+func readUntil(t *testing.T, r *bufio.Reader, want string) []string {
+	t.Helper()
+	var lines []string
+	for {
+		l, err := r.ReadString('\n')
+		lines = append(lines, l)
+		if strings.Contains(l, want) {
+			return lines
+		}
+		if err != nil {
+			t.Fatalf("output ended (%v) before %q:\n%s", err, want, strings.Join(lines, ""))
+		}
+	}
+}
+
+// waitFile polls until the file at path holds every want.
+func waitFile(t *testing.T, path string, want ...string) string {
+	t.Helper()
+	var got string
+	e2e.Eventually(t, 60*time.Second, func() error {
+		b, err := os.ReadFile(path)
+		got = string(b)
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				return fmt.Errorf("%s lacks %q (%v):\n%s", path, w, err, got)
+			}
+		}
+		return nil
+	})
+	return got
+}
+
+// TestClosedStderrKeepsTheMasterRunning: the master's stdout and stderr
+// are a pipe whose reader goes away; the master keeps running and serving,
+// its children too, and its log continues in the state dir.
+func TestClosedStderrKeepsTheMasterRunning(t *testing.T) {
+	m := newMasterDir(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := masterCmd(m)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	m.Proc = e2e.StartCmd(t, cmd)
+	pw.Close()
+	readUntil(t, bufio.NewReader(pr), "allexmaster running")
+	pr.Close()
+
+	// Logged at debug and info: each line is a write to the closed pipe.
+	e2e.MustCtl(t, m.Socket, "start", "-readiness", "none", "-restart", "never", "late", "--", "sleep", "600")
+	pid := int(m.WaitState(t, "late", allexv1.ProcessState_PROCESS_STATE_READY).GetPid())
+	if exited, err := m.Exited(); exited {
+		t.Fatalf("master exited: %v", err)
+	}
+	e2e.MustCtl(t, m.Socket, "status")
+	logFile := filepath.Join(m.Dir, "state", "allexmaster.log")
+	waitFile(t, logFile, "stderr failed (write /dev/stderr: broken pipe); the log continues in this file",
+		fmt.Sprintf("child running: instance=late module=sleep pid=%d", pid))
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Errorf("child %d: %v", pid, err)
+	}
+	if err := m.Stop(30 * time.Second); err != nil {
+		t.Errorf("master after SIGTERM: %v", err)
+	}
+	if got := waitFile(t, logFile, "allexmaster stopped"); strings.Count(got, "the log continues in this file") != 1 {
+		t.Errorf("the master said more than once that it switched:\n%s", got)
+	}
+}
+
+// TestDevClosedStdout is allexmaster -dev | head: the demo's stdout closes
+// after its first line; the master runs the demo to its end, and its
+// lines continue in the state dir, which is kept.
+func TestDevClosedStdout(t *testing.T) {
+	dir := e2e.ShortDir(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(e2e.Bins.Master, "-dev", "-dev-exit", "-dev-lan-addr", "127.0.0.1:0", "-dev-needs", "1",
+		"-socket", filepath.Join(dir, "m.sock"), "-dev-kills", "1", "-dev-interval", "200ms")
+	cmd.Dir = dir
+	cmd.Stdout = pw
+	p := e2e.StartCmd(t, cmd)
+	pw.Close()
+	first := readUntil(t, bufio.NewReader(pr), "allex dev: LAN manager on")
+	pr.Close()
+	_, stateDir, ok := strings.Cut(strings.TrimSpace(first[len(first)-1]), ", state in ")
+	if !ok {
+		t.Fatalf("no state dir in %q", first)
+	}
+	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	if err := p.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("allexmaster -dev: %v", err)
+	}
+	waitFile(t, filepath.Join(stateDir, "allexmaster.log"), "stdout failed", "allex dev: re-satisfied demo1")
+	if !strings.Contains(p.Output(), "keeping the state dir: the log continued in it") {
+		t.Errorf("the master does not say where its log went:\n%s", p.Output())
+	}
 }

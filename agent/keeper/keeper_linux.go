@@ -14,7 +14,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/allex-go/allex/agent/statedir"
 	"github.com/allex-go/allex/internal/cloexec"
+	"github.com/allex-go/allex/internal/logfallback"
 	"github.com/allex-go/allex/internal/procfs"
 )
 
@@ -72,11 +74,15 @@ func Main(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("keeper[%d]", os.Getpid()), Output: os.Stderr})
+	// Its stderr is the master's: when that fails, the keeper's lines
+	// follow the master's into the state dir.
+	out := logfallback.New(os.Stderr, "stderr")
+	log := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("keeper[%d]", os.Getpid()), Output: out})
 	if *stateDir == "" {
 		log.Error("-state-dir is required; the keeper is started by allexmaster")
 		return 2
 	}
+	out.SetFile(filepath.Join(*stateDir, statedir.LogName))
 	k, err := newKeeper(*stateDir, log)
 	if err != nil {
 		log.Error("cannot start", "error", err)
