@@ -4,6 +4,8 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +22,7 @@ import (
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/cloexec"
 	"github.com/allex-go/allex/internal/e2e"
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 // newMasterDir writes a master config without a LAN manager in a fresh
@@ -233,4 +237,132 @@ func TestDevClosedStdout(t *testing.T) {
 	if !strings.Contains(p.Output(), "keeping the state dir: the log continued in it") {
 		t.Errorf("the master does not say where its log went:\n%s", p.Output())
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// followEvents runs allexctl events on m until the test ends, and returns
+// its output once the subscription is proven live by a sentinel's events.
+func followEvents(t *testing.T, m *e2e.Master) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	cmd := exec.CommandContext(ctx, e2e.Bins.Ctl, "-socket", m.Socket, "events")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	// A sentinel started before the subscription is live goes unseen: a
+	// new one for each try.
+	for try := range 20 {
+		sentinel := fmt.Sprintf("sentinel%d", try)
+		e2e.MustCtl(t, m.Socket, "start", "-readiness", "none", "-restart", "never", sentinel, "--", "true")
+		for range 100 {
+			if strings.Contains(out.String(), sentinel) {
+				return out
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Fatalf("allexctl events shows no sentinel's events:\n%s", out.String())
+	return nil
+}
+
+// TestDaemonizingProgramFails: a program that forks into the background
+// and exits 0, its background process in its group or escaped with
+// setsid, fails for good with the reason in ps and the events, under a
+// restart-always policy, and nothing of it is left running.
+func TestDaemonizingProgramFails(t *testing.T) {
+	m := e2e.StartMaster(t, 10, "")
+	events := followEvents(t, m)
+	const why = "the program daemonized; run it in the foreground"
+	tests := []struct {
+		instance, script string
+		flags            []string
+	}{
+		{"ingroup", `sleep 300 & echo $! > %s; exit 0`, []string{"-protocols", "tcp", "-readiness", "ports"}},
+		// redis-server --daemonize yes: the process that stays calls
+		// setsid; the script waits until it has.
+		{"setsid", `setsid sh -c 'echo $$ > %s; exec sleep 300' & while [ ! -s %s ]; do sleep 0.01; done; exit 0`, []string{"-readiness", "none"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.instance, func(t *testing.T) {
+			pidFile := filepath.Join(m.Dir, tt.instance+".pid")
+			args := append(append([]string{"start", "-restart", "always"}, tt.flags...),
+				tt.instance, "--", "sh", "-c", strings.ReplaceAll(tt.script, "%s", pidFile))
+			e2e.MustCtl(t, m.Socket, args...)
+			m.WaitState(t, tt.instance, allexv1.ProcessState_PROCESS_STATE_FAILED)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			resp, err := e2e.Client(t, m.Socket).GetProcess(ctx, &allexv1.GetProcessRequest{Instance: tt.instance})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info := resp.GetProcess(); !strings.HasSuffix(info.GetLastError(), why) || info.GetRestarts() != 0 || info.GetExitCode() != 0 {
+				t.Errorf("last error %q, restarts %d, code %d", info.GetLastError(), info.GetRestarts(), info.GetExitCode())
+			}
+			if ps := e2e.MustCtl(t, m.Socket, "ps"); !strings.Contains(ps, why) {
+				t.Errorf("ps does not say why:\n%s", ps)
+			}
+			e2e.Eventually(t, 30*time.Second, func() error {
+				var exited, failed bool
+				for _, l := range e2e.Lines(events.String()) {
+					f := strings.Fields(l)
+					if len(f) < 3 || f[2] != tt.instance {
+						continue
+					}
+					exited = exited || f[1] == "exited" && strings.HasSuffix(l, "code 0  "+why)
+					failed = failed || f[1] == "failed" && strings.HasSuffix(l, why)
+				}
+				if !exited || !failed {
+					return fmt.Errorf("events lack %s's exit and failure with %q:\n%s", tt.instance, why, events.String())
+				}
+				return nil
+			})
+			stray, err := strconv.Atoi(strings.TrimSpace(readOrEmpty(pidFile)))
+			if err != nil {
+				t.Fatalf("the background process's pid: %v", err)
+			}
+			e2e.Eventually(t, 30*time.Second, func() error {
+				if st, err := procfs.ReadStat(stray); err == nil && st.Live() {
+					return fmt.Errorf("background process %d still running", stray)
+				}
+				return nil
+			})
+		})
+	}
+	for _, tt := range tests {
+		n := 0
+		for _, l := range e2e.Lines(events.String()) {
+			if f := strings.Fields(l); len(f) > 2 && f[1] == "starting" && f[2] == tt.instance {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s started %d times, want once:\n%s", tt.instance, n, events.String())
+		}
+	}
+}
+
+func readOrEmpty(name string) string {
+	b, _ := os.ReadFile(name)
+	return string(b)
 }

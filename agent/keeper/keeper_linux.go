@@ -57,11 +57,20 @@ type keeper struct {
 	done    chan struct{} // closed by the reaper: shutting down, no child left
 
 	mu       sync.Mutex
-	children map[int]bool // started by request, not yet reaped: pid (= pgid) → fenced
+	children map[int]kid // started by request, not yet reaped: pid (= pgid) → kid
 	until    time.Duration
 	hasLease bool
 	fence    time.Duration
 	phase    int
+}
+
+// kid is a child the keeper started.
+type kid struct {
+	fenced bool
+	// mark is its ALLEX_INSTANCE=... environment entry ("" if none), which
+	// the processes it starts inherit: it tells them once they have left
+	// its process group (see strays).
+	mark string
 }
 
 // Main runs the keeper: args are its flags, fd 3 its end of the control
@@ -133,7 +142,7 @@ func newKeeper(stateDir string, log hclog.Logger) (*keeper, error) {
 		leaseFD:  leaseFD,
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
-		children: map[int]bool{},
+		children: map[int]kid{},
 		fence:    DefaultExitFence,
 	}
 	if err := writePidFile(k.pidFile); err != nil {
