@@ -173,7 +173,8 @@ func waitFile(t *testing.T, path string, want ...string) string {
 
 // TestClosedStderrKeepsTheMasterRunning: the master's stdout and stderr
 // are a pipe whose reader goes away; the master keeps running and serving,
-// its children too, and its log continues in the state dir.
+// its children too, and its log and its keeper's continue in the state
+// dir.
 func TestClosedStderrKeepsTheMasterRunning(t *testing.T) {
 	m := newMasterDir(t)
 	pr, pw, err := os.Pipe()
@@ -200,11 +201,14 @@ func TestClosedStderrKeepsTheMasterRunning(t *testing.T) {
 	if err := syscall.Kill(pid, 0); err != nil {
 		t.Errorf("child %d: %v", pid, err)
 	}
+	// The keeper, whose stderr is the master's, logs there too.
+	e2e.MustCtl(t, m.Socket, "start", "-readiness", "none", "-restart", "never", "bg", "--", "sh", "-c", "sleep 300 & exit 0")
+	waitFile(t, logFile, fmt.Sprintf("keeper[%d]: a child exited 0 and left processes running", keeperPID(t, m)))
 	if err := m.Stop(30 * time.Second); err != nil {
 		t.Errorf("master after SIGTERM: %v", err)
 	}
-	if got := waitFile(t, logFile, "allexmaster stopped"); strings.Count(got, "the log continues in this file") != 1 {
-		t.Errorf("the master said more than once that it switched:\n%s", got)
+	if got := waitFile(t, logFile, "allexmaster stopped"); strings.Count(got, "the log continues in this file") != 2 {
+		t.Errorf("the master and the keeper did not say once each that they switched:\n%s", got)
 	}
 }
 
