@@ -108,7 +108,7 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 // Start starts cmd through the keeper; see spawner.Launcher. cmd.SysProcAttr
 // is not used: the keeper always starts a process group with Pdeathsig.
 // exited is called from the client's reader and must not block.
-func (c *Client) Start(cmd *exec.Cmd, fenced bool, exited func(code int, signal string, err error)) (int, error) {
+func (c *Client) Start(cmd *exec.Cmd, fenced bool, exited func(code int, signal string, strays bool, err error)) (int, error) {
 	c.mu.Lock()
 	k, down := c.cur, c.down
 	c.mu.Unlock()

@@ -37,8 +37,8 @@ type conn struct {
 
 	mu       sync.Mutex
 	pending  map[uint32]*request
-	children map[int]func(code int, signal string, err error) // by pid
-	bye      bool                                             // an end the client asked for
+	children map[int]func(code int, signal string, strays bool, err error) // by pid
+	bye      bool                                                          // an end the client asked for
 }
 
 // settings are the lease and exit fence not yet sent to the keeper.
@@ -51,7 +51,7 @@ type settings struct {
 // request is a Start waiting for its reply.
 type request struct {
 	ch     chan result // cap 1
-	exited func(code int, signal string, err error)
+	exited func(code int, signal string, strays bool, err error)
 }
 
 type result struct {
@@ -83,7 +83,7 @@ func newConn(c *Client, cmd *exec.Cmd, f *os.File) (*conn, error) {
 	k := &conn{
 		c: c, log: c.log.With("keeper_pid", cmd.Process.Pid), cmd: cmd, pid: cmd.Process.Pid, f: f, rc: rc,
 		ready: make(chan struct{}), reaped: make(chan struct{}), dead: make(chan struct{}),
-		pending: map[uint32]*request{}, children: map[int]func(int, string, error){},
+		pending: map[uint32]*request{}, children: map[int]func(int, string, bool, error){},
 	}
 	go func() {
 		_ = cmd.Wait()
@@ -104,7 +104,7 @@ func (k *conn) exitState() string {
 	}
 }
 
-func (k *conn) start(cmd *exec.Cmd, fenced bool, exited func(int, string, error)) (int, error) {
+func (k *conn) start(cmd *exec.Cmd, fenced bool, exited func(int, string, bool, error)) (int, error) {
 	m := message{kind: kindStart, id: k.nextID.Add(1), fenced: fenced, path: cmd.Path, dir: cmd.Dir, argv: cmd.Args, env: cmd.Env}
 	if m.env == nil {
 		m.env = os.Environ()
@@ -347,7 +347,7 @@ func (k *conn) handle(m *message) {
 		delete(k.children, m.pid)
 		k.mu.Unlock()
 		if exited != nil {
-			exited(m.code, m.text, nil)
+			exited(m.code, m.text, m.strays, nil)
 		}
 	default:
 		k.log.Error("unexpected message from the keeper", "kind", string(rune(m.kind)))
@@ -378,7 +378,7 @@ func (k *conn) finish() {
 	for pid, exited := range children {
 		// Its direct child died of Pdeathsig; grandchildren would not.
 		signalGroup(pid, unix.SIGKILL)
-		exited(-1, "SIGKILL", err)
+		exited(-1, "SIGKILL", false, err)
 	}
 	for _, r := range pending {
 		r.ch <- result{err: err}

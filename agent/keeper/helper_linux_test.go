@@ -53,7 +53,7 @@ func helperMaster(args []string) int {
 	pids := []string{strconv.Itoa(c.keeperPID())}
 	for _, script := range []string{sleepGroup, sleepGroupNoTerm} {
 		for _, fenced := range []bool{false, true} {
-			pid, err := c.Start(shell(script), fenced, func(int, string, error) {})
+			pid, err := c.Start(shell(script), fenced, func(int, string, bool, error) {})
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
@@ -141,6 +141,7 @@ func startClient(t testing.TB, dir string, fence time.Duration) *Client {
 type exit struct {
 	code   int
 	signal string
+	strays bool
 	err    error
 }
 
@@ -168,11 +169,11 @@ func (e *exits) try(c *Client, cmd *exec.Cmd, fenced bool) (int, error) {
 	var pid int
 	var once sync.Once
 	ready := make(chan struct{})
-	pid, err := c.Start(cmd, fenced, func(code int, sig string, err error) {
+	pid, err := c.Start(cmd, fenced, func(code int, sig string, strays bool, err error) {
 		<-ready // pid is set
 		once.Do(func() {
 			e.mu.Lock()
-			e.by[pid] = exit{code, sig, err}
+			e.by[pid] = exit{code, sig, strays, err}
 			e.mu.Unlock()
 			e.ch <- pid
 		})

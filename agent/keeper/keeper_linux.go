@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -15,6 +14,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/allex-go/allex/agent/statedir"
+	"github.com/allex-go/allex/internal/cloexec"
+	"github.com/allex-go/allex/internal/logfallback"
 	"github.com/allex-go/allex/internal/procfs"
 )
 
@@ -55,11 +57,20 @@ type keeper struct {
 	done    chan struct{} // closed by the reaper: shutting down, no child left
 
 	mu       sync.Mutex
-	children map[int]bool // started by request, not yet reaped: pid (= pgid) → fenced
+	children map[int]kid // started by request, not yet reaped: pid (= pgid) → kid
 	until    time.Duration
 	hasLease bool
 	fence    time.Duration
 	phase    int
+}
+
+// kid is a child the keeper started.
+type kid struct {
+	fenced bool
+	// mark is its ALLEX_INSTANCE=... environment entry ("" if none), which
+	// the processes it starts inherit: it tells them once they have left
+	// its process group (see strays).
+	mark string
 }
 
 // Main runs the keeper: args are its flags, fd 3 its end of the control
@@ -72,11 +83,15 @@ func Main(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("keeper[%d]", os.Getpid()), Output: os.Stderr})
+	// Its stderr is the master's: when that fails, the keeper's lines
+	// follow the master's into the state dir.
+	out := logfallback.New(os.Stderr, "stderr")
+	log := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("keeper[%d]", os.Getpid()), Output: out})
 	if *stateDir == "" {
 		log.Error("-state-dir is required; the keeper is started by allexmaster")
 		return 2
 	}
+	out.SetFile(filepath.Join(*stateDir, statedir.LogName))
 	k, err := newKeeper(*stateDir, log)
 	if err != nil {
 		log.Error("cannot start", "error", err)
@@ -87,15 +102,17 @@ func Main(args []string) int {
 
 func newKeeper(stateDir string, log hclog.Logger) (*keeper, error) {
 	// A terminal's ^C or hang-up is the master's business; a master gone
-	// shows as EOF, not a signal.
-	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	// shows as EOF, not a signal; a closed stderr fails the write. Caught
+	// and dropped, not ignored: an ignored signal would stay ignored in
+	// every child the keeper starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	// Its own process name, so that "pkill allexmaster" (or an OOM
 	// report, or ps) tells the two apart: killing both at once would leave
 	// grandchildren behind that only the keeper can account for.
 	_ = os.WriteFile("/proc/self/comm", []byte("allexkeeper"), 0)
 	// No child may hold the socket, the lock, or whatever else the master
 	// itself inherited without close-on-exec.
-	closeOnExecAll()
+	cloexec.Inherited()
 	if t, err := unix.GetsockoptInt(sockFD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_SEQPACKET {
 		return nil, fmt.Errorf("fd %d is not a SOCK_SEQPACKET socket (type %d, %v)", sockFD, t, err)
 	}
@@ -125,27 +142,13 @@ func newKeeper(stateDir string, log hclog.Logger) (*keeper, error) {
 		leaseFD:  leaseFD,
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
-		children: map[int]bool{},
+		children: map[int]kid{},
 		fence:    DefaultExitFence,
 	}
 	if err := writePidFile(k.pidFile); err != nil {
 		return nil, err
 	}
 	return k, nil
-}
-
-// closeOnExecAll marks every descriptor above stderr close-on-exec.
-func closeOnExecAll() {
-	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
-		return
-	}
-	// Before Linux 5.11.
-	fds, _ := os.ReadDir("/proc/self/fd")
-	for _, fd := range fds {
-		if n, err := strconv.Atoi(fd.Name()); err == nil && n > 2 {
-			unix.CloseOnExec(n)
-		}
-	}
 }
 
 // writePidFile records this process with its start time, so that a

@@ -28,7 +28,7 @@ func TestExitCodesAndSignals(t *testing.T) {
 	if x := e.wait(t, pid); x != (exit{code: -1, signal: "SIGTERM"}) {
 		t.Errorf("kill -TERM: got %+v", x)
 	}
-	if _, err := c.Start(exec.Command("/nonexistent/program"), false, func(int, string, error) {}); err == nil ||
+	if _, err := c.Start(exec.Command("/nonexistent/program"), false, func(int, string, bool, error) {}); err == nil ||
 		!strings.Contains(err.Error(), "no such file") {
 		t.Errorf("start of a missing program: %v", err)
 	}
@@ -306,7 +306,7 @@ func TestConcurrentStart(t *testing.T) {
 			if c == nil {
 				continue
 			}
-			if _, err := c.Start(shell("exit 0"), false, func(int, string, error) {}); err == nil {
+			if _, err := c.Start(shell("exit 0"), false, func(int, string, bool, error) {}); err == nil {
 				working++
 			}
 		}
@@ -375,7 +375,7 @@ func BenchmarkStart(b *testing.B) {
 	for b.Loop() {
 		done := make(chan struct{})
 		t0 := time.Now()
-		_, err := c.Start(exec.Command(truePath), false, func(int, string, error) { close(done) })
+		_, err := c.Start(exec.Command(truePath), false, func(int, string, bool, error) { close(done) })
 		total += time.Since(t0)
 		n++
 		if err != nil {

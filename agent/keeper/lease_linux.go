@@ -61,8 +61,8 @@ func (k *keeper) watchLease() {
 // killFencedLocked SIGKILLs the group of every fenced child; k.mu is held.
 func (k *keeper) killFencedLocked() {
 	n := 0
-	for pid, fenced := range k.children {
-		if fenced {
+	for pid, c := range k.children {
+		if c.fenced {
 			signalGroup(pid, unix.SIGKILL)
 			n++
 		}

@@ -41,7 +41,7 @@ func Start(context.Context, Options) (*Client, error) {
 }
 
 // Start fails.
-func (c *Client) Start(*exec.Cmd, bool, func(int, string, error)) (int, error) {
+func (c *Client) Start(*exec.Cmd, bool, func(int, string, bool, error)) (int, error) {
 	return 0, fmt.Errorf("keeper: %w", errors.ErrUnsupported)
 }
 

@@ -23,8 +23,11 @@ package keeper
 //	'R' Ready     version (id 0): the keeper holds the lock and serves
 //	's' Started   pid (= its process group)
 //	'f' Failed    error text; also the answer to a malformed message
-//	'x' Exited    pid, code (-1 if killed by a signal), signal name (id 0);
-//	              sent after the group was SIGKILLed and the pid reaped
+//	'x' Exited    pid, code (-1 if killed by a signal), signal name,
+//	              strays byte (id 0); sent after the group was SIGKILLed
+//	              and the pid reaped. strays is 1 when the pid exited 0
+//	              and processes it started lived on: in its group, or
+//	              escaped from it (see strays in reap_linux.go)
 //
 // A packet that does not parse is logged by the keeper and answered with
 // Failed (id 0 if even the header is short); it never ends the keeper.
@@ -38,7 +41,8 @@ import (
 )
 
 // Version is sent in Ready; a client refuses a keeper of another version.
-const Version = 1
+// 2: Exited carries strays.
+const Version = 2
 
 // MaxMessage bounds a packet: a Start's argv and env must fit. It stays
 // under the default socket send buffer (net.core.wmem_default, 208 KiB),
@@ -73,10 +77,11 @@ type message struct {
 	path, dir string  // Start
 	argv, env []string
 
-	n    int64  // Lease: until; Fence: duration; Ready: version
-	pid  int    // Started, Exited
-	code int    // Exited
-	text string // Failed: error; Exited: signal
+	n      int64  // Lease: until; Fence: duration; Ready: version
+	pid    int    // Started, Exited
+	code   int    // Exited
+	text   string // Failed: error; Exited: signal
+	strays bool   // Exited
 }
 
 // appendTo encodes m after b.
@@ -109,8 +114,16 @@ func (m *message) appendTo(b []byte) []byte {
 		b = binary.AppendVarint(b, int64(m.pid))
 		b = binary.AppendVarint(b, int64(m.code))
 		b = appendString(b, m.text)
+		b = appendBool(b, m.strays)
 	}
 	return b
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -170,6 +183,7 @@ func parse(b []byte) (message, error) {
 		m.pid = r.pid()
 		m.code = int(r.varint())
 		m.text = r.string()
+		m.strays = r.bool()
 	case kindBye:
 	default:
 		return m, fmt.Errorf("keeper protocol: unknown message kind %q", m.kind)
@@ -215,6 +229,16 @@ func (r *reader) byte() byte {
 	c := r.b[0]
 	r.b = r.b[1:]
 	return c
+}
+
+func (r *reader) bool() bool {
+	switch c := r.byte(); c {
+	case 0, 1:
+		return c == 1
+	default:
+		r.fail("bool byte %#x", c)
+		return false
+	}
 }
 
 func (r *reader) varint() int64 {

@@ -20,6 +20,7 @@ func TestMessageRoundTrip(t *testing.T) {
 		{kind: kindFailed, id: 14, text: "fork/exec /x: no such file or directory"},
 		{kind: kindExited, pid: 4242, code: -1, text: "SIGKILL"},
 		{kind: kindExited, pid: 1, code: 3},
+		{kind: kindExited, pid: 5, strays: true},
 	} {
 		got, err := parse(m.appendTo(nil))
 		if err != nil {
@@ -34,19 +35,22 @@ func TestMessageRoundTrip(t *testing.T) {
 
 func TestParseRefusesMalformed(t *testing.T) {
 	start := (&message{kind: kindStart, id: 1, path: "/bin/true", argv: []string{"true"}}).appendTo(nil)
+	exited := (&message{kind: kindExited, pid: 3, code: 0, strays: true}).appendTo(nil)
 	for name, b := range map[string][]byte{
-		"empty":          nil,
-		"short header":   {kindLease, 1, 0},
-		"unknown kind":   {'?', 1, 0, 0, 0},
-		"lease no body":  {kindLease, 1, 0, 0, 0},
-		"trailing bytes": append((&message{kind: kindBye, id: 1}).appendTo(nil), 0),
-		"start cut":      start[:len(start)-2],
-		"start flags":    append([]byte{kindStart, 1, 0, 0, 0, 0x80}, start[6:]...),
-		"huge count":     {kindStart, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
-		"no path":        (&message{kind: kindStart, id: 1}).appendTo(nil),
-		"nul in env":     (&message{kind: kindStart, id: 1, path: "/x", env: []string{"A=\x00"}}).appendTo(nil),
-		"pid zero":       (&message{kind: kindStarted, id: 1}).appendTo(nil),
-		"too long":       make([]byte, MaxMessage+1),
+		"empty":            nil,
+		"short header":     {kindLease, 1, 0},
+		"unknown kind":     {'?', 1, 0, 0, 0},
+		"lease no body":    {kindLease, 1, 0, 0, 0},
+		"trailing bytes":   append((&message{kind: kindBye, id: 1}).appendTo(nil), 0),
+		"start cut":        start[:len(start)-2],
+		"start flags":      append([]byte{kindStart, 1, 0, 0, 0, 0x80}, start[6:]...),
+		"huge count":       {kindStart, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"no path":          (&message{kind: kindStart, id: 1}).appendTo(nil),
+		"nul in env":       (&message{kind: kindStart, id: 1, path: "/x", env: []string{"A=\x00"}}).appendTo(nil),
+		"pid zero":         (&message{kind: kindStarted, id: 1}).appendTo(nil),
+		"exited no strays": exited[:len(exited)-1],
+		"exited strays 2":  append(exited[:len(exited)-1:len(exited)-1], 2),
+		"too long":         make([]byte, MaxMessage+1),
 	} {
 		if m, err := parse(b); err == nil {
 			t.Errorf("%s: parsed as %+v", name, m)

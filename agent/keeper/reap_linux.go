@@ -41,7 +41,7 @@ func (k *keeper) reap() {
 		case err != nil:
 			panic("keeper: waitid: " + err.Error())
 		}
-		pid := siginfoPid(&info)
+		pid, status := siginfoChild(&info)
 		if pid == 0 { // WNOHANG: none exited
 			sweep = false
 			k.mu.Lock()
@@ -49,7 +49,7 @@ func (k *keeper) reap() {
 			k.mu.Unlock()
 			continue
 		}
-		k.reapOne(pid)
+		k.reapOne(pid, info.Code == cldExited && status == 0)
 		sweep = k.isKilling()
 	}
 }
@@ -76,21 +76,25 @@ func (k *keeper) isKilling() bool {
 	return k.phase == killing
 }
 
-// reapOne handles pid, which has exited and is not reaped yet.
-func (k *keeper) reapOne(pid int) {
+// reapOne handles pid, which has exited (with code 0 if clean) and is
+// not reaped yet.
+func (k *keeper) reapOne(pid int, clean bool) {
 	// Held so that a fork in progress registers its pid first; and a
 	// failed exec's child, which ForkExec reaps itself, is gone by then.
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	_, ours := k.children[pid]
+	c, ours := k.children[pid]
 	if !ours {
 		_ = wait4(pid, unix.WNOHANG)
 		return
 	}
+	// Only a clean exit can be a daemon's parent leaving: the search
+	// stays off the path of a killed child's restart.
+	strays := clean && k.strays(pid, c.mark)
 	signalGroup(pid, unix.SIGKILL)
 	ws := wait4(pid, 0)
 	delete(k.children, pid)
-	m := message{kind: kindExited, pid: pid, code: -1}
+	m := message{kind: kindExited, pid: pid, code: -1, strays: strays}
 	switch {
 	case ws.Exited():
 		m.code = ws.ExitStatus()
@@ -110,13 +114,18 @@ func wait4(pid, opts int) unix.WaitStatus {
 	}
 }
 
-// siginfoPid reads si_pid, which x/sys/unix does not name: the union
-// after si_signo, si_errno and si_code starts pointer-aligned, and a
-// SIGCHLD's si_pid is its first field.
-func siginfoPid(info *unix.Siginfo) int {
+// cldExited is si_code for a child that exited (rather than was killed).
+const cldExited = 1
+
+// siginfoChild reads si_pid and si_status, which x/sys/unix does not
+// name: the union after si_signo, si_errno and si_code starts
+// pointer-aligned, and a SIGCHLD's fields there are si_pid, si_uid and
+// si_status (the exit code when si_code is cldExited).
+func siginfoChild(info *unix.Siginfo) (pid, status int) {
 	const ptr = unsafe.Sizeof(uintptr(0))
 	const off = (12 + ptr - 1) &^ (ptr - 1)
-	return int(*(*int32)(unsafe.Add(unsafe.Pointer(info), off)))
+	base := unsafe.Add(unsafe.Pointer(info), off)
+	return int(*(*int32)(base)), int(*(*int32)(unsafe.Add(base, 8)))
 }
 
 // killOrphansLocked SIGKILLs every child of the keeper, its own and

@@ -123,7 +123,7 @@ func (k *keeper) start(m *message, fds []int) {
 		k.out.send((&message{kind: kindFailed, id: m.id, text: err.Error()}).appendTo(nil))
 		return
 	}
-	k.children[pid] = m.fenced
+	k.children[pid] = kid{fenced: m.fenced, mark: instanceMark(m.env)}
 	k.out.send((&message{kind: kindStarted, id: m.id, pid: pid}).appendTo(nil))
 	k.wakeReaper()
 }

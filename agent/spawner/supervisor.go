@@ -94,9 +94,10 @@ type Options struct {
 type Launcher interface {
 	// Start starts cmd (Path, Args, Env, Dir; Stdin/Stdout/Stderr are *os.File or nil for /dev/null)
 	// in a process group of its own, and calls exited exactly once when its process has ended and been reaped
-	// (code -1 when killed by a signal; err when the end could not be observed).
+	// (code -1 when killed by a signal; err when the end could not be observed; strays when it exited 0 and
+	// processes it started lived on, which the launcher has killed).
 	// exited must not block.
-	Start(cmd *exec.Cmd, fenced bool, exited func(code int, signal string, err error)) (pid int, err error)
+	Start(cmd *exec.Cmd, fenced bool, exited func(code int, signal string, strays bool, err error)) (pid int, err error)
 }
 
 // StartGate bounds concurrent child starts. Opening log files and fork/exec
@@ -300,6 +301,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case o.execErr != nil:
 			s.fail(o.execErr)
 			return o.execErr
+		case o.daemonized:
+			// Restarting would only leave another daemon to kill.
+			err := fmt.Errorf("spawner: %s: %s", s.spec.Instance, o.why)
+			s.fail(err)
+			return err
 		case o.restart != nil:
 			restartReply = o.restart
 			continue
@@ -378,8 +384,11 @@ type outcome struct {
 	stopped bool       // by Stop or ctx: done for good
 	restart chan error // by Restart: start again now, then answer here
 	failed  bool       // a failed run for the restart policy
-	why     string
-	uptime  time.Duration
+	// daemonized: the program forked into the background and exited (see
+	// daemonized); failed for good, whatever the restart policy.
+	daemonized bool
+	why        string
+	uptime     time.Duration
 }
 
 // runOnce starts the child once and supervises it until it has exited and
@@ -523,9 +532,9 @@ wait:
 // startLaunched starts cmd through the Launcher, which reports the end into
 // waitCh (cap 1, sent to once).
 func (s *Supervisor) startLaunched(cmd *exec.Cmd, waitCh chan ended) (process, error) {
-	pid, err := s.opts.Launcher.Start(cmd, s.spec.Fenced, func(code int, signal string, err error) {
+	pid, err := s.opts.Launcher.Start(cmd, s.spec.Fenced, func(code int, signal string, strays bool, err error) {
 		select {
-		case waitCh <- ended{code: code, signal: signal, err: err}:
+		case waitCh <- ended{code: code, signal: signal, err: err, strays: strays}:
 		default:
 		}
 	})
@@ -588,6 +597,13 @@ func (s *Supervisor) terminate(p process) {
 // exited records the end of a run whose main process has been reaped, and
 // kills what is left of its group so no grandchild is orphaned.
 func (s *Supervisor) exited(p process, e ended, started time.Time, ready bool, o outcome) outcome {
+	if s.opts.Launcher == nil && e.clean() {
+		// The launcher looks before it kills the group; here the group
+		// is still as the main process left it.
+		if alive, err := groupAlive(p.pid); err == nil && alive {
+			e.strays = true
+		}
+	}
 	if err := killGroup(p); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		s.log.Warn("cannot kill process group", "pid", p.pid, "error", err)
 	}
@@ -597,6 +613,9 @@ func (s *Supervisor) exited(p process, e ended, started time.Time, ready bool, o
 	if !o.stopped && o.restart == nil && o.why == "" {
 		o.why = how
 		switch {
+		case daemonized(e, o.uptime, s.spec.StartTimeout):
+			o.failed, o.daemonized = true, true
+			o.why = daemonizedWhy
 		case !ready:
 			o.failed = true
 			o.why = "exited before ready (" + how + ")"
@@ -618,6 +637,18 @@ func (s *Supervisor) exited(p process, e ended, started time.Time, ready bool, o
 	s.log.Info("child exited", "pid", p.pid, "code", code, "signal", sig, "reason", o.why)
 	s.hold(Event{Kind: EventExited, PID: p.pid, ExitCode: code, Signal: sig, Message: o.why})
 	return o
+}
+
+// daemonizedWhy is the failure of a program that daemonized.
+const daemonizedWhy = "the program daemonized; run it in the foreground"
+
+// daemonized reports whether a run that ended as e after uptime was a
+// program forking into the background (redis-server --daemonize yes): its
+// main process exited 0 while processes it started lived on, within
+// startTimeout of its start. Later, the same end is a program that ran
+// its course and left a helper behind, as under systemd's Type=simple.
+func daemonized(e ended, uptime, startTimeout time.Duration) bool {
+	return e.clean() && e.strays && uptime < startTimeout
 }
 
 // groupDeathLimit bounds the wait for a SIGKILLed group to die; only a

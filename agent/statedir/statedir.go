@@ -25,6 +25,9 @@ import (
 const (
 	LockName     = "master.lock"
 	IdentityName = "identity"
+	// LogName is where the master and its keeper log once their stderr
+	// fails (see package logfallback).
+	LogName = "allexmaster.log"
 )
 
 // ErrInUse is wrapped when another master holds the state dir.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/agent/statedir"
+	"github.com/allex-go/allex/internal/logfallback"
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/store"
@@ -44,11 +47,11 @@ func (d *devFlags) register(fs *flag.FlagSet) {
 
 // runDev runs a master with an embedded LAN manager on loopback and a demo
 // needs set, then kills demo children and shows them re-satisfied.
-func runDev(ctx context.Context, f *flags, set map[string]bool, log hclog.Logger) error {
+func runDev(ctx context.Context, f *flags, set map[string]bool, log hclog.Logger, logOut *logfallback.Writer) error {
 	if f.demo.needs < 1 || f.demo.needs > 100 {
 		return fmt.Errorf("-dev-needs %d: want 1 to 100", f.demo.needs)
 	}
-	host, portStr, err := net.SplitHostPort(f.demo.lanAddr)
+	host, _, err := net.SplitHostPort(f.demo.lanAddr)
 	if err != nil {
 		return fmt.Errorf("-dev-lan-addr: %w", err)
 	}
@@ -115,9 +118,12 @@ func runDev(ctx context.Context, f *flags, set map[string]bool, log hclog.Logger
 	}
 	cfg = cfg.WithDefaults("")
 
-	fmt.Printf("allex dev: LAN manager on %s, state in %s\n", lmAddr, stateDir)
-	fmt.Printf("allex dev: try  go run ./cmd/allexctl -socket %s ps\n", cfg.Socket)
-	fmt.Printf("allex dev:      go run ./cmd/allexctl -lan http://%s -token-file %s services\n", lmAddr, tokenFile)
+	// The demo's lines follow the log when stdout is closed (-dev | head).
+	out := logfallback.New(os.Stdout, "stdout")
+	out.SetFile(filepath.Join(stateDir, statedir.LogName))
+	fmt.Fprintf(out, "allex dev: LAN manager on %s, state in %s\n", lmAddr, stateDir)
+	fmt.Fprintf(out, "allex dev: try  go run ./cmd/allexctl -socket %s ps\n", cfg.Socket)
+	fmt.Fprintf(out, "allex dev:      go run ./cmd/allexctl -lan http://%s -token-file %s services\n", lmAddr, tokenFile)
 
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	defer stopDemo()
@@ -126,17 +132,21 @@ func runDev(ctx context.Context, f *flags, set map[string]bool, log hclog.Logger
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		demoErr = demo(demoCtx, lm, f.demo, portStr)
+		demoErr = demo(demoCtx, lm, f.demo, out)
 		if f.demo.exit {
 			stopDemo()
 		}
 	}()
-	err = serve(demoCtx, cfg, token, log)
+	err = serve(demoCtx, cfg, token, log, logOut)
 	stopDemo()
 	wg.Wait()
 	stopLM()
 	lmErr := <-lmDone
-	if !set["state-dir"] {
+	switch {
+	case set["state-dir"]:
+	case logOut.FellBack() || out.FellBack():
+		log.Warn("keeping the state dir: the log continued in it", "path", filepath.Join(stateDir, statedir.LogName))
+	default:
 		os.RemoveAll(stateDir)
 	}
 	if errors.Is(demoErr, context.Canceled) {
@@ -156,7 +166,7 @@ func randomToken() (string, error) {
 // demo adds the demo needs, prints service events, and kills published
 // demo children one at a time, timing how long each takes to be
 // published again.
-func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, _ string) error {
+func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, out io.Writer) error {
 	_, events, cancel := lm.Watch("demo")
 	defer cancel()
 	added := time.Now()
@@ -166,7 +176,7 @@ func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, _ string) erro
 			return fmt.Errorf("add demo need: %w", err)
 		}
 	}
-	fmt.Printf("allex dev: added %d demo needs\n", d.needs)
+	fmt.Fprintf(out, "allex dev: added %d demo needs\n", d.needs)
 	up := map[string]lanwire.ServiceRecord{}
 	wait := func(deadline time.Duration, done func() bool) error {
 		timer := time.NewTimer(deadline)
@@ -184,10 +194,10 @@ func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, _ string) erro
 				switch ev.Type {
 				case adminapi.EventUp:
 					up[ev.Service.Instance] = ev.Service
-					fmt.Printf("allex dev: published %-8s pid %-7d %s %s\n", ev.Service.Instance, ev.Service.PID, ev.Service.Address, portsString(ev.Service.Ports))
+					fmt.Fprintf(out, "allex dev: published %-8s pid %-7d %s %s\n", ev.Service.Instance, ev.Service.PID, ev.Service.Address, portsString(ev.Service.Ports))
 				case adminapi.EventDown:
 					delete(up, ev.Service.Instance)
-					fmt.Printf("allex dev: down      %-8s pid %d\n", ev.Service.Instance, ev.Service.PID)
+					fmt.Fprintf(out, "allex dev: down      %-8s pid %d\n", ev.Service.Instance, ev.Service.PID)
 				}
 			}
 		}
@@ -196,7 +206,7 @@ func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, _ string) erro
 	if err := wait(time.Minute, func() bool { return len(up) == d.needs }); err != nil {
 		return err
 	}
-	fmt.Printf("allex dev: all %d demo services published in %s\n", d.needs, time.Since(added).Round(time.Millisecond))
+	fmt.Fprintf(out, "allex dev: all %d demo services published in %s\n", d.needs, time.Since(added).Round(time.Millisecond))
 	for k := 0; k < d.kills; k++ {
 		select {
 		case <-ctx.Done():
@@ -209,7 +219,7 @@ func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, _ string) erro
 		}
 		sort.Strings(names)
 		victim := up[names[k%len(names)]]
-		fmt.Printf("allex dev: kill -9    %-8s pid %d\n", victim.Instance, victim.PID)
+		fmt.Fprintf(out, "allex dev: kill -9    %-8s pid %d\n", victim.Instance, victim.PID)
 		killed := time.Now()
 		if err := killProcess(victim.PID); err != nil {
 			return fmt.Errorf("kill demo child %d: %w", victim.PID, err)
@@ -220,10 +230,10 @@ func demo(ctx context.Context, lm *lanmanager.Server, d devFlags, _ string) erro
 		}); err != nil {
 			return err
 		}
-		fmt.Printf("allex dev: re-satisfied %s in %s\n", victim.Instance, time.Since(killed).Round(time.Millisecond))
+		fmt.Fprintf(out, "allex dev: re-satisfied %s in %s\n", victim.Instance, time.Since(killed).Round(time.Millisecond))
 	}
 	if d.kills > 0 {
-		fmt.Println("allex dev: demo done; services keep running until Ctrl-C")
+		fmt.Fprintln(out, "allex dev: demo done; services keep running until Ctrl-C")
 	}
 	return nil
 }

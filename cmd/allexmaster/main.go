@@ -19,6 +19,8 @@ import (
 	"github.com/allex-go/allex/agent"
 	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/statedir"
+	"github.com/allex-go/allex/internal/cloexec"
+	"github.com/allex-go/allex/internal/logfallback"
 	"github.com/allex-go/allex/server"
 )
 
@@ -26,6 +28,9 @@ import (
 var version = "dev"
 
 func main() {
+	// Before anything is started: a descriptor the parent shell left open
+	// must not reach the keeper or the children.
+	cloexec.Inherited()
 	if len(os.Args) > 1 && os.Args[1] == "keeper" {
 		runKeeper()
 	}
@@ -36,8 +41,15 @@ func main() {
 		}
 		return
 	}
-	if err := run(os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "allexmaster:", err)
+	// A closed stdout or stderr (allexmaster | head) must not kill the
+	// master: Go dies of SIGPIPE on fd 1 and 2 unless the signal is
+	// notified; the write fails instead and the log moves to the state
+	// dir. Notified, not ignored: an ignored signal stays ignored in every
+	// process the master starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	out := logfallback.New(os.Stderr, "stderr")
+	if err := run(os.Args[1:], out); err != nil {
+		fmt.Fprintln(out, "allexmaster:", err)
 		os.Exit(1)
 	}
 }
@@ -88,7 +100,7 @@ func newLogger(f *flags, out io.Writer) hclog.Logger {
 	})
 }
 
-func run(args []string, stderr io.Writer) error {
+func run(args []string, stderr *logfallback.Writer) error {
 	f, set, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -100,7 +112,7 @@ func run(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if f.dev {
-		return runDev(ctx, f, set, log)
+		return runDev(ctx, f, set, log, stderr)
 	}
 
 	cfgPath, err := filepath.Abs(f.config)
@@ -127,7 +139,7 @@ func run(args []string, stderr io.Writer) error {
 	if cfg.LanManagerAddress != "" && token == "" {
 		log.Warn("no LAN link token configured (token or tokenfile); the LAN manager will refuse this master")
 	}
-	return serve(ctx, cfg, token, log)
+	return serve(ctx, cfg, token, log, stderr)
 }
 
 // applyFlags lets flags that were given override the file.
@@ -168,12 +180,14 @@ func applyFlags(cfg config.Config, f *flags, set map[string]bool) config.Config 
 // serve runs the agent and its machine socket until ctx is done. The
 // state dir and then the socket are taken first, each for the master's
 // life: a second master on either refuses to start and touches nothing.
-func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logger) error {
+// Once the dir is the master's, its log continues there if out fails.
+func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logger, out *logfallback.Writer) error {
 	dir, err := statedir.Lock(cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	defer dir.Close()
+	out.SetFile(filepath.Join(cfg.StateDir, statedir.LogName))
 	ln, err := server.Listen(cfg.Socket)
 	if err != nil {
 		return err

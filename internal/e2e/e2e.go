@@ -103,13 +103,25 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 // Start runs a binary in dir; it is SIGTERMed (then killed) at cleanup.
 func Start(t testing.TB, dir, bin string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{t: t, Cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	p.Cmd.Dir = dir
-	p.Cmd.Stdout = lockedWriter{p}
-	p.Cmd.Stderr = lockedWriter{p}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	return StartCmd(t, cmd)
+}
+
+// StartCmd runs cmd as Start does; its stdout and stderr are captured
+// unless set.
+func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{t: t, Cmd: cmd, done: make(chan struct{})}
+	if p.Cmd.Stdout == nil {
+		p.Cmd.Stdout = lockedWriter{p}
+	}
+	if p.Cmd.Stderr == nil {
+		p.Cmd.Stderr = lockedWriter{p}
+	}
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.Cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	go func() {
 		p.err = p.Cmd.Wait()
@@ -118,7 +130,7 @@ func Start(t testing.TB, dir, bin string, args ...string) *Proc {
 	t.Cleanup(func() {
 		p.Stop(10 * time.Second)
 		if t.Failed() {
-			t.Logf("output of %s:\n%s", filepath.Base(bin), p.Output())
+			t.Logf("output of %s:\n%s", filepath.Base(cmd.Path), p.Output())
 		}
 	})
 	return p

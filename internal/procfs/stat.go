@@ -11,6 +11,7 @@ import (
 type Stat struct {
 	// State is the one-letter state: R, S, D, T, Z (zombie), X (dead), ...
 	State byte
+	Ppid  int // the parent
 	Pgrp  int
 	// StartTime is field 22, in clock ticks since boot: with the pid it
 	// names one process, since pids are recycled. 0 when the line is too
@@ -35,11 +36,15 @@ func ParseStat(b []byte) (Stat, bool) {
 	if len(f) < 3 || len(f[0]) != 1 {
 		return Stat{}, false
 	}
+	ppid, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return Stat{}, false
+	}
 	pgrp, err := strconv.Atoi(string(f[2]))
 	if err != nil {
 		return Stat{}, false
 	}
-	st := Stat{State: f[0][0], Pgrp: pgrp}
+	st := Stat{State: f[0][0], Ppid: ppid, Pgrp: pgrp}
 	if len(f) >= 20 {
 		st.StartTime, _ = strconv.ParseUint(string(f[19]), 10, 64)
 	}

@@ -14,14 +14,15 @@ func TestParseStat(t *testing.T) {
 		want Stat
 		ok   bool
 	}{
-		{"123 (sleep) S 1 123 123 0 -1", Stat{State: 'S', Pgrp: 123}, true},
-		{"123 (a) b) (c) Z 1 77 77 0", Stat{State: 'Z', Pgrp: 77}, true},
-		{"123 (x y) R 5 9", Stat{State: 'R', Pgrp: 9}, true},
-		{"7 (x) S 1 7 7 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10", Stat{State: 'S', Pgrp: 7, StartTime: 98765}, true},
+		{"123 (sleep) S 1 123 123 0 -1", Stat{State: 'S', Ppid: 1, Pgrp: 123}, true},
+		{"123 (a) b) (c) Z 1 77 77 0", Stat{State: 'Z', Ppid: 1, Pgrp: 77}, true},
+		{"123 (x y) R 5 9", Stat{State: 'R', Ppid: 5, Pgrp: 9}, true},
+		{"7 (x) S 1 7 7 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10", Stat{State: 'S', Ppid: 1, Pgrp: 7, StartTime: 98765}, true},
 		{"123 (x) R 5", Stat{}, false},
 		{"garbage", Stat{}, false},
 		{"1 (x) RR 1 2", Stat{}, false},
 		{"1 (x) R 1 notanumber", Stat{}, false},
+		{"1 (x) R nan 2", Stat{}, false},
 	}
 	for _, tc := range tests {
 		got, ok := ParseStat([]byte(tc.in))
