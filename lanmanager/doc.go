@@ -6,7 +6,10 @@
 // # Link
 //
 // Masters connect to GET /v1/link (see package lanwire for the frames) with
-// "Authorization: Bearer <token>"; the token is checked before the upgrade.
+// "Authorization: Bearer <token>"; the token is checked before the upgrade,
+// and the hello must follow within Config.HelloTimeout. Connections that
+// have not presented the token are capped and timed out (connguard), so
+// strangers cannot take the descriptors admin calls and links need.
 // Each link's reader decodes its frames and hands them to one loop, which
 // owns the state (package lanstate): it applies a batch of events, commits
 // the batch's store writes in one transaction, and only then sends the

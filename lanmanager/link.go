@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -37,6 +38,10 @@ type session struct {
 	out       chan []byte
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// helloBy is when the hello must have come; zero once it has. Only
+	// the reader uses it.
+	helloBy time.Time
 
 	// mu guards the end of the session against its pongs: a pong renews
 	// the master's lease, so none may leave once the end, and with it the
@@ -144,10 +149,17 @@ func (s *Server) writeLoop(sess *session) {
 	}
 }
 
+// authorized checks the bearer token and, when it is right, tells the
+// guard that the connection is trusted. The scheme's case does not matter
+// and more than one space may follow it (RFC 7235, section 2.1).
 func (s *Server) authorized(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	tok = strings.TrimLeft(tok, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) != 1 {
+		return false
+	}
+	s.authenticated(r)
+	return true
 }
 
 func newID() string {
@@ -180,30 +192,36 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(lanwire.MaxFrameSize)
 	sess := &session{
 		id: lanstate.SessionID(newID()), conn: conn, out: make(chan []byte, sendQueue), done: make(chan struct{}),
-		live: true, lastHeard: time.Now(),
+		live: true, lastHeard: time.Now(), helloBy: time.Now().Add(s.cfg.HelloTimeout),
 	}
 	go s.writeLoop(sess)
 	defer s.wg.Done()
 	s.readLoop(sess, r.RemoteAddr)
 }
 
-func (s *Server) extendDeadline(conn *websocket.Conn) {
-	_ = conn.SetReadDeadline(time.Now().Add(3 * s.cfg.Heartbeat))
+// extendDeadline gives the next read three heartbeats, but never past
+// the hello's deadline: pongs alone do not keep a link without a hello.
+func (s *Server) extendDeadline(sess *session) {
+	d := time.Now().Add(3 * s.cfg.Heartbeat)
+	if !sess.helloBy.IsZero() && sess.helloBy.Before(d) {
+		d = sess.helloBy
+	}
+	_ = sess.conn.SetReadDeadline(d)
 }
 
 // readLoop reads the hello, then frames, until the link ends; it decodes
 // them here, so the loop only applies them.
 func (s *Server) readLoop(sess *session, remote string) {
 	conn := sess.conn
-	s.extendDeadline(conn)
+	s.extendDeadline(sess)
 	conn.SetPongHandler(func(string) error {
 		sess.heard()
-		s.extendDeadline(conn)
+		s.extendDeadline(sess)
 		return nil
 	})
 	conn.SetPingHandler(func(data string) error {
 		if sess.heard() {
-			s.extendDeadline(conn)
+			s.extendDeadline(sess)
 			// The pong renews the master's lease; it only leaves while the
 			// session is live, after its heard time moved.
 			_ = conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeTimeout))
@@ -222,7 +240,7 @@ func (s *Server) readLoop(sess *session, remote string) {
 		// Extend before reading, not after handling: a frame handled
 		// slowly must not use up the next read's budget, whose frames and
 		// pings may be waiting already.
-		s.extendDeadline(conn)
+		s.extendDeadline(sess)
 		mt, data, err := conn.ReadMessage()
 		if err != nil {
 			sess.end(endOf(err))
@@ -253,15 +271,21 @@ func (s *Server) readLoop(sess *session, remote string) {
 	}
 }
 
-// readHello reads the first frame, which must be a valid hello, and hands
-// the session to the loop.
+// readHello reads the first frame, which must be a valid hello within
+// Config.HelloTimeout, and hands the session to the loop.
 func (s *Server) readHello(sess *session, remote string) bool {
 	_, data, err := sess.conn.ReadMessage()
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(sess.helloBy) {
+		s.log.Warn("link sent no hello in time; closing it", "remote", remote, "hellotimeout", s.cfg.HelloTimeout)
+		sess.kill(websocket.ClosePolicyViolation, fmt.Sprintf("no hello within %v", s.cfg.HelloTimeout))
+		return false
+	}
 	if err != nil {
 		s.log.Debug("link closed before hello", "remote", remote, "error", err)
 		sess.kill(websocket.CloseNormalClosure, "")
 		return false
 	}
+	sess.helloBy = time.Time{}
 	typ, p, err := lanwire.Decode(data)
 	if err == nil && typ != lanwire.TypeHello {
 		err = fmt.Errorf("first frame must be hello, got %q", typ)

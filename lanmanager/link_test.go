@@ -36,6 +36,48 @@ func TestAuthRefused(t *testing.T) {
 	resp.Body.Close()
 }
 
+// TestAuthScheme: the Authorization scheme is case-insensitive and may be
+// followed by several spaces (RFC 7235); anything else is refused, for the
+// admin API and the link alike.
+func TestAuthScheme(t *testing.T) {
+	e := start(t, testConfig())
+	tests := []struct {
+		header string
+		ok     bool
+	}{
+		{"Bearer " + testToken, true},
+		{"bearer " + testToken, true},
+		{"BEARER " + testToken, true},
+		{"Bearer   " + testToken, true},
+		{"Bearer " + testToken + "x", false},
+		{"Bearer", false},
+		{"Bearer" + testToken, false},
+		{"Basic " + testToken, false},
+		{"Bearerx " + testToken, false},
+		{testToken, false},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest("GET", e.base+"/v1/needs", nil)
+		req.Header.Set("Authorization", tt.header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.StatusCode == http.StatusOK; got != tt.ok || (!got && resp.StatusCode != http.StatusUnauthorized) {
+			t.Errorf("admin call with %q: %d, want ok %v", tt.header, resp.StatusCode, tt.ok)
+		}
+		d := websocket.Dialer{HandshakeTimeout: wait}
+		conn, resp, err := d.Dial(e.wsURL, http.Header{"Authorization": {tt.header}})
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != tt.ok || (!tt.ok && (resp == nil || resp.StatusCode != http.StatusUnauthorized)) {
+			t.Errorf("link with %q: %v, want ok %v", tt.header, err, tt.ok)
+		}
+	}
+}
+
 func TestHelloNeedsFiltered(t *testing.T) {
 	e := start(t, testConfig())
 	e.addNeeds(
@@ -494,6 +536,8 @@ func TestMalformedFrames(t *testing.T) {
 		{"not json", `{"type":`, "", "envelope", false},
 		{"unknown type", `{"type":"nope","data":{}}`, "", "unknown type", false},
 		{"unknown field", `{"type":"claim","data":{"instance":"w1","x":1}}`, "claim", "unknown field", false},
+		{"repeated field", `{"type":"claim","data":{"instance":"w1","instance":"w2"}}`, "claim", `data: duplicate field "instance"`, false},
+		{"repeated type", `{"type":"down","type":"claim","data":{"instance":"w1"}}`, "", `duplicate field "type"`, false},
 		{"server frame", `{"type":"grant","data":{"need":{"instance":"w1","module":"web"},"epoch":1}}`, "grant", "sent by the LAN manager", false},
 		{"second hello", `{"type":"hello","data":{"machine":"m1","identity":"` + identityOf("m1") + `","address":"127.0.0.1","modules":[],"capacity":{"maxprocesses":0,"running":0}}}`, "hello", "already", false},
 		{"no epoch", `{"type":"down","data":{"instance":"w1","pid":3,"exitcode":0}}`, "down", "epoch 0", false},
@@ -570,6 +614,8 @@ func TestAdminErrors(t *testing.T) {
 		{"wrong token", "GET", "/v1/machines", "x", "", 401, "token"},
 		{"bad json", "POST", "/v1/needs", testToken, `{"instance":`, 400, "need"},
 		{"unknown field", "POST", "/v1/needs", testToken, `{"instance":"a","module":"m","color":1}`, 400, "unknown field"},
+		{"repeated field", "POST", "/v1/needs", testToken, `{"instance":"r1","module":"web","instance":"r2"}`, 400, `duplicate field "instance"`},
+		{"repeated nested field", "POST", "/v1/needs", testToken, `{"instance":"r1","module":"web","protocols":["tcp"],"fixedports":{"tcp":9000,"tcp":9001}}`, 400, `fixedports: duplicate field "tcp"`},
 		{"invalid need", "POST", "/v1/needs", testToken, `{"instance":"../x","module":"m"}`, 400, "instance"},
 		{"duplicate", "POST", "/v1/needs", testToken, `{"instance":"w1","module":"web"}`, 409, "already exists"},
 		{"too big", "POST", "/v1/needs", testToken, `{"instance":"` + strings.Repeat("a", 2<<20) + `"}`, 413, "body"},
@@ -580,6 +626,7 @@ func TestAdminErrors(t *testing.T) {
 		{"batch empty", "POST", "/v1/needs", testToken, `[]`, 400, "empty"},
 		{"batch bad json", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},`, 400, "needs array"},
 		{"batch bad need", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},{"instance":"../x","module":"m"}]`, 400, "need 1"},
+		{"batch repeated field", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},{"instance":"r1","module":"web","module":"x"}]`, 400, `need 1: need: duplicate field "module"`},
 		{"batch named twice", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},{"instance":"b1","module":"web"}]`, 400, "given twice"},
 		{"batch conflict", "POST", "/v1/needs", testToken, `[{"instance":"b1","module":"web"},{"instance":"w1","module":"web"}]`, 409, "already exists"},
 		{"batch ok", "POST", "/v1/needs", testToken, ` [{"instance":"b1","module":"web"},{"instance":"b2","module":"web"}]`, 201, ""},

@@ -234,6 +234,10 @@ func TestNewErrors(t *testing.T) {
 			c.Lease, c.FenceGrace, c.ExitFence = 2*time.Second, time.Second, 3*time.Second
 		}, "exit fence"},
 		{"negative margin", func(c *lanmanager.Config) { c.Margin = -time.Second }, "margin"},
+		{"negative per-IP cap", func(c *lanmanager.Config) { c.MaxUnauthPerIP = -1 }, "per IP -1"},
+		{"negative total cap", func(c *lanmanager.Config) { c.MaxUnauth = -1 }, "connections -1"},
+		{"negative unauth timeout", func(c *lanmanager.Config) { c.UnauthTimeout = -time.Second }, "timeout -1s"},
+		{"negative hello timeout", func(c *lanmanager.Config) { c.HelloTimeout = -time.Second }, "hello timeout -1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/allex-go/allex/lanmanager/connguard"
 	"github.com/allex-go/allex/lanmanager/lanstate"
 	"github.com/allex-go/allex/lanmanager/store"
 	"github.com/allex-go/allex/lanwire"
@@ -58,7 +60,17 @@ type Config struct {
 	CrashLoopWindow time.Duration
 	// OfferWindow caps how many needs one needs list carries (default 64).
 	OfferWindow int
-	Logger      hclog.Logger
+	// MaxUnauthPerIP and MaxUnauth cap the connections that have not
+	// presented the token, from one address (default 64) and in all
+	// (default a quarter of the descriptor limit, at most 1024); the
+	// oldest one waiting for a request makes room for a new one
+	// (lanmanager/connguard). UnauthTimeout closes such a connection
+	// once it has spent that long in one state (default 5s).
+	MaxUnauthPerIP, MaxUnauth int
+	UnauthTimeout             time.Duration
+	// HelloTimeout bounds the wait for a link's hello (default 10s).
+	HelloTimeout time.Duration
+	Logger       hclog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +95,18 @@ func (c *Config) setDefaults() {
 	def(&c.PortCheckInterval, 200*time.Millisecond)
 	if c.PortCheckAttempts <= 0 {
 		c.PortCheckAttempts = 3
+	}
+	if c.MaxUnauthPerIP == 0 {
+		c.MaxUnauthPerIP = DefaultMaxUnauthPerIP
+	}
+	if c.MaxUnauth == 0 {
+		c.MaxUnauth = DefaultMaxUnauth()
+	}
+	if c.UnauthTimeout == 0 {
+		c.UnauthTimeout = DefaultUnauthTimeout
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = DefaultHelloTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -118,6 +142,11 @@ type Server struct {
 
 	ln    net.Listener
 	ready chan struct{}
+
+	// guard caps and times out connections without the token; shedCount
+	// counts those it closed over a cap.
+	guard     *connguard.Guard
+	shedCount atomic.Uint64
 }
 
 // errStopped answers calls once the loop has ended.
@@ -139,6 +168,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Margin < 0 {
 		return nil, fmt.Errorf("lanmanager: margin %v: must not be negative", cfg.Margin)
 	}
+	if err := cfg.validateGuard(); err != nil {
+		return nil, fmt.Errorf("lanmanager: %w", err)
+	}
 	files, err := loadNeedsFiles(cfg.NeedsFiles)
 	if err != nil {
 		return nil, fmt.Errorf("lanmanager: %w", err)
@@ -153,13 +185,17 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("lanmanager: %w", err)
 		}
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, log: cfg.Logger, store: st, files: files,
 		events:  make(chan event, 1024),
 		running: make(chan struct{}),
 		stopped: make(chan struct{}),
 		ready:   make(chan struct{}),
-	}, nil
+	}
+	s.guard = connguard.New(connguard.Config{
+		PerSource: cfg.MaxUnauthPerIP, Total: cfg.MaxUnauth, Timeout: cfg.UnauthTimeout, Shed: s.shed,
+	})
+	return s, nil
 }
 
 // Listen binds the listen address; Run calls it when it was not called.
@@ -219,9 +255,14 @@ func (s *Server) Run(ctx context.Context) (err error) {
 
 	var fresh newConns
 	hs := &http.Server{
-		Handler:           s.routes(),
-		ConnState:         fresh.connState,
+		Handler: s.routes(),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			fresh.connState(c, st)
+			s.guard.ConnState(c, st)
+		},
+		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       idleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/allex-go/allex/internal/jsonkeys"
 )
 
 // ErrBadFrame wraps every decoding and validation failure.
@@ -56,8 +58,8 @@ func Check(typ string, payload any) error {
 
 // Decode parses and validates one frame. It returns the frame type and a
 // pointer to the typed payload (e.g. *Hello for "hello"). Unknown types,
-// unknown fields, trailing data, oversize frames and invalid payloads are
-// errors wrapping ErrBadFrame; the type is returned when it could be read,
+// unknown or repeated fields, trailing data, oversize frames and invalid
+// payloads are errors wrapping ErrBadFrame; the type is returned when it could be read,
 // so the peer can be told which frame was refused.
 func Decode(b []byte) (string, any, error) {
 	if len(b) > MaxFrameSize {
@@ -70,6 +72,14 @@ func Decode(b []byte) (string, any, error) {
 	payload, ok := payloadFor(env.Type)
 	if !ok {
 		return "", nil, fmt.Errorf("%w: unknown type %q", ErrBadFrame, env.Type)
+	}
+	if err := jsonkeys.Unique(b); err != nil {
+		typ := env.Type
+		var ke *jsonkeys.Error
+		if errors.As(err, &ke) && ke.Path == "" {
+			typ = "" // the envelope's own keys: even the type is in doubt
+		}
+		return typ, nil, fmt.Errorf("%w: %w", ErrBadFrame, err)
 	}
 	if len(env.Data) == 0 {
 		return env.Type, nil, fmt.Errorf("%w: %s: missing data", ErrBadFrame, env.Type)
@@ -132,10 +142,14 @@ func strictUnmarshal(b []byte, v any) error {
 	return nil
 }
 
-// DecodeNeed strictly parses and validates one need (admin API body).
+// DecodeNeed strictly parses and validates one need (admin API body):
+// unknown or repeated fields and trailing data are refused.
 func DecodeNeed(b []byte) (Need, error) {
 	var n Need
 	if err := strictUnmarshal(b, &n); err != nil {
+		return Need{}, fmt.Errorf("need: %w", err)
+	}
+	if err := jsonkeys.Unique(b); err != nil {
 		return Need{}, fmt.Errorf("need: %w", err)
 	}
 	if err := n.Validate(); err != nil {

@@ -35,6 +35,10 @@ func TestDecode(t *testing.T) {
 		{"spawned zero pid", `{"type":"spawned","data":{"instance":"w","epoch":1,"pid":0}}`, TypeSpawned, true},
 		{"spawned bad proto", `{"type":"spawned","data":{"instance":"w","epoch":1,"pid":3,"ports":{"udp":1}}}`, TypeSpawned, true},
 		{"grant bad need", `{"type":"grant","data":{"epoch":1,"need":{"instance":"w","module":"m","protocols":["tcp","tcp"]}}}`, TypeGrant, true},
+		{"repeated payload field", `{"type":"claim","data":{"instance":"w","instance":"v"}}`, TypeClaim, true},
+		{"repeated nested field", `{"type":"spawned","data":{"instance":"w","epoch":1,"pid":3,"ports":{"tcp":1,"tcp":2}}}`, TypeSpawned, true},
+		{"repeated type", `{"type":"claim","type":"down","data":{"instance":"w"}}`, "", true},
+		{"repeated data", `{"type":"claim","data":{"instance":"w"},"data":{"instance":"v"}}`, "", true},
 		{"grant no epoch", `{"type":"grant","data":{"need":{"instance":"w","module":"m"}}}`, TypeGrant, true},
 	}
 	for _, tt := range tests {
@@ -53,6 +57,19 @@ func TestDecode(t *testing.T) {
 				t.Fatalf("Decode: %v", err)
 			}
 		})
+	}
+}
+
+// TestRepeatedKeysNamed: the error says which key is repeated and where,
+// for frames and for needs (the admin API's bodies).
+func TestRepeatedKeysNamed(t *testing.T) {
+	_, _, err := Decode([]byte(`{"type":"claim","data":{"instance":"w","instance":"v"}}`))
+	if want := `bad frame: data: duplicate field "instance" (line 1, column 40)`; err == nil || err.Error() != want {
+		t.Errorf("Decode: %v, want %q", err, want)
+	}
+	_, err = DecodeNeed([]byte(`{"instance":"w","module":"m","machine":{"id":"a","id":"b"}}`))
+	if want := `need: machine: duplicate field "id" (line 1, column 50)`; err == nil || err.Error() != want {
+		t.Errorf("DecodeNeed: %v, want %q", err, want)
 	}
 }
 

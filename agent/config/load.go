@@ -11,7 +11,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/allex-go/allex/internal/jsonkeys"
 )
 
 // Load reads the config file at path. When the file does not exist it
@@ -108,8 +109,11 @@ func Parse(name string, data []byte) (Config, error) {
 			if se.Offset >= int64(len(data)) {
 				off = len(data)
 			}
-			return Config{}, fmt.Errorf("%s: %s: %w", name, lineCol(data, off), err)
+			return Config{}, fmt.Errorf("%s: %s: %w", name, jsonkeys.LineCol(data, off), err)
 		}
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := jsonkeys.Unique(data); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
 	w := &walker{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
@@ -129,20 +133,11 @@ func Parse(name string, data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// lineCol renders a byte offset as a 1-based line and column (in runes).
-func lineCol(data []byte, off int) string {
-	off = min(max(off, 0), len(data))
-	before := data[:off]
-	line := bytes.Count(before, []byte{'\n'}) + 1
-	col := utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:]) + 1
-	return fmt.Sprintf("line %d, column %d", line, col)
-}
-
 // walker checks the token stream of an already syntax-checked document
 // against the Go types it will be decoded into. encoding/json alone cannot
-// say where an unknown field is, accepts keys in any case and lets a later
-// duplicate key win silently; the walker reports all three with a field
-// path and a position.
+// say where an unknown field is and accepts keys in any case; the walker
+// reports both with a field path and a position (jsonkeys, run before it,
+// the duplicate keys encoding/json lets win silently).
 type walker struct {
 	data []byte
 	dec  *json.Decoder
@@ -161,7 +156,7 @@ func (e *fieldError) Error() string {
 }
 
 func (w *walker) errAt(off int, path, format string, args ...any) error {
-	return &fieldError{path: path, msg: fmt.Sprintf(format, args...), pos: lineCol(w.data, off)}
+	return &fieldError{path: path, msg: fmt.Sprintf(format, args...), pos: jsonkeys.LineCol(w.data, off)}
 }
 
 // next reads a token and returns where it starts.
@@ -177,7 +172,7 @@ func (w *walker) next() (json.Token, int, error) {
 	}
 	tok, err := w.dec.Token()
 	if err != nil {
-		return nil, off, fmt.Errorf("%s: %w", lineCol(w.data, off), err)
+		return nil, off, fmt.Errorf("%s: %w", jsonkeys.LineCol(w.data, off), err)
 	}
 	return tok, off, nil
 }
@@ -256,23 +251,17 @@ func (w *walker) walk(t reflect.Type, path string) error {
 	return nil
 }
 
-// walkObject walks an object whose value types come from elem, refusing
-// duplicate keys.
+// walkObject walks an object whose value types come from elem.
 func (w *walker) walkObject(tok json.Token, off int, path string, elem func(key string, keyOff int) (reflect.Type, error)) error {
 	if tok != json.Delim('{') {
 		return w.errAt(off, path, "want an object, got %s", describe(tok))
 	}
-	seen := map[string]bool{}
 	for w.dec.More() {
 		kt, keyOff, err := w.next()
 		if err != nil {
 			return err
 		}
 		key, _ := kt.(string)
-		if seen[key] {
-			return w.errAt(keyOff, path, "duplicate field %q", key)
-		}
-		seen[key] = true
 		t, err := elem(key, keyOff)
 		if err != nil {
 			return err

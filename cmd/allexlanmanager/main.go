@@ -61,6 +61,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.IntVar(&cfg.CrashLoopLimit, "crashloop-limit", 10, "downs of one service within -crashloop-window before its need backs off (-1: never)")
 	fset.DurationVar(&cfg.CrashLoopWindow, "crashloop-window", time.Minute, "window of -crashloop-limit")
 	fset.IntVar(&cfg.OfferWindow, "offer-window", lanmanager.DefaultOfferWindow, "most needs offered to a master in one needs list")
+	fset.IntVar(&cfg.MaxUnauthPerIP, "max-unauth-per-ip", lanmanager.DefaultMaxUnauthPerIP, "most connections without the token from one IP address; the oldest waiting one makes room for a new one")
+	fset.IntVar(&cfg.MaxUnauth, "max-unauth", lanmanager.DefaultMaxUnauth(), "most connections without the token in all (default: a quarter of the descriptor limit, at most 1024)")
+	fset.DurationVar(&cfg.UnauthTimeout, "unauth-timeout", lanmanager.DefaultUnauthTimeout, "a connection without the token is closed after this long waiting for, reading or answering one request")
+	fset.DurationVar(&cfg.HelloTimeout, "hello-timeout", lanmanager.DefaultHelloTimeout, "a master's link must say hello within this")
 	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data) or memory (state lost on exit)")
 	if err := fset.Parse(args); err != nil {
@@ -69,9 +73,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if fset.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fset.Args())
 	}
-	for name, d := range map[string]time.Duration{"-heartbeat": cfg.Heartbeat, "-lease": cfg.Lease, "-fence-grace": cfg.FenceGrace, "-exit-fence": cfg.ExitFence, "-margin": cfg.Margin} {
+	for name, d := range map[string]time.Duration{"-heartbeat": cfg.Heartbeat, "-lease": cfg.Lease, "-fence-grace": cfg.FenceGrace, "-exit-fence": cfg.ExitFence, "-margin": cfg.Margin,
+		"-unauth-timeout": cfg.UnauthTimeout, "-hello-timeout": cfg.HelloTimeout} {
 		if d <= 0 {
 			return fmt.Errorf("%s %v: want more than 0", name, d)
+		}
+	}
+	for name, n := range map[string]int{"-max-unauth-per-ip": cfg.MaxUnauthPerIP, "-max-unauth": cfg.MaxUnauth} {
+		if n <= 0 {
+			return fmt.Errorf("%s %d: want at least 1", name, n)
 		}
 	}
 	level := hclog.LevelFromString(logLevel)

@@ -130,6 +130,10 @@ func TestRunErrors(t *testing.T) {
 		{"old -grace", []string{"-grace", "5s"}, "flag provided but not defined"},
 		{"fence grace beyond lease", []string{"-lease", "2s", "-fence-grace", "3s"}, "fence grace"},
 		{"bad needs", []string{"-token", "a", "-needs", badNeeds}, "needs.json"},
+		{"zero per-IP cap", []string{"-max-unauth-per-ip", "0"}, "-max-unauth-per-ip 0: want at least 1"},
+		{"negative total cap", []string{"-max-unauth", "-5"}, "-max-unauth -5: want at least 1"},
+		{"zero unauth timeout", []string{"-unauth-timeout", "0s"}, "-unauth-timeout 0s: want more than 0"},
+		{"negative hello timeout", []string{"-hello-timeout", "-1s"}, "-hello-timeout -1s: want more than 0"},
 		{"bad addr", []string{"-token", "a", "-addr", "nope"}, "addr"},
 	}
 	for _, tt := range tests {

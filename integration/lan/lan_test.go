@@ -928,6 +928,7 @@ func TestMalformedFramesRefused(t *testing.T) {
 		{"binary", websocket.BinaryMessage, `{"type":"claim","data":{"instance":"p1"}}`},
 		{"unknown type", websocket.TextMessage, `{"type":"explode","data":{}}`},
 		{"unknown field", websocket.TextMessage, `{"type":"claim","data":{"instance":"p1","force":true}}`},
+		{"repeated field", websocket.TextMessage, `{"type":"claim","data":{"instance":"p1","instance":"d1"}}`},
 		{"trailing data", websocket.TextMessage, `{"type":"claim","data":{"instance":"p1"}} {}`},
 		{"missing data", websocket.TextMessage, `{"type":"claim"}`},
 		{"bad instance", websocket.TextMessage, `{"type":"claim","data":{"instance":"../p1"}}`},

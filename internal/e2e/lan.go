@@ -30,7 +30,7 @@ type LAN struct {
 	Dir, Data      string
 	Port           int
 	URL, Token     string
-	args           []string
+	wrap, args     []string
 	restartedProcs []*Proc
 
 	// blocks are the port ranges handed to this LAN's masters: a block is
@@ -49,6 +49,9 @@ type LANOpts struct {
 	Heartbeat, Lease time.Duration
 	// Extra flags, e.g. "-needs", file or "-store", "memory".
 	Extra []string
+	// Wrap is a command that runs the LAN manager, e.g. "prlimit",
+	// "--nofile=256", "--".
+	Wrap []string
 }
 
 // The fencing timings of tests (lanwire/fencing.go): StartLAN's and
@@ -88,7 +91,7 @@ func StartLAN(t testing.TB, o LANOpts) *LAN {
 	dir := ShortDir(t)
 	port := FreeBlock(t, 1)
 	l := &LAN{t: t, Dir: dir, Data: filepath.Join(dir, "data"), Port: port, Token: o.Token,
-		URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+		URL: fmt.Sprintf("http://127.0.0.1:%d", port), wrap: o.Wrap}
 	l.args = append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-data", l.Data, "-token", o.Token, "-log-level", "debug"},
 		TimingFlags(o.Heartbeat, o.Lease)...)
 	l.args = append(l.args, o.Extra...)
@@ -98,7 +101,11 @@ func StartLAN(t testing.TB, o LANOpts) *LAN {
 
 func (l *LAN) start(t testing.TB) {
 	t.Helper()
-	l.Proc = Start(t, l.Dir, Bins.LAN, l.args...)
+	if len(l.wrap) > 0 {
+		l.Proc = Start(t, l.Dir, l.wrap[0], append(append(l.wrap[1:len(l.wrap):len(l.wrap)], Bins.LAN), l.args...)...)
+	} else {
+		l.Proc = Start(t, l.Dir, Bins.LAN, l.args...)
+	}
 	l.WaitOutput("LAN manager listening", 30*time.Second)
 }
 

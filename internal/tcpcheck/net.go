@@ -14,9 +14,5 @@ func viaNet(ctx context.Context, addr netip.Addr, port uint16, timeout time.Dura
 	if err != nil {
 		return err
 	}
-	// A reset, not a FIN: no TIME_WAIT entry is left on the service's port.
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
 	return c.Close()
 }

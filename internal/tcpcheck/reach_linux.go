@@ -14,7 +14,7 @@ import (
 )
 
 // Reach connects to addr:port within timeout and closes the connection at
-// once with a reset (SO_LINGER 0).
+// once, with a FIN.
 //
 // It makes the socket itself and waits for the connect in the runtime
 // poller, as net.Dialer does, without the rest of a dial (a net.Conn, its
@@ -42,7 +42,7 @@ func Reach(ctx context.Context, addr netip.Addr, port uint16, timeout time.Durat
 	if err != nil {
 		return fmt.Errorf("dial tcp %s: %w", netip.AddrPortFrom(addr, port), err)
 	}
-	return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	return nil // the deferred close ends the connection with a FIN
 }
 
 // awaitConnect waits until the connect in progress on f ends, and returns

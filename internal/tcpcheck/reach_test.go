@@ -3,11 +3,18 @@
 package tcpcheck
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,10 +79,7 @@ func TestReach(t *testing.T) {
 		{name: "cancelled", target: fullQueue, cancel: true, wantErr: context.Canceled},
 	}
 	for _, tc := range tests {
-		for _, dial := range []struct {
-			name string
-			fn   func(context.Context, netip.Addr, uint16, time.Duration) error
-		}{{"reach", Reach}, {"net", viaNet}} {
+		for _, dial := range dials {
 			t.Run(tc.name+"/"+dial.name, func(t *testing.T) {
 				ip, port := tc.target(t)
 				ctx, cancel := context.WithCancel(context.Background())
@@ -106,4 +110,106 @@ func TestReach(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// dials are the two ways Reach connects.
+var dials = []struct {
+	name string
+	fn   func(context.Context, netip.Addr, uint16, time.Duration) error
+}{{"reach", Reach}, {"net", viaNet}}
+
+// TestReachEndsWithFIN: the checked server reads the end of the stream,
+// as from a client that had nothing to say, not a reset, which servers
+// log as an error (python's http.server prints a traceback).
+func TestReachEndsWithFIN(t *testing.T) {
+	for _, dial := range dials {
+		t.Run(dial.name, func(t *testing.T) {
+			l, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			ap := l.Addr().(*net.TCPAddr).AddrPort()
+			if err := dial.fn(context.Background(), ap.Addr(), ap.Port(), 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			c, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("server read %d bytes, %v; want the end of the stream", n, err)
+			}
+		})
+	}
+}
+
+// TestReachQuietForPythonHTTPServer: python3 -m http.server, checked ten
+// times, logs no error.
+func TestReachQuietForPythonHTTPServer(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+	l.Close()
+	var stderr lockedBuffer
+	cmd := exec.Command(py, "-m", "http.server", fmt.Sprint(port), "--bind", "127.0.0.1", "--directory", t.TempDir())
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	ip := netip.MustParseAddr("127.0.0.1")
+	// Wait until it listens: a refused check leaves nothing to log.
+	for deadline := time.Now().Add(30 * time.Second); Reach(context.Background(), ip, port, time.Second) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("python's http.server does not listen on %d; stderr:\n%s", port, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range 10 {
+		if err := Reach(context.Background(), ip, port, 5*time.Second); err != nil {
+			t.Fatalf("check %d: %v", i, err)
+		}
+	}
+	// A request after the checks: once it is logged, python has read
+	// the checks' connections, accepted before it.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(stderr.String(), `"GET / HTTP/1.1" 200`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("python did not log the request; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := stderr.String(); strings.Contains(out, "Traceback") || strings.Contains(out, "Exception") {
+		t.Fatalf("python's http.server logged errors for the checks:\n%s", out)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
