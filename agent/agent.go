@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -385,16 +388,29 @@ func validateSpec(s *allexv1.ModuleSpec) error {
 		}
 		seen[p] = true
 	}
-	for name, port := range s.GetFixedPorts() {
+	for _, name := range slices.Sorted(maps.Keys(s.GetFixedPorts())) {
+		port := s.GetFixedPorts()[name]
 		p, err := config.ProtocolFromString(name)
 		if err != nil || !seen[p] {
-			return fmt.Errorf("%w: instance %s: fixed port for %q, which is not one of its protocols", ErrInvalid, s.GetInstance(), name)
+			return fmt.Errorf("%w: instance %s: fixed %s port %d: %q is not one of its protocols (%s)", ErrInvalid, s.GetInstance(), name, port, name, protocolList(s.GetProtocols()))
 		}
 		if port == 0 || port > 65535 {
 			return fmt.Errorf("%w: instance %s: fixed %s port %d out of range 1-65535", ErrInvalid, s.GetInstance(), name, port)
 		}
 	}
 	return nil
+}
+
+// protocolList names protocols for messages: "tcp,http", or "none".
+func protocolList(ps []allexv1.Protocol) string {
+	names := make([]string, 0, len(ps))
+	for _, p := range ps {
+		names = append(names, config.ProtocolString(p))
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
 }
 
 // allocate takes every port the spec asks for, or none.

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -211,6 +214,11 @@ func parseNeedAdd(g *globals, args []string) ([]lanwire.Need, error) {
 	}
 	if *machine != "" || *addr != "" {
 		n.Machine = &lanwire.MachineConstraint{ID: *machine, Address: *addr}
+	}
+	for _, k := range slices.Sorted(maps.Keys(fixed)) {
+		if !slices.Contains(n.Protocols, k) {
+			return nil, fmt.Errorf("needs add: -fixed %s=%s: %s is not in -protocols (%s); list it there too", k, fixed[k], k, cmp.Or(*protocols, "none"))
+		}
 	}
 	if err := n.Validate(); err != nil {
 		return nil, fmt.Errorf("needs add: %w", err)
