@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fs.StringVar(&g.socket, "socket", envOr("ALLEX_SOCKET", config.DefaultSocket), "machine socket (env ALLEX_SOCKET)")
 	fs.StringVar(&g.output, "o", "table", "output: table or json")
-	fs.StringVar(&g.lan, "lan", envOr("ALLEX_LAN", "http://127.0.0.1:23552"), "LAN manager admin URL (env ALLEX_LAN)")
+	fs.StringVar(&g.lan, "lan", envOr("ALLEX_LAN", "127.0.0.1:23552"), "LAN manager: host, host:port or http(s)://host:port (env ALLEX_LAN)")
 	fs.StringVar(&g.token, "token", os.Getenv("ALLEX_LAN_TOKEN"), "LAN manager token (env ALLEX_LAN_TOKEN)")
 	fs.StringVar(&g.tokenFile, "token-file", os.Getenv("ALLEX_LAN_TOKEN_FILE"), "file holding the LAN manager token (env ALLEX_LAN_TOKEN_FILE)")
 	if err := fs.Parse(args); err != nil {
