@@ -36,6 +36,9 @@ var (
 	ErrPermission    = errors.New("permission denied")
 	ErrExhausted     = errors.New("resource exhausted")
 	ErrUnknownModule = errors.New("unknown module")
+	// ErrNeedChild: the machine API asked to stop the child of a LAN
+	// need, which the LAN manager would only start again.
+	ErrNeedChild = errors.New("the process is the child of a LAN need")
 )
 
 // Options configures an Agent.
@@ -699,6 +702,28 @@ func (a *Agent) Stop(ctx context.Context, instance string, remove bool) (*allexv
 	}
 	return info, nil
 }
+
+// StopProcess is Stop as the machine API asks it: a running child of a
+// LAN need is refused unless force, since the LAN manager would offer the
+// need again at once; with force it is stopped and the need re-offered.
+func (a *Agent) StopProcess(ctx context.Context, instance string, remove, force bool) (*allexv1.ProcessInfo, error) {
+	a.mu.Lock()
+	p, ok := a.procs[instance]
+	a.mu.Unlock()
+	if ok && p.needID != "" && !force && !isDone(p) {
+		return nil, needChildError(instance)
+	}
+	return a.Stop(ctx, instance, remove)
+}
+
+// needChildError is ErrNeedChild, saying what to do instead.
+type needChildError string
+
+func (e needChildError) Error() string {
+	return fmt.Sprintf("%s is a LAN need; the LAN manager would start it again: remove the need with `allexctl needs rm %s`, or use -force to stop this copy (it is re-offered)", string(e), string(e))
+}
+
+func (e needChildError) Is(target error) bool { return target == ErrNeedChild }
 
 // Restart stops and starts a child again. A finished child is started
 // anew with the same spec (and fresh ports).

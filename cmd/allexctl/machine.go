@@ -66,8 +66,11 @@ func (g *globals) rpcErr(err error) error {
 	if !ok {
 		return err
 	}
-	if st.Code() == codes.Unavailable {
+	switch st.Code() {
+	case codes.Unavailable:
 		return fmt.Errorf("allexmaster on %s is unavailable: %s", g.socket, st.Message())
+	case codes.FailedPrecondition:
+		return errors.New(st.Message()) // a sentence saying what to do instead
 	}
 	return fmt.Errorf("%s: %s", strings.ToLower(st.Code().String()), st.Message())
 }
@@ -336,8 +339,11 @@ func (g *globals) oneInstance(name string, args []string, extra func(fs *flagSet
 }
 
 func (g *globals) stop(ctx context.Context, args []string) error {
-	var remove *bool
-	inst, err := g.oneInstance("stop", args, func(fs *flagSet) { remove = fs.Bool("rm", false, "forget the process once stopped") })
+	var remove, force *bool
+	inst, err := g.oneInstance("stop", args, func(fs *flagSet) {
+		remove = fs.Bool("rm", false, "forget the process once stopped")
+		force = fs.Bool("force", false, "stop the child of a LAN need too (the LAN manager offers the need again)")
+	})
 	if err != nil {
 		return err
 	}
@@ -346,7 +352,7 @@ func (g *globals) stop(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	resp, err := c.StopProcess(ctx, &allexv1.StopProcessRequest{Instance: inst, Remove: *remove})
+	resp, err := c.StopProcess(ctx, &allexv1.StopProcessRequest{Instance: inst, Remove: *remove, Force: *force})
 	if err != nil {
 		return g.rpcErr(err)
 	}

@@ -25,7 +25,8 @@ Machine (over the master's socket):
   ports [INSTANCE|-module M]   ports held by processes
   start [flags] INSTANCE [-- COMMAND ARGS...]
                                start a process (a configured module, or a command)
-  stop [-rm] INSTANCE          stop a process gracefully (-rm: forget it too)
+  stop [-rm] [-force] INSTANCE stop a process gracefully (-rm: forget it too;
+                               -force: a LAN need's child too, which is re-offered)
   restart INSTANCE             restart a process
   logs [-f] [-n N] [-stream stdout|stderr] INSTANCE
   events [INSTANCE]            follow lifecycle events
