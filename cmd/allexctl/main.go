@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/internal/version"
 )
 
 const usage = `usage: allexctl [global flags] COMMAND [flags] [args]
@@ -35,6 +36,8 @@ LAN (over the LAN manager's admin API):
   services [-w] [-module M] [INSTANCE]
   needs ls | needs add [flags] INSTANCE | needs add -f FILE | needs rm INSTANCE
   machines
+
+  version                      allexctl's version and the master's
 
 Global flags:
 `
@@ -76,7 +79,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&g.lan, "lan", envOr("ALLEX_LAN", "127.0.0.1:23552"), "LAN manager: host, host:port or http(s)://host:port (env ALLEX_LAN)")
 	fs.StringVar(&g.token, "token", os.Getenv("ALLEX_LAN_TOKEN"), "LAN manager token (env ALLEX_LAN_TOKEN)")
 	fs.StringVar(&g.tokenFile, "token-file", os.Getenv("ALLEX_LAN_TOKEN_FILE"), "file holding the LAN manager token (env ALLEX_LAN_TOKEN_FILE)")
+	showVersion := fs.Bool("version", false, "print allexctl's version and exit")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, "allexctl", version.String())
 		return err
 	}
 	if g.output != "table" && g.output != "json" {
@@ -110,6 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return g.needs(ctx, rest)
 	case "machines":
 		return g.machines(ctx, rest)
+	case "version":
+		return g.version(ctx, rest)
 	case "help":
 		fs.Usage()
 		return nil

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/allex-go/allex/internal/version"
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/store"
 	"github.com/allex-go/allex/lanwire"
@@ -63,8 +64,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.IntVar(&cfg.OfferWindow, "offer-window", lanmanager.DefaultOfferWindow, "most needs offered to a master in one needs list")
 	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data) or memory (state lost on exit)")
+	showVersion := fset.Bool("version", false, "print the version and exit")
 	if err := fset.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println("allexlanmanager", version.String())
+		return nil
 	}
 	if fset.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fset.Args())
