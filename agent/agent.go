@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +36,9 @@ var (
 	ErrPermission    = errors.New("permission denied")
 	ErrExhausted     = errors.New("resource exhausted")
 	ErrUnknownModule = errors.New("unknown module")
+	// ErrNeedChild: the machine API asked to stop the child of a LAN
+	// need, which the LAN manager would only start again.
+	ErrNeedChild = errors.New("the process is the child of a LAN need")
 )
 
 // Options configures an Agent.
@@ -385,16 +391,29 @@ func validateSpec(s *allexv1.ModuleSpec) error {
 		}
 		seen[p] = true
 	}
-	for name, port := range s.GetFixedPorts() {
+	for _, name := range slices.Sorted(maps.Keys(s.GetFixedPorts())) {
+		port := s.GetFixedPorts()[name]
 		p, err := config.ProtocolFromString(name)
 		if err != nil || !seen[p] {
-			return fmt.Errorf("%w: instance %s: fixed port for %q, which is not one of its protocols", ErrInvalid, s.GetInstance(), name)
+			return fmt.Errorf("%w: instance %s: fixed %s port %d: %q is not one of its protocols (%s)", ErrInvalid, s.GetInstance(), name, port, name, protocolList(s.GetProtocols()))
 		}
 		if port == 0 || port > 65535 {
 			return fmt.Errorf("%w: instance %s: fixed %s port %d out of range 1-65535", ErrInvalid, s.GetInstance(), name, port)
 		}
 	}
 	return nil
+}
+
+// protocolList names protocols for messages: "tcp,http", or "none".
+func protocolList(ps []allexv1.Protocol) string {
+	names := make([]string, 0, len(ps))
+	for _, p := range ps {
+		names = append(names, config.ProtocolString(p))
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
 }
 
 // allocate takes every port the spec asks for, or none.
@@ -683,6 +702,28 @@ func (a *Agent) Stop(ctx context.Context, instance string, remove bool) (*allexv
 	}
 	return info, nil
 }
+
+// StopProcess is Stop as the machine API asks it: a running child of a
+// LAN need is refused unless force, since the LAN manager would offer the
+// need again at once; with force it is stopped and the need re-offered.
+func (a *Agent) StopProcess(ctx context.Context, instance string, remove, force bool) (*allexv1.ProcessInfo, error) {
+	a.mu.Lock()
+	p, ok := a.procs[instance]
+	a.mu.Unlock()
+	if ok && p.needID != "" && !force && !isDone(p) {
+		return nil, needChildError(instance)
+	}
+	return a.Stop(ctx, instance, remove)
+}
+
+// needChildError is ErrNeedChild, saying what to do instead.
+type needChildError string
+
+func (e needChildError) Error() string {
+	return fmt.Sprintf("%s is a LAN need; the LAN manager would start it again: remove the need with `allexctl needs rm %s`, or use -force to stop this copy (it is re-offered)", string(e), string(e))
+}
+
+func (e needChildError) Is(target error) bool { return target == ErrNeedChild }
 
 // Restart stops and starts a child again. A finished child is started
 // anew with the same spec (and fresh ports).

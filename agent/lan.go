@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/allex-go/allex/agent/config"
@@ -34,6 +38,7 @@ func (a *Agent) newLAN() (*lan, error) {
 		Version:      a.opts.Version,
 		Modules:      cfg.ModuleNames(),
 		MaxProcesses: cfg.MaxProcesses,
+		Check:        a.CheckNeed,
 		Logger:       a.log.Named("needs"),
 	}, a, leaseSink{a}, boottime.Now)
 	link, err := lanlink.New(lanlink.Config{
@@ -54,28 +59,15 @@ func (a *Agent) newLAN() (*lan, error) {
 // module as configured, with the need's properties, protocols and fixed
 // ports, fenced by the lease. It returns the child's ports.
 func (a *Agent) StartNeed(n lanwire.Need) (lanwire.Ports, error) {
-	m, ok := a.opts.Config.Modules[n.Module]
-	if !ok {
-		return nil, fmt.Errorf("%w %q: not configured on this master", ErrUnknownModule, n.Module)
-	}
-	spec := m.Spec(n.Module, n.Instance, n.Properties)
-	spec.Protocols = nil
-	for _, name := range n.Protocols {
-		p, err := config.ProtocolFromString(name)
-		if err != nil {
-			return nil, err
-		}
-		spec.Protocols = append(spec.Protocols, p)
-	}
-	spec.FixedPorts = map[string]uint32{}
-	for name, port := range n.FixedPorts {
-		spec.FixedPorts[name] = uint32(port)
+	spec, err := a.needSpec(n)
+	if err != nil {
+		return nil, err
 	}
 	// A need child that dies is restarted here first, on the same ports,
 	// as the module's restart policy says (always when it names none):
 	// much faster than the LAN manager offering the need again, and the
 	// copy stays granted to this master meanwhile.
-	if m.Restart == "" {
+	if a.opts.Config.Modules[n.Module].Restart == "" {
 		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_ALWAYS
 	}
 	info, err := a.Start(spec, n.Instance)
@@ -87,6 +79,65 @@ func (a *Agent) StartNeed(n lanwire.Need) (lanwire.Ports, error) {
 		ports[config.ProtocolString(pa.GetProtocol())] = uint16(pa.GetPort())
 	}
 	return ports, nil
+}
+
+// CheckNeed says why this master cannot run the need as it is (nil: it
+// can): its module is not configured here, or the need asks for a
+// protocol or fixed port the module does not declare.
+func (a *Agent) CheckNeed(n lanwire.Need) error {
+	_, err := a.needSpec(n)
+	return err
+}
+
+// needSpec is the spec of a need's child: the module as configured, with
+// the need's properties, protocols and fixed ports.
+func (a *Agent) needSpec(n lanwire.Need) (*allexv1.ModuleSpec, error) {
+	m, ok := a.opts.Config.Modules[n.Module]
+	if !ok {
+		return nil, fmt.Errorf("%w %q: not configured on this master", ErrUnknownModule, n.Module)
+	}
+	protocols, err := needProtocols(n, m.Protocols)
+	if err != nil {
+		return nil, err
+	}
+	spec := m.Spec(n.Module, n.Instance, n.Properties)
+	spec.Protocols = nil
+	for _, name := range protocols {
+		p, err := config.ProtocolFromString(name)
+		if err != nil {
+			return nil, fmt.Errorf("need %s: %w", n.Instance, err)
+		}
+		spec.Protocols = append(spec.Protocols, p)
+	}
+	spec.FixedPorts = map[string]uint32{}
+	for name, port := range n.FixedPorts {
+		spec.FixedPorts[name] = uint32(port)
+	}
+	return spec, nil
+}
+
+// needProtocols are the protocols a need's child gets ports for: the
+// need's, or the module's when the need names none. A need may ask for
+// fewer than its module declares, not for others; a module that declares
+// none takes what the need asks. Every fixed port must be of one of them.
+func needProtocols(n lanwire.Need, module []string) ([]string, error) {
+	protocols := n.Protocols
+	if len(protocols) == 0 {
+		protocols = module
+	}
+	for _, p := range protocols {
+		if len(module) > 0 && !slices.Contains(module, p) {
+			return nil, fmt.Errorf("need %s asks for protocol %s, which module %s does not declare on this master (its protocols: %s)",
+				n.Instance, p, n.Module, strings.Join(module, ","))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(n.FixedPorts)) {
+		if !slices.Contains(protocols, name) {
+			return nil, fmt.Errorf("need %s: fixed %s port %d: %s is not one of its protocols (%s)",
+				n.Instance, name, n.FixedPorts[name], name, cmp.Or(strings.Join(protocols, ","), "none"))
+		}
+	}
+	return slices.Clone(protocols), nil
 }
 
 // StopNeed stops a copy's child and forgets it; it does not wait.

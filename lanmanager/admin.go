@@ -36,6 +36,11 @@ func (s *Server) AddNeeds(needs []lanwire.Need) error {
 
 // addNeeds adds needs and returns their status as of their commit.
 func (s *Server) addNeeds(needs []lanwire.Need) ([]adminapi.NeedStatus, error) {
+	for _, n := range needs {
+		if err := n.CheckFixedPorts(); err != nil {
+			return nil, fmt.Errorf("%w: %w", adminapi.ErrInvalid, err)
+		}
+	}
 	var out []adminapi.NeedStatus
 	err := s.call(func(now time.Time, st *lanstate.State) error {
 		if err := st.AddNeeds(now, needs, "api"); err != nil {

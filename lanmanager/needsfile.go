@@ -16,9 +16,14 @@ type needsFile struct {
 	Needs []json.RawMessage `json:"needs"`
 }
 
+// utf8BOM is skipped at the start of a needs file, as in the master's
+// config: Windows editors write one and RFC 8259 lets a parser ignore it.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
 // ParseNeedsFile strictly parses one needs file's content; name is used in
 // error messages only.
 func ParseNeedsFile(name string, data []byte) ([]lanwire.Need, error) {
+	data = bytes.TrimPrefix(data, utf8BOM)
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f needsFile
@@ -35,6 +40,9 @@ func ParseNeedsFile(name string, data []byte) ([]lanwire.Need, error) {
 	out := make([]lanwire.Need, 0, len(f.Needs))
 	for i, raw := range f.Needs {
 		n, err := lanwire.DecodeNeed(raw)
+		if err == nil {
+			err = n.CheckFixedPorts()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("needs file %s: needs[%d] (instance %q): %w", name, i, instanceOf(raw), err)
 		}

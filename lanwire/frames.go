@@ -24,6 +24,10 @@ package lanwire
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -80,13 +84,31 @@ type Need struct {
 	Instance   string            `json:"instance"`
 	Module     string            `json:"module"`
 	Properties map[string]string `json:"properties,omitempty"`
-	// Protocols the service wants a port for.
+	// Protocols the service wants a port for; none means the protocols
+	// its module declares on the master that runs it.
 	Protocols []string `json:"protocols,omitempty"`
-	// FixedPorts pins ports by protocol; each must also be in Protocols.
+	// FixedPorts pins ports by protocol; each must also be in Protocols
+	// (CheckFixedPorts).
 	FixedPorts Ports              `json:"fixedports,omitempty"`
 	Machine    *MachineConstraint `json:"machine,omitempty"`
 	// TimeoutMS bounds grant-to-spawned; 0 means DefaultNeedTimeout.
 	TimeoutMS int64 `json:"timeoutms,omitempty"`
+}
+
+// CheckFixedPorts refuses a fixed port whose protocol is not listed in
+// Protocols, Protocols left out included: a fixed port pins the port of a
+// listed protocol. Admin API calls and needs files are held to it.
+func (n Need) CheckFixedPorts() error {
+	for _, proto := range slices.Sorted(maps.Keys(n.FixedPorts)) {
+		if !slices.Contains(n.Protocols, proto) {
+			listed := "none"
+			if len(n.Protocols) > 0 {
+				listed = strings.Join(n.Protocols, ",")
+			}
+			return fmt.Errorf("need %s: fixedports.%s: %s is not in protocols (%s); list it there too", n.Instance, proto, proto, listed)
+		}
+	}
+	return nil
 }
 
 // DefaultNeedTimeout is how long a granted need may take to be spawned.

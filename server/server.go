@@ -87,6 +87,8 @@ func toStatus(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, agent.ErrNotRunning):
 		code = codes.Unavailable
+	case errors.Is(err, agent.ErrNeedChild):
+		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -198,7 +200,7 @@ func (s *Server) StartProcess(_ context.Context, req *allexv1.StartProcessReques
 }
 
 func (s *Server) StopProcess(ctx context.Context, req *allexv1.StopProcessRequest) (*allexv1.StopProcessResponse, error) {
-	info, err := s.agent.Stop(ctx, req.GetInstance(), req.GetRemove())
+	info, err := s.agent.StopProcess(ctx, req.GetInstance(), req.GetRemove(), req.GetForce())
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -61,7 +61,7 @@ type Config struct {
 	LanManagerPort int        `json:"lanmanagerport,omitempty"`
 	PortRangeStart PortRanges `json:"portrangestart"`
 	// PortRangeSize is the number of ports per protocol (default
-	// DefaultPortRangeSize); a range ends at min(start+size-1, 65535).
+	// DefaultPortRangeSize); a range must end by 65535.
 	PortRangeSize int `json:"portrangesize,omitempty"`
 	// Socket defaults to DefaultSocket.
 	Socket string `json:"socket,omitempty"`
@@ -124,46 +124,34 @@ func Default() Config {
 
 const nameWant = "want 1-128 of [A-Za-z0-9_.-], starting alphanumeric"
 
-// Validate checks the whole configuration and returns the first problem,
-// naming the field path (e.g. "modules.web.restart").
+// Validate checks the whole configuration and returns every problem
+// (errors.Join, in file order), each naming the field path (e.g.
+// "modules.web.restart"), so that one mistake does not hide the others.
 func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := validHost(c.LanManagerAddress); err != nil {
-		return fmt.Errorf("lanmanageraddress: %w", err)
+		add("lanmanageraddress: %w", err)
 	}
 	if c.LanManagerPort != 0 && (c.LanManagerPort < 1 || c.LanManagerPort > 65535) {
-		return fmt.Errorf("lanmanagerport: %d is out of range 1-65535", c.LanManagerPort)
+		add("lanmanagerport: %d is out of range 1-65535", c.LanManagerPort)
 	}
-	for _, p := range c.PortRangeStart.byProtocol() {
-		if p.port == 0 {
-			return fmt.Errorf("portrangestart.%s: 0 is out of range 1-65535", p.name)
-		}
-	}
-	if c.PortRangeSize < 0 || c.PortRangeSize > 65535 {
-		return fmt.Errorf("portrangesize: %d is out of range 1-65535", c.PortRangeSize)
-	}
-	ranges, ps := c.Ranges(), c.PortRangeStart.byProtocol()
-	for i, a := range ps {
-		for _, b := range ps[i+1:] {
-			ra, rb := ranges[a.name], ranges[b.name]
-			if ra.Start <= rb.End && rb.Start <= ra.End {
-				return fmt.Errorf("portrangestart: %s range %d-%d overlaps %s range %d-%d (portrangesize %d)",
-					a.name, ra.Start, ra.End, b.name, rb.Start, rb.End, c.rangeSize())
-			}
-		}
+	if err := c.validateRanges(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MachineID != "" && !lanwire.ValidName(c.MachineID) {
-		return fmt.Errorf("machineid: %q: %s", c.MachineID, nameWant)
+		add("machineid: %q: %s", c.MachineID, nameWant)
 	}
 	if c.Address != "" {
 		if _, err := netip.ParseAddr(c.Address); err != nil {
-			return fmt.Errorf("address: %q is not an IP address", c.Address)
+			add("address: %q is not an IP address", c.Address)
 		}
 	}
 	if c.Token != "" && c.TokenFile != "" {
-		return errors.New("token, tokenfile: set one, not both")
+		add("token, tokenfile: set one, not both")
 	}
 	if c.MaxProcesses < 0 {
-		return fmt.Errorf("maxprocesses: %d is negative (0 means unlimited)", c.MaxProcesses)
+		add("maxprocesses: %d is negative (0 means unlimited)", c.MaxProcesses)
 	}
 	names := make([]string, 0, len(c.Modules))
 	for name := range c.Modules {
@@ -172,41 +160,81 @@ func (c Config) Validate() error {
 	sort.Strings(names)
 	for _, name := range names {
 		if !lanwire.ValidName(name) {
-			return fmt.Errorf("modules: %q is not a module name (%s)", name, nameWant)
+			add("modules: %q is not a module name (%s)", name, nameWant)
+			continue
 		}
 		if err := c.Modules[name].validate("modules." + name); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
 	instances := map[string]int{}
 	fixed := map[uint16]string{}
 	for i, in := range c.Run {
-		path := fmt.Sprintf("run[%d]", i)
-		m, ok := c.Modules[in.Module]
-		if !ok {
-			return fmt.Errorf("%s.module: %q is not defined in modules", path, in.Module)
+		if err := c.validateRun(i, in, instances, fixed); err != nil {
+			errs = append(errs, err)
 		}
-		if !lanwire.ValidName(in.Instance) {
-			return fmt.Errorf("%s.instance: %q: %s", path, in.Instance, nameWant)
+	}
+	return errors.Join(errs...)
+}
+
+// validateRanges checks portrangestart and portrangesize: every range
+// lies within 1-65535 and no two overlap.
+func (c Config) validateRanges() error {
+	if c.PortRangeSize < 0 || c.PortRangeSize > 65535 {
+		return fmt.Errorf("portrangesize: %d is out of range 1-65535", c.PortRangeSize)
+	}
+	size := c.rangeSize()
+	ps := c.PortRangeStart.byProtocol()
+	for _, p := range ps {
+		if p.port == 0 {
+			return fmt.Errorf("portrangestart.%s: 0 is out of range 1-65535", p.name)
 		}
-		if j, dup := instances[in.Instance]; dup {
-			return fmt.Errorf("%s.instance: %q is already run[%d]", path, in.Instance, j)
+		if end := int(p.port) + size - 1; end > 65535 {
+			return fmt.Errorf("portrangestart.%s: range %d-%d (portrangesize %d) ends past 65535: lower portrangestart.%s to %d or portrangesize to %d",
+				p.name, p.port, end, size, p.name, 65536-size, 65536-int(p.port))
 		}
-		instances[in.Instance] = i
-		for _, proto := range sortedKeys(in.FixedPorts) {
-			port := in.FixedPorts[proto]
-			fp := path + ".fixedports." + proto
-			if !contains(m.Protocols, proto) {
-				return fmt.Errorf("%s: module %q does not use protocol %q (its protocols: %v)", fp, in.Module, proto, m.Protocols)
+	}
+	ranges := c.Ranges()
+	for i, a := range ps {
+		for _, b := range ps[i+1:] {
+			ra, rb := ranges[a.name], ranges[b.name]
+			if ra.Start <= rb.End && rb.Start <= ra.End {
+				return fmt.Errorf("portrangestart: %s range %d-%d overlaps %s range %d-%d (portrangesize %d)",
+					a.name, ra.Start, ra.End, b.name, rb.Start, rb.End, size)
 			}
-			if port == 0 {
-				return fmt.Errorf("%s: 0 is out of range 1-65535", fp)
-			}
-			if other, dup := fixed[port]; dup {
-				return fmt.Errorf("%s: port %d is already fixed by %s", fp, port, other)
-			}
-			fixed[port] = fp
 		}
+	}
+	return nil
+}
+
+// validateRun checks run[i]; instances and fixed collect the names and
+// fixed ports of the entries before it.
+func (c Config) validateRun(i int, in Instance, instances map[string]int, fixed map[uint16]string) error {
+	path := fmt.Sprintf("run[%d]", i)
+	m, ok := c.Modules[in.Module]
+	if !ok {
+		return fmt.Errorf("%s.module: %q is not defined in modules", path, in.Module)
+	}
+	if !lanwire.ValidName(in.Instance) {
+		return fmt.Errorf("%s.instance: %q: %s", path, in.Instance, nameWant)
+	}
+	if j, dup := instances[in.Instance]; dup {
+		return fmt.Errorf("%s.instance: %q is already run[%d]", path, in.Instance, j)
+	}
+	instances[in.Instance] = i
+	for _, proto := range sortedKeys(in.FixedPorts) {
+		port := in.FixedPorts[proto]
+		fp := path + ".fixedports." + proto
+		if !contains(m.Protocols, proto) {
+			return fmt.Errorf("%s: module %q does not use protocol %q (its protocols: %v)", fp, in.Module, proto, m.Protocols)
+		}
+		if port == 0 {
+			return fmt.Errorf("%s: 0 is out of range 1-65535", fp)
+		}
+		if other, dup := fixed[port]; dup {
+			return fmt.Errorf("%s: port %d is already fixed by %s", fp, port, other)
+		}
+		fixed[port] = fp
 	}
 	return nil
 }
@@ -306,7 +334,8 @@ func (c Config) rangeSize() int {
 	return c.PortRangeSize
 }
 
-// Ranges returns the port range of each protocol, clipped at 65535.
+// Ranges returns the port range of each protocol, clipped at 65535
+// (Validate refuses a range that needs clipping).
 func (c Config) Ranges() map[string]portoffice.Range {
 	out := make(map[string]portoffice.Range, 3)
 	for _, p := range c.PortRangeStart.byProtocol() {

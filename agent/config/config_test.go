@@ -67,10 +67,10 @@ func TestRanges(t *testing.T) {
 		want map[string]portoffice.Range
 	}{
 		{"default", Default(), map[string]portoffice.Range{"tcp": {Start: 15000, End: 15999}, "http": {Start: 16000, End: 16999}, "ws": {Start: 17000, End: 17999}}},
-		{"clipped at 65535", Config{PortRangeStart: PortRanges{TCP: 100, HTTP: 200, WS: 65000}, PortRangeSize: 100},
-			map[string]portoffice.Range{"tcp": {Start: 100, End: 199}, "http": {Start: 200, End: 299}, "ws": {Start: 65000, End: 65099}}},
-		{"top port", Config{PortRangeStart: PortRanges{TCP: 1, HTTP: 2000, WS: 65535}},
-			map[string]portoffice.Range{"tcp": {Start: 1, End: 1000}, "http": {Start: 2000, End: 2999}, "ws": {Start: 65535, End: 65535}}},
+		{"ending at 65535", Config{PortRangeStart: PortRanges{TCP: 100, HTTP: 200, WS: 65436}, PortRangeSize: 100},
+			map[string]portoffice.Range{"tcp": {Start: 100, End: 199}, "http": {Start: 200, End: 299}, "ws": {Start: 65436, End: 65535}}},
+		{"top port", Config{PortRangeStart: PortRanges{TCP: 1, HTTP: 2000, WS: 65535}, PortRangeSize: 1},
+			map[string]portoffice.Range{"tcp": {Start: 1, End: 1}, "http": {Start: 2000, End: 2000}, "ws": {Start: 65535, End: 65535}}},
 		{"size one", Config{PortRangeStart: PortRanges{TCP: 10, HTTP: 11, WS: 12}, PortRangeSize: 1},
 			map[string]portoffice.Range{"tcp": {Start: 10, End: 10}, "http": {Start: 11, End: 11}, "ws": {Start: 12, End: 12}}},
 	}

@@ -92,10 +92,21 @@ func writeDefault(path string) (bool, error) {
 	return true, nil
 }
 
+// utf8BOM is skipped at the start of a file: Windows editors write one,
+// RFC 8259 lets a parser ignore it, and encoding/json alone would refuse
+// the file with a cryptic "invalid character 'ï'".
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// maxProblems bounds the problems one error lists.
+const maxProblems = 20
+
 // Parse strictly parses and validates config file content; name prefixes
 // every error. Unknown or duplicate fields, fields spelled in another case,
 // null values, trailing data and values of the wrong type are refused.
+// Keys left out take their defaults: those of Default() here, the others
+// in WithDefaults. Every problem found is reported, one per line.
 func Parse(name string, data []byte) (Config, error) {
+	data = bytes.TrimPrefix(data, utf8BOM)
 	if len(bytes.TrimSpace(data)) == 0 {
 		return Config{}, fmt.Errorf("%s: empty file (delete it to have the default written)", name)
 	}
@@ -113,34 +124,90 @@ func Parse(name string, data []byte) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
-	if err := jsonkeys.Unique(data); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", name, err)
-	}
 	w := &walker{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
+	if err := jsonkeys.Unique(data); err != nil {
+		w.errs = append(w.errs, err)
+	}
 	w.dec.UseNumber()
 	if err := w.walk(reflect.TypeFor[Config](), ""); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", name, err)
+		w.errs = append(w.errs, err)
 	}
-	var cfg Config
+	if len(w.errs) > 0 {
+		return Config{}, problems(name, w.errs)
+	}
+	// Decoding into the defaults keeps them for keys left out: no
+	// lanmanageraddress means the default LAN manager, a portrangestart
+	// naming only tcp keeps the http and ws defaults.
+	cfg := Default()
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
+	errs := explicitZeros(data)
 	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", name, err)
+		errs = append(errs, unjoin(err)...)
+	}
+	if len(errs) > 0 {
+		return Config{}, problems(name, errs)
 	}
 	return cfg, nil
+}
+
+// explicitZeros refuses a 0 written for a key whose Go zero value means
+// "the default": in the file, leaving the key out says that.
+func explicitZeros(data []byte) []error {
+	var set struct {
+		LanManagerPort *int `json:"lanmanagerport"`
+		PortRangeSize  *int `json:"portrangesize"`
+	}
+	_ = json.Unmarshal(data, &set) // the walker checked the types
+	var errs []error
+	if set.LanManagerPort != nil && *set.LanManagerPort == 0 {
+		errs = append(errs, fmt.Errorf("lanmanagerport: 0 is out of range 1-65535 (leave the key out for %d)", DefaultLanManagerPort))
+	}
+	if set.PortRangeSize != nil && *set.PortRangeSize == 0 {
+		errs = append(errs, fmt.Errorf("portrangesize: 0 is out of range 1-65535 (leave the key out for %d)", DefaultPortRangeSize))
+	}
+	return errs
+}
+
+// unjoin splits an errors.Join result into its errors.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// problems renders errs one per line, each starting with name, at most
+// maxProblems of them.
+func problems(name string, errs []error) error {
+	var b strings.Builder
+	for i, err := range errs {
+		if i == maxProblems {
+			fmt.Fprintf(&b, "\n%s: and %d more problems", name, len(errs)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%s: %v", name, err)
+	}
+	return errors.New(b.String())
 }
 
 // walker checks the token stream of an already syntax-checked document
 // against the Go types it will be decoded into. encoding/json alone cannot
 // say where an unknown field is and accepts keys in any case; the walker
 // reports both with a field path and a position (jsonkeys, run before it,
-// the duplicate keys encoding/json lets win silently).
+// the duplicate keys encoding/json lets win silently). It collects every such problem in errs and goes
+// on with the next value; walk returns an error only when the token
+// stream itself fails.
 type walker struct {
 	data []byte
 	dec  *json.Decoder
+	errs []error
 }
 
 type fieldError struct {
@@ -155,8 +222,34 @@ func (e *fieldError) Error() string {
 	return fmt.Sprintf("%s: %s (%s)", e.path, e.msg, e.pos)
 }
 
-func (w *walker) errAt(off int, path, format string, args ...any) error {
-	return &fieldError{path: path, msg: fmt.Sprintf(format, args...), pos: jsonkeys.LineCol(w.data, off)}
+// fail records a problem with the value at off.
+func (w *walker) fail(off int, path, format string, args ...any) {
+	w.errs = append(w.errs, &fieldError{path: path, msg: fmt.Sprintf(format, args...), pos: jsonkeys.LineCol(w.data, off)})
+}
+
+// mismatch records a value of the wrong kind and skips the rest of it.
+func (w *walker) mismatch(tok json.Token, off int, path, format string, args ...any) error {
+	w.fail(off, path, format, args...)
+	return w.skip(tok)
+}
+
+// skip reads past the rest of a value whose first token was tok.
+func (w *walker) skip(tok json.Token) error {
+	for depth := 0; ; {
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+		var err error
+		if tok, _, err = w.next(); err != nil {
+			return err
+		}
+	}
 }
 
 // next reads a token and returns where it starts.
@@ -193,50 +286,49 @@ func (w *walker) walk(t reflect.Type, path string) error {
 	}
 	if t == durationType {
 		if _, err := durationFromToken(tok); err != nil {
-			return w.errAt(off, path, "%v", err)
+			return w.mismatch(tok, off, path, "%v", err)
 		}
 		return nil
 	}
 	switch t.Kind() {
 	case reflect.String:
 		if _, ok := tok.(string); !ok {
-			return w.errAt(off, path, "want a string, got %s", describe(tok))
+			return w.mismatch(tok, off, path, "want a string, got %s", describe(tok))
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		n, ok := tok.(json.Number)
 		if !ok {
-			return w.errAt(off, path, "want an integer, got %s", describe(tok))
+			return w.mismatch(tok, off, path, "want an integer, got %s", describe(tok))
 		}
 		if _, err := strconv.ParseInt(string(n), 10, t.Bits()); err != nil {
 			if isInteger(string(n)) {
-				return w.errAt(off, path, "%s is out of range", n)
+				w.fail(off, path, "%s is out of range", n)
+			} else {
+				w.fail(off, path, "%s is not an integer", n)
 			}
-			return w.errAt(off, path, "%s is not an integer", n)
 		}
 	case reflect.Uint16:
 		n, ok := tok.(json.Number)
 		if !ok {
-			return w.errAt(off, path, "want a port number 1-65535, got %s", describe(tok))
+			return w.mismatch(tok, off, path, "want a port number 1-65535, got %s", describe(tok))
 		}
 		if _, err := strconv.ParseUint(string(n), 10, 16); err != nil {
 			if isInteger(string(n)) {
-				return w.errAt(off, path, "%s is out of range 1-65535", n)
+				w.fail(off, path, "%s is out of range 1-65535", n)
+			} else {
+				w.fail(off, path, "%s is not a port number (want an integer 1-65535)", n)
 			}
-			return w.errAt(off, path, "%s is not a port number (want an integer 1-65535)", n)
 		}
 	case reflect.Struct:
-		return w.walkObject(tok, off, path, func(key string, keyOff int) (reflect.Type, error) {
-			f, ok := fieldByTag(t, key)
-			if !ok {
-				return nil, w.errAt(keyOff, path, "unknown field %q", key)
-			}
-			return f, nil
+		return w.walkObject(tok, off, path, func(key string) reflect.Type {
+			f, _ := fieldByTag(t, key)
+			return f
 		})
 	case reflect.Map:
-		return w.walkObject(tok, off, path, func(string, int) (reflect.Type, error) { return t.Elem(), nil })
+		return w.walkObject(tok, off, path, func(string) reflect.Type { return t.Elem() })
 	case reflect.Slice:
 		if tok != json.Delim('[') {
-			return w.errAt(off, path, "want an array, got %s", describe(tok))
+			return w.mismatch(tok, off, path, "want an array, got %s", describe(tok))
 		}
 		for i := 0; w.dec.More(); i++ {
 			if err := w.walk(t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
@@ -246,15 +338,16 @@ func (w *walker) walk(t reflect.Type, path string) error {
 		_, _, err := w.next() // ']'
 		return err
 	default:
-		return w.errAt(off, path, "internal error: no rule for %s", t)
+		return w.mismatch(tok, off, path, "internal error: no rule for %s", t)
 	}
 	return nil
 }
 
-// walkObject walks an object whose value types come from elem.
-func (w *walker) walkObject(tok json.Token, off int, path string, elem func(key string, keyOff int) (reflect.Type, error)) error {
+// walkObject walks an object whose value types come from elem (nil: an
+// unknown field, whose value is skipped).
+func (w *walker) walkObject(tok json.Token, off int, path string, elem func(key string) reflect.Type) error {
 	if tok != json.Delim('{') {
-		return w.errAt(off, path, "want an object, got %s", describe(tok))
+		return w.mismatch(tok, off, path, "want an object, got %s", describe(tok))
 	}
 	for w.dec.More() {
 		kt, keyOff, err := w.next()
@@ -262,9 +355,17 @@ func (w *walker) walkObject(tok json.Token, off int, path string, elem func(key 
 			return err
 		}
 		key, _ := kt.(string)
-		t, err := elem(key, keyOff)
-		if err != nil {
-			return err
+		t := elem(key)
+		if t == nil {
+			w.fail(keyOff, path, "unknown field %q", key)
+			vt, _, err := w.next()
+			if err != nil {
+				return err
+			}
+			if err := w.skip(vt); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := w.walk(t, join(path, key)); err != nil {
 			return err

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -53,7 +54,12 @@ func TestLoadBadFiles(t *testing.T) {
 		{"fractional port", strings.Replace(valid, "15000", "15000.5", 1), []string{"portrangestart.tcp: 15000.5 is not a port number"}},
 		{"port as string", strings.Replace(valid, "16000", `"16000"`, 1), []string{"portrangestart.http: want a port number 1-65535, got a string"}},
 		{"port zero", strings.Replace(valid, "17000", "0", 1), []string{"portrangestart.ws: 0 is out of range 1-65535"}},
-		{"missing portrangestart", `{"lanmanageraddress": "a"}`, []string{"portrangestart.tcp: 0 is out of range 1-65535"}},
+		{"range past 65535", `{"portrangestart": {"ws": 65000}}`,
+			[]string{"portrangestart.ws: range 65000-65999 (portrangesize 1000) ends past 65535: lower portrangestart.ws to 64536 or portrangesize to 536"}},
+		{"range past 65535 through portrangesize", withFields(`"portrangesize": 50000`), []string{"portrangestart.http: range 16000-65999 (portrangesize 50000) ends past 65535: lower portrangestart.http to 15536 or portrangesize to 49536"}},
+		{"partial portrangestart overlaps a default", `{"portrangestart": {"tcp": 16500}}`, []string{"portrangestart: tcp range 16500-17499 overlaps http range 16000-16999"}},
+		{"explicit lanmanagerport 0", `{"lanmanagerport": 0}`, []string{"lanmanagerport: 0 is out of range 1-65535 (leave the key out for 23552)"}},
+		{"explicit portrangesize 0", `{"portrangesize": 0}`, []string{"portrangesize: 0 is out of range 1-65535 (leave the key out for 1000)"}},
 		{"overlapping ranges", strings.Replace(valid, "16000", "15500", 1), []string{"portrangestart: tcp range 15000-15999 overlaps http range 15500-16499"}},
 		{"overlap through portrangesize", withFields(`"portrangesize": 1001`), []string{"portrangestart: tcp range 15000-16000 overlaps http range 16000-17000 (portrangesize 1001)"}},
 		{"negative portrangesize", withFields(`"portrangesize": -3`), []string{"portrangesize: -3 is out of range 1-65535"}},
@@ -402,4 +408,113 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("round trip changed %s to %s", b, b2)
 		}
 	})
+}
+
+// TestLoadKeysLeftOut: a hand-written file takes the README's default for
+// every key it leaves out, including part of portrangestart, while an
+// explicit "" for lanmanageraddress still means no LAN manager.
+func TestLoadKeysLeftOut(t *testing.T) {
+	tests := []struct {
+		name, content string
+		want          func(c *Config)
+	}{
+		{"empty object", `{}`, func(*Config) {}},
+		{"only modules", `{"modules": {"web": {"command": "x"}}}`, func(c *Config) { c.Modules = map[string]Module{"web": {Command: "x"}} }},
+		{"only tcp range", `{"portrangestart": {"tcp": 20000}}`, func(c *Config) { c.PortRangeStart.TCP = 20000 }},
+		{"only ws range", `{"portrangestart": {"ws": 30000}}`, func(c *Config) { c.PortRangeStart.WS = 30000 }},
+		{"explicit no LAN", `{"lanmanageraddress": ""}`, func(c *Config) { c.LanManagerAddress = "" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), FileName)
+			if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, created, err := Load(path)
+			if err != nil || created {
+				t.Fatalf("Load = created %v, %v", created, err)
+			}
+			want := Default()
+			tt.want(&want)
+			if !reflect.DeepEqual(cfg, want) {
+				t.Fatalf("cfg = %+v\nwant  %+v", cfg, want)
+			}
+			d := cfg.WithDefaults("")
+			if d.LanManagerPort != DefaultLanManagerPort || d.PortRangeSize != DefaultPortRangeSize {
+				t.Fatalf("WithDefaults: lanmanagerport %d, portrangesize %d", d.LanManagerPort, d.PortRangeSize)
+			}
+		})
+	}
+}
+
+// TestLoadSkipsBOM: a leading UTF-8 byte order mark (as Windows editors
+// write) is skipped, and positions in errors stay those an editor shows.
+func TestLoadSkipsBOM(t *testing.T) {
+	bom := "\xEF\xBB\xBF"
+	cfg, err := Parse("c.json", []byte(bom+valid))
+	if err != nil || !reflect.DeepEqual(cfg, Default()) {
+		t.Fatalf("Parse(BOM + valid) = %+v, %v", cfg, err)
+	}
+	_, err = Parse("c.json", []byte(bom+`{"lanmanagerprot": 1}`))
+	if err == nil || err.Error() != `c.json: unknown field "lanmanagerprot" (line 1, column 2)` {
+		t.Fatalf("Parse(BOM + unknown field) = %v", err)
+	}
+	if _, err := Parse("c.json", []byte(bom)); err == nil || !strings.Contains(err.Error(), "empty file") {
+		t.Fatalf("Parse(BOM only) = %v, want empty file", err)
+	}
+}
+
+// TestLoadReportsEveryProblem: one mistake does not hide the others, in
+// the file's structure or its values; each line names the file, and the
+// list is bounded.
+func TestLoadReportsEveryProblem(t *testing.T) {
+	tests := []struct {
+		name, content string
+		want          []string
+	}{
+		{"structure", `{"lanmanagerprot": 1, "socket": 5, "modules": {"web": {"comand": "x", "args": "a"}}, "portrangestart": {"udp": 1}}`, []string{
+			`c.json: unknown field "lanmanagerprot" (line 1, column 2)`,
+			`c.json: socket: want a string, got the number 5 (line 1, column 33)`,
+			`c.json: modules.web: unknown field "comand" (line 1, column 56)`,
+			`c.json: modules.web.args: want an array, got a string (line 1, column 79)`,
+			`c.json: portrangestart: unknown field "udp" (line 1, column 105)`,
+		}},
+		{"values", `{"lanmanagerport": 70000, "maxprocesses": -1, "machineid": "a b", "portrangesize": 0,
+			"modules": {"a": {"restart": "sometimes"}, "b": {"command": "x", "readiness": "maybe"}}}`, []string{
+			"c.json: portrangesize: 0 is out of range 1-65535 (leave the key out for 1000)",
+			"c.json: lanmanagerport: 70000 is out of range 1-65535",
+			`c.json: machineid: "a b"`,
+			"c.json: maxprocesses: -1 is negative",
+			"c.json: modules.a.command: missing",
+			`c.json: modules.b.readiness: "maybe": want none, ports or sdk`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.json", []byte(tt.content))
+			if err == nil {
+				t.Fatal("Parse accepted the file")
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Fatalf("%d lines, want %d:\n%v", len(lines), len(tt.want), err)
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(lines[i], w) {
+					t.Errorf("line %d = %q, want %q", i, lines[i], w)
+				}
+			}
+		})
+	}
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range 25 {
+		fmt.Fprintf(&b, "%q: 1,", fmt.Sprintf("k%d", i))
+	}
+	b.WriteString(`"maxprocesses": 1}`)
+	_, err := Parse("c.json", []byte(b.String()))
+	lines := strings.Split(fmt.Sprint(err), "\n")
+	if len(lines) != maxProblems+1 || lines[maxProblems] != "c.json: and 5 more problems" {
+		t.Fatalf("25 problems reported as %d lines, the last %q", len(lines), lines[len(lines)-1])
+	}
 }

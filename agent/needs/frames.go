@@ -3,6 +3,7 @@ package needs
 import (
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"time"
 
@@ -93,6 +94,9 @@ func (s *State) claim(now time.Duration) {
 		if _, ok := s.claims[n.Instance]; ok {
 			continue
 		}
+		if r, ok := s.refused[n.Instance]; ok && reflect.DeepEqual(r, n) {
+			continue
+		}
 		s.claims[n.Instance] = now
 		pending++
 		s.send(lanwire.TypeClaim, &lanwire.Claim{Instance: n.Instance})
@@ -118,9 +122,27 @@ func (s *State) grant(g *lanwire.Grant) {
 	case s.cfg.Busy(n.Instance):
 		fail("a local process of this master has that instance name")
 	default:
+		if err := s.cfg.Check(n); err != nil {
+			s.refuse(n)
+			fail(err.Error())
+			return
+		}
 		s.copies[n.Instance] = &copyState{need: n, epoch: g.Epoch}
 		s.out = append(s.out, Effect{Kind: DoStart, Need: n, Epoch: g.Epoch})
 	}
+}
+
+// maxRefused bounds the needs remembered as refused; past it they are
+// forgotten, and claimed (and refused) once more.
+const maxRefused = 1024
+
+// refuse remembers a need this master cannot run, so it does not claim it
+// again while it is unchanged.
+func (s *State) refuse(n lanwire.Need) {
+	if len(s.refused) >= maxRefused {
+		clear(s.refused)
+	}
+	s.refused[n.Instance] = n
 }
 
 // Started records the ports of a copy's child the agent started.

@@ -38,7 +38,10 @@ type Config struct {
 	// Capacity is the agent's free capacity now.
 	Capacity func() lanwire.Capacity
 	// Busy says whether a child of that instance name runs on the agent.
-	Busy   func(instance string) bool
+	Busy func(instance string) bool
+	// Check says why this master cannot run a need as it is (nil: it
+	// can), e.g. a protocol its module does not declare here.
+	Check  func(n lanwire.Need) error
 	Logger hclog.Logger
 }
 
@@ -96,6 +99,10 @@ type State struct {
 	copies  map[string]*copyState
 	offered []lanwire.Need
 	claims  map[string]time.Duration
+	// refused are needs Check refused when granted, by instance: they
+	// are not claimed again while unchanged, since they would only fail
+	// again; the LAN manager shows why as their last error.
+	refused map[string]lanwire.Need
 	// running is the agent's count of live need children, from the last
 	// capacity it reported.
 	capLast  lanwire.Capacity
@@ -117,7 +124,10 @@ func NewState(cfg Config) *State {
 	if cfg.Busy == nil {
 		cfg.Busy = func(string) bool { return false }
 	}
-	s := &State{cfg: cfg, log: cfg.Logger, modules: map[string]bool{}, copies: map[string]*copyState{}, claims: map[string]time.Duration{}}
+	if cfg.Check == nil {
+		cfg.Check = func(lanwire.Need) error { return nil }
+	}
+	s := &State{cfg: cfg, log: cfg.Logger, modules: map[string]bool{}, copies: map[string]*copyState{}, claims: map[string]time.Duration{}, refused: map[string]lanwire.Need{}}
 	for _, m := range cfg.Modules {
 		s.modules[m] = true
 	}

@@ -275,3 +275,37 @@ func TestStartFailed(t *testing.T) {
 		t.Fatal("copy held after its start failed")
 	}
 }
+
+// TestRefusedNeedNotClaimedAgain: a granted need the master cannot run
+// (Check) is given back with the reason and not claimed again while it is
+// unchanged, so it is not retried forever; a changed need is claimed.
+func TestRefusedNeedNotClaimedAgain(t *testing.T) {
+	x := newM(t, 0)
+	x.st.cfg.Check = func(n lanwire.Need) error {
+		if slices.Contains(n.Protocols, "ws") {
+			return errors.New("need w1 asks for protocol ws, which module web does not declare")
+		}
+		return nil
+	}
+	x.welcome()
+	bad := lanwire.Need{Instance: "w1", Module: "web", Protocols: []string{"ws"}}
+	offer := &lanwire.Needs{Needs: []lanwire.Need{bad}}
+	if fx := x.frame(lanwire.TypeNeeds, offer); len(sends(fx, lanwire.TypeClaim)) != 1 {
+		t.Fatalf("first offer: %+v, want a claim", fx)
+	}
+	fx := x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: bad, Epoch: 1})
+	f := sends(fx, lanwire.TypeSpawnFailed)
+	if len(f) != 1 || len(kinds(fx, DoStart)) != 0 || !strings.Contains(f[0].(*lanwire.SpawnFailed).Error, "does not declare") {
+		t.Fatalf("grant of a refused need: %+v", fx)
+	}
+	if fx := x.frame(lanwire.TypeNeeds, offer); len(sends(fx, lanwire.TypeClaim)) != 0 {
+		t.Fatalf("refused need claimed again: %+v", fx)
+	}
+	fixed := web("w1")
+	if fx := x.frame(lanwire.TypeNeeds, &lanwire.Needs{Needs: []lanwire.Need{fixed}}); len(sends(fx, lanwire.TypeClaim)) != 1 {
+		t.Fatalf("changed need not claimed: %+v", fx)
+	}
+	if fx := x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: fixed, Epoch: 2}); len(kinds(fx, DoStart)) != 1 {
+		t.Fatalf("grant of the changed need: %+v, want a start", fx)
+	}
+}

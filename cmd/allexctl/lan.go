@@ -1,11 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
+	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +23,11 @@ import (
 )
 
 func (g *globals) lanClient() (*adminclient.Client, error) {
+	u, err := lanURL(g.lan)
+	if err != nil {
+		return nil, err
+	}
+	g.lan = u
 	token := g.token
 	if token == "" && g.tokenFile != "" {
 		b, err := os.ReadFile(g.tokenFile)
@@ -29,7 +39,44 @@ func (g *globals) lanClient() (*adminclient.Client, error) {
 	if token == "" {
 		return nil, errors.New("the LAN manager needs a token: pass -token or -token-file (or set ALLEX_LAN_TOKEN)")
 	}
-	return adminclient.New(strings.TrimRight(g.lan, "/"), token), nil
+	return adminclient.New(g.lan, token), nil
+}
+
+const lanWant = "want host, host:port or http(s)://host:port"
+
+// lanURL turns -lan (or ALLEX_LAN) into the admin API's base URL: a host
+// takes the LAN manager's default port, host:port means plain HTTP, and a
+// URL is taken as written.
+func lanURL(s string) (string, error) {
+	in := s
+	if !strings.Contains(s, "://") {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil { // no port given
+			host, port = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), strconv.Itoa(lanwire.DefaultPort)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("-lan %q: port %q is not a number 1-65535 (%s)", in, port, lanWant)
+		}
+		s = "http://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("-lan %q: %v (%s)", in, errors.Unwrap(err), lanWant)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("-lan %q: scheme %q (%s)", in, u.Scheme, lanWant)
+	case u.Hostname() == "":
+		return "", fmt.Errorf("-lan %q: no host (%s)", in, lanWant)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "":
+		return "", fmt.Errorf("-lan %q: only a scheme, host and port are allowed (%s)", in, lanWant)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("-lan %q: port %q is not a number 1-65535 (%s)", in, p, lanWant)
+		}
+	}
+	return u.Scheme + "://" + u.Host, nil
 }
 
 func (g *globals) printJSON(v any) error {
@@ -211,6 +258,11 @@ func parseNeedAdd(g *globals, args []string) ([]lanwire.Need, error) {
 	}
 	if *machine != "" || *addr != "" {
 		n.Machine = &lanwire.MachineConstraint{ID: *machine, Address: *addr}
+	}
+	for _, k := range slices.Sorted(maps.Keys(fixed)) {
+		if !slices.Contains(n.Protocols, k) {
+			return nil, fmt.Errorf("needs add: -fixed %s=%s: %s is not in -protocols (%s); list it there too", k, fixed[k], k, cmp.Or(*protocols, "none"))
+		}
 	}
 	if err := n.Validate(); err != nil {
 		return nil, fmt.Errorf("needs add: %w", err)

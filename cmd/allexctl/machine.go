@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/allex-go/allex/agent/config"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/version"
 )
 
 // Bounds of one call: plain queries, and stops that wait for a child's
@@ -66,8 +68,11 @@ func (g *globals) rpcErr(err error) error {
 	if !ok {
 		return err
 	}
-	if st.Code() == codes.Unavailable {
+	switch st.Code() {
+	case codes.Unavailable:
 		return fmt.Errorf("allexmaster on %s is unavailable: %s", g.socket, st.Message())
+	case codes.FailedPrecondition:
+		return errors.New(st.Message()) // a sentence saying what to do instead
 	}
 	return fmt.Errorf("%s: %s", strings.ToLower(st.Code().String()), st.Message())
 }
@@ -116,6 +121,51 @@ func (g *globals) status(ctx context.Context, args []string) error {
 	fmt.Fprintf(tw, "processes\t%d (%d ready)\n", st.GetProcesses(), st.GetReady())
 	for _, r := range st.GetPortRanges() {
 		fmt.Fprintf(tw, "%s ports\t%d-%d, %d in use\n", config.ProtocolString(r.GetProtocol()), r.GetRangeStart(), r.GetRangeEnd(), r.GetInUse())
+	}
+	return tw.Flush()
+}
+
+// versionTimeout bounds asking the master its version: the answer is
+// only a part of what version prints.
+const versionTimeout = 5 * time.Second
+
+// version prints allexctl's version and the master's, or why the master
+// did not say.
+func (g *globals) version(ctx context.Context, args []string) error {
+	fs := g.subFlags("version")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return errors.New("version: takes no arguments")
+	}
+	out := struct {
+		Allexctl    string `json:"allexctl"`
+		Allexmaster string `json:"allexmaster,omitempty"`
+		Socket      string `json:"socket"`
+		Error       string `json:"error,omitempty"`
+	}{Allexctl: version.String(), Socket: g.socket}
+	if c, cctx, done, err := g.connect(ctx, versionTimeout); err != nil {
+		out.Error = err.Error()
+	} else {
+		st, err := c.Status(cctx, &allexv1.StatusRequest{})
+		done()
+		if err != nil {
+			out.Error = g.rpcErr(err).Error()
+		}
+		out.Allexmaster = st.GetVersion()
+	}
+	if g.output == "json" {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := g.table()
+	fmt.Fprintf(tw, "allexctl\t%s\n", out.Allexctl)
+	if out.Error != "" {
+		fmt.Fprintf(tw, "allexmaster\t- (%s)\n", out.Error)
+	} else {
+		fmt.Fprintf(tw, "allexmaster\t%s (%s)\n", out.Allexmaster, out.Socket)
 	}
 	return tw.Flush()
 }
@@ -336,8 +386,11 @@ func (g *globals) oneInstance(name string, args []string, extra func(fs *flagSet
 }
 
 func (g *globals) stop(ctx context.Context, args []string) error {
-	var remove *bool
-	inst, err := g.oneInstance("stop", args, func(fs *flagSet) { remove = fs.Bool("rm", false, "forget the process once stopped") })
+	var remove, force *bool
+	inst, err := g.oneInstance("stop", args, func(fs *flagSet) {
+		remove = fs.Bool("rm", false, "forget the process once stopped")
+		force = fs.Bool("force", false, "stop the child of a LAN need too (the LAN manager offers the need again)")
+	})
 	if err != nil {
 		return err
 	}
@@ -346,7 +399,7 @@ func (g *globals) stop(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	resp, err := c.StopProcess(ctx, &allexv1.StopProcessRequest{Instance: inst, Remove: *remove})
+	resp, err := c.StopProcess(ctx, &allexv1.StopProcessRequest{Instance: inst, Remove: *remove, Force: *force})
 	if err != nil {
 		return g.rpcErr(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/internal/version"
 )
 
 const usage = `usage: allexctl [global flags] COMMAND [flags] [args]
@@ -25,7 +26,8 @@ Machine (over the master's socket):
   ports [INSTANCE|-module M]   ports held by processes
   start [flags] INSTANCE [-- COMMAND ARGS...]
                                start a process (a configured module, or a command)
-  stop [-rm] INSTANCE          stop a process gracefully (-rm: forget it too)
+  stop [-rm] [-force] INSTANCE stop a process gracefully (-rm: forget it too;
+                               -force: a LAN need's child too, which is re-offered)
   restart INSTANCE             restart a process
   logs [-f] [-n N] [-stream stdout|stderr] INSTANCE
   events [INSTANCE]            follow lifecycle events
@@ -34,6 +36,8 @@ LAN (over the LAN manager's admin API):
   services [-w] [-module M] [INSTANCE]
   needs ls | needs add [flags] INSTANCE | needs add -f FILE | needs rm INSTANCE
   machines
+
+  version                      allexctl's version and the master's
 
 Global flags:
 `
@@ -72,10 +76,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fs.StringVar(&g.socket, "socket", envOr("ALLEX_SOCKET", config.DefaultSocket), "machine socket (env ALLEX_SOCKET)")
 	fs.StringVar(&g.output, "o", "table", "output: table or json")
-	fs.StringVar(&g.lan, "lan", envOr("ALLEX_LAN", "http://127.0.0.1:23552"), "LAN manager admin URL (env ALLEX_LAN)")
+	fs.StringVar(&g.lan, "lan", envOr("ALLEX_LAN", "127.0.0.1:23552"), "LAN manager: host, host:port or http(s)://host:port (env ALLEX_LAN)")
 	fs.StringVar(&g.token, "token", os.Getenv("ALLEX_LAN_TOKEN"), "LAN manager token (env ALLEX_LAN_TOKEN)")
 	fs.StringVar(&g.tokenFile, "token-file", os.Getenv("ALLEX_LAN_TOKEN_FILE"), "file holding the LAN manager token (env ALLEX_LAN_TOKEN_FILE)")
+	showVersion := fs.Bool("version", false, "print allexctl's version and exit")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, "allexctl", version.String())
 		return err
 	}
 	if g.output != "table" && g.output != "json" {
@@ -109,6 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return g.needs(ctx, rest)
 	case "machines":
 		return g.machines(ctx, rest)
+	case "version":
+		return g.version(ctx, rest)
 	case "help":
 		fs.Usage()
 		return nil

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/allex-go/allex/internal/version"
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/store"
 	"github.com/allex-go/allex/lanwire"
@@ -67,8 +68,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.DurationVar(&cfg.HelloTimeout, "hello-timeout", lanmanager.DefaultHelloTimeout, "a master's link must say hello within this")
 	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data) or memory (state lost on exit)")
+	showVersion := fset.Bool("version", false, "print the version and exit")
 	if err := fset.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println("allexlanmanager", version.String())
+		return nil
 	}
 	if fset.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fset.Args())

@@ -21,11 +21,9 @@ import (
 	"github.com/allex-go/allex/agent/statedir"
 	"github.com/allex-go/allex/internal/cloexec"
 	"github.com/allex-go/allex/internal/logfallback"
+	"github.com/allex-go/allex/internal/version"
 	"github.com/allex-go/allex/server"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	// Before anything is started: a descriptor the parent shell left open
@@ -57,7 +55,7 @@ func main() {
 type flags struct {
 	config, socket, lanAddr, address, machineID, token, tokenFile, stateDir, logLevel string
 	lanPort, maxProcs                                                                 int
-	noLAN, logJSON, dev                                                               bool
+	noLAN, logJSON, dev, version                                                      bool
 	demo                                                                              devFlags
 }
 
@@ -78,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, map[string]bool, error
 	fs.IntVar(&f.maxProcs, "max-processes", -1, "most children to run, 0 unlimited (overrides maxprocesses)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON lines")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.BoolVar(&f.dev, "dev", false, "development mode: embedded LAN manager on loopback, demo needs, kills and re-satisfies demo services")
 	f.demo.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -107,6 +106,10 @@ func run(args []string, stderr *logfallback.Writer) error {
 			return nil
 		}
 		return err
+	}
+	if f.version {
+		fmt.Println("allexmaster", version.String())
+		return nil
 	}
 	log := newLogger(f, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -211,7 +214,7 @@ func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logge
 		Token:         token,
 		Identity:      identity,
 		KeeperCommand: keeperCmd,
-		Version:       version,
+		Version:       version.String(),
 	})
 	if err != nil {
 		ln.Close()
@@ -221,7 +224,7 @@ func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logge
 	go func() {
 		select {
 		case <-a.Ready():
-			log.Info("allexmaster running", "socket", cfg.Socket, "machine", cfg.MachineID, "identity", identity[:8], "lanmanager", cfg.LanManagerAddress, "statedir", cfg.StateDir, "pid", os.Getpid())
+			log.Info("allexmaster running", "version", version.String(), "socket", cfg.Socket, "machine", cfg.MachineID, "identity", identity[:8], "lanmanager", cfg.LanManagerAddress, "statedir", cfg.StateDir, "pid", os.Getpid())
 		case <-ctx.Done():
 		}
 	}()

@@ -1008,7 +1008,10 @@ type StopProcessRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Remove the process from the table once stopped (frees its name).
-	Remove        bool `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	Remove bool `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	// Stop the child of a LAN need too: without it the master refuses
+	// (FAILED_PRECONDITION), since the LAN manager offers the need again.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1053,6 +1056,13 @@ func (x *StopProcessRequest) GetInstance() string {
 func (x *StopProcessRequest) GetRemove() bool {
 	if x != nil {
 		return x.Remove
+	}
+	return false
+}
+
+func (x *StopProcessRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
 	}
 	return false
 }
@@ -1774,10 +1784,11 @@ const file_allex_v1_machine_proto_rawDesc = "" +
 	"\x13StartProcessRequest\x12(\n" +
 	"\x04spec\x18\x01 \x01(\v2\x14.allex.v1.ModuleSpecR\x04spec\"G\n" +
 	"\x14StartProcessResponse\x12/\n" +
-	"\aprocess\x18\x01 \x01(\v2\x15.allex.v1.ProcessInfoR\aprocess\"H\n" +
+	"\aprocess\x18\x01 \x01(\v2\x15.allex.v1.ProcessInfoR\aprocess\"^\n" +
 	"\x12StopProcessRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
-	"\x06remove\x18\x02 \x01(\bR\x06remove\"F\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"F\n" +
 	"\x13StopProcessResponse\x12/\n" +
 	"\aprocess\x18\x01 \x01(\v2\x15.allex.v1.ProcessInfoR\aprocess\"3\n" +
 	"\x15RestartProcessRequest\x12\x1a\n" +
