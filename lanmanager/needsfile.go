@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/allex-go/allex/internal/jsonkeys"
 	"github.com/allex-go/allex/lanmanager/lanstate"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -24,6 +25,9 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 // error messages only.
 func ParseNeedsFile(name string, data []byte) ([]lanwire.Need, error) {
 	data = bytes.TrimPrefix(data, utf8BOM)
+	if err := jsonkeys.Unique(data); err != nil {
+		return nil, fmt.Errorf("needs file %s: %w", name, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f needsFile

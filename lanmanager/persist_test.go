@@ -131,6 +131,7 @@ func TestParseNeedsFile(t *testing.T) {
 		{"invalid need", `{"needs":[{"instance":"a","module":"m"},{"instance":"b","module":"bad module"}]}`, `needs[1] (instance "b")`, 0},
 		{"duplicate", `{"needs":[{"instance":"a","module":"m"},{"instance":"a","module":"m"}]}`, "already defined at needs[0]", 0},
 		{"trailing", `{"needs":[]} x`, "trailing", 0},
+		{"repeated top key", `{"needs":[{"instance":"a","module":"m"}],"needs":[]}`, `duplicate field "needs"`, 0},
 		{"not json", `needs`, "invalid", 0},
 	}
 	for _, tt := range tests {
