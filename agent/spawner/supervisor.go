@@ -868,9 +868,8 @@ func (s *Supervisor) emit(ev Event) {
 }
 
 // settleLimit is how long a restart's events wait after the new child's
-// start: most children listen within a millisecond of their exec, and at
-// the 99th percentile of the bench's kills the new child had answered its
-// first connection 1.3–2.1 ms after the start.
+// start: long enough for a typical child to be listening (bench/README.md
+// has the kill timings behind it), short enough not to delay the report.
 const settleLimit = 5 * time.Millisecond
 
 // hold queues an event, stamped now, for the next emit or flush. A restart

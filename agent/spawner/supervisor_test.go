@@ -654,7 +654,9 @@ func TestRestartEventsSettle(t *testing.T) {
 		settle      time.Duration
 		wantState   State // when the new run's running event arrives
 	}{
-		{"ready child", 0, 300 * time.Millisecond, StateReady},
+		// Long enough for a child that listens at once to be ready even
+		// on a loaded machine.
+		{"ready child", 0, 2 * time.Second, StateReady},
 		{"slow child", time.Second, settleLimit, StateRunning},
 	}
 	for _, tt := range tests {
