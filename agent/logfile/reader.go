@@ -184,6 +184,38 @@ func (r *Reader) replaced() bool {
 	return !os.SameFile(fi, r.fi)
 }
 
+// Pending returns how many bytes the log holds past where the reader is,
+// the file that took the live file's place included: what it reads before
+// it catches up, unless more is written.
+func (r *Reader) Pending() (int64, error) {
+	var n int64
+	for _, f := range append(append([]*os.File(nil), r.older...), r.live) {
+		if f == nil {
+			continue
+		}
+		pos, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return 0, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		n += max(fi.Size()-pos, 0)
+	}
+	fi, err := os.Stat(r.path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+		return n, err
+	}
+	if r.live == nil || !os.SameFile(fi, r.fi) {
+		n += fi.Size()
+	}
+	return n, nil
+}
+
 // Close closes the files the reader holds.
 func (r *Reader) Close() error {
 	var errs []error

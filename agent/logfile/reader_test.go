@@ -47,6 +47,36 @@ func TestReaderReadsRotatedFilesOldestFirst(t *testing.T) {
 	}
 }
 
+func TestReaderPending(t *testing.T) {
+	path := logPath(t)
+	w := newWriter(t, path, 100, 3)
+	write(t, w, lines(0, 35))
+	r := openReader(t, path, 8)
+	if n, err := r.Pending(); n != 80 || err != nil {
+		t.Errorf("Pending = %d, %v; want the 80 bytes of the last 8 lines", n, err)
+	}
+	readNow(t, r)
+	write(t, w, lines(35, 1))
+	if n, err := r.Pending(); n != 10 || err != nil {
+		t.Errorf("Pending after a write = %d, %v; want 10", n, err)
+	}
+	// The rest of the file rotated away and the new live file.
+	write(t, w, lines(36, 5))
+	if n, err := r.Pending(); n != 60 || err != nil {
+		t.Errorf("Pending after a rotation = %d, %v; want 60", n, err)
+	}
+	// A log that appears after the reader was opened.
+	late := openReader(t, logPath(t), 0)
+	if n, err := late.Pending(); n != 0 || err != nil {
+		t.Errorf("Pending of no log = %d, %v", n, err)
+	}
+	w = newWriter(t, late.path, 100, 3)
+	write(t, w, lines(0, 2))
+	if n, err := late.Pending(); n != 20 || err != nil {
+		t.Errorf("Pending of a new log = %d, %v; want 20", n, err)
+	}
+}
+
 func TestReaderTail(t *testing.T) {
 	path := logPath(t)
 	w := newWriter(t, path, 100, 3)
