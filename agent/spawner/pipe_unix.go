@@ -12,9 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// chunk is the most one read takes from a pipe: a full pipe of the
-// kernel's default size.
-const chunk = 64 << 10
+// chunk is the most one read takes from a pipe: a quarter of a grown
+// one, so that the master makes fewer, larger reads and writes per byte
+// logged than with reads of a default pipe.
+const chunk = 256 << 10
+
+// defaultPipe is the kernel's default pipe capacity.
+const defaultPipe = 64 << 10
 
 // drainMax bounds what a pump copies after finish, enough for a full pipe
 // grown to pipeSize.
@@ -45,10 +49,10 @@ func copyPipe(r *os.File, c *copier) {
 				chunks.Put(buf)
 				return false
 			}
-			// A read that takes a whole chunk found the pipe full: the
+			// A read that takes a whole default pipe found it full: the
 			// child writes fast, and a bigger pipe lets it write on
 			// while this write goes to disk.
-			if n == chunk && !grown {
+			if n >= defaultPipe && !grown {
 				grown = true
 				growPipe(int(fd))
 			}
