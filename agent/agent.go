@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/agent/logfile"
 	"github.com/allex-go/allex/agent/portoffice"
 	"github.com/allex-go/allex/agent/spawner"
 	"github.com/allex-go/allex/agent/statefile"
@@ -282,6 +284,12 @@ func (a *Agent) specFor(req *allexv1.ModuleSpec) (*allexv1.ModuleSpec, error) {
 	if req.GetRestart() != allexv1.RestartPolicy_RESTART_POLICY_UNSPECIFIED {
 		spec.Restart = req.GetRestart()
 	}
+	if req.GetLogMaxSize() != 0 {
+		spec.LogMaxSize = req.GetLogMaxSize()
+	}
+	if req.GetLogMaxFiles() != 0 {
+		spec.LogMaxFiles = req.GetLogMaxFiles()
+	}
 	return spec, nil
 }
 
@@ -401,6 +409,14 @@ func validateSpec(s *allexv1.ModuleSpec) error {
 			return fmt.Errorf("%w: instance %s: fixed %s port %d out of range 1-65535", ErrInvalid, s.GetInstance(), name, port)
 		}
 	}
+	if size := s.GetLogMaxSize(); size > math.MaxInt64 {
+		return fmt.Errorf("%w: instance %s: log_max_size: %d is too large", ErrInvalid, s.GetInstance(), size)
+	} else if err := logfile.CheckSize(int64(size)); err != nil {
+		return fmt.Errorf("%w: instance %s: log_max_size: %w", ErrInvalid, s.GetInstance(), err)
+	}
+	if err := logfile.CheckFiles(int(s.GetLogMaxFiles())); err != nil {
+		return fmt.Errorf("%w: instance %s: log_max_files: %w", ErrInvalid, s.GetInstance(), err)
+	}
 	return nil
 }
 
@@ -463,6 +479,15 @@ func (a *Agent) spawnerSpec(s *allexv1.ModuleSpec, ports map[string]uint16) (spa
 		StopTimeout:    s.GetStopTimeout().AsDuration(),
 		StartTimeout:   s.GetStartTimeout().AsDuration(),
 		LogDir:         a.opts.LogDir,
+		LogMaxSize:     int64(s.GetLogMaxSize()),
+		LogMaxFiles:    int(s.GetLogMaxFiles()),
+	}
+	// The master's defaults for a spec without its own limits.
+	if out.LogMaxSize == 0 {
+		out.LogMaxSize = int64(a.opts.Config.LogMaxSize)
+	}
+	if out.LogMaxFiles == 0 {
+		out.LogMaxFiles = a.opts.Config.LogMaxFiles
 	}
 	switch s.GetRestart() {
 	case allexv1.RestartPolicy_RESTART_POLICY_NEVER:
@@ -746,19 +771,35 @@ func (a *Agent) Restart(ctx context.Context, instance string) (*allexv1.ProcessI
 	return a.Get(instance)
 }
 
-// LogFiles returns the stdout and stderr log paths of an instance.
+// LogFiles returns the stdout and stderr log paths of an instance, and a
+// channel closed once its child is done for good. The logs of an instance
+// no longer in the table (removed, or run by an earlier master) stay
+// readable while its files are there.
 func (a *Agent) LogFiles(instance string) (stdout, stderr string, done <-chan struct{}, err error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	p, ok := a.procs[instance]
-	if !ok {
-		return "", "", nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
+	a.mu.Unlock()
+	if ok && p.stdout != "" {
+		return p.stdout, p.stderr, p.done, nil
 	}
-	if p.stdout == "" {
+	if ok || a.opts.LogDir == "" {
 		return "", "", nil, fmt.Errorf("%w: %s has no log files (no log dir)", ErrNotFound, instance)
 	}
-	return p.stdout, p.stderr, p.done, nil
+	// The name becomes part of a path: only a valid one may.
+	if lanwire.ValidName(instance) {
+		stdout = spawner.LogPath(a.opts.LogDir, instance, "stdout")
+		stderr = spawner.LogPath(a.opts.LogDir, instance, "stderr")
+		for _, path := range []string{stdout, stderr} {
+			if _, err := os.Stat(path); err == nil {
+				return stdout, stderr, closedChan, nil
+			}
+		}
+	}
+	return "", "", nil, fmt.Errorf("%w: %s", ErrNotFound, instance)
 }
+
+// closedChan is the done channel of an instance that is not running.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Status summarizes the agent.
 func (a *Agent) Status() *allexv1.StatusResponse {

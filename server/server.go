@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
-	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/allex-go/allex/agent"
+	"github.com/allex-go/allex/agent/logfile"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 )
 
@@ -237,8 +238,14 @@ func (s *Server) Status(context.Context, *allexv1.StatusRequest) (*allexv1.Statu
 	return s.agent.Status(), nil
 }
 
-// logChunk bounds one Logs message.
-const logChunk = 32 << 10
+// logChunk bounds one Logs message; followChunk what a followed stream
+// sends per poll, so that a child writing faster than the client reads
+// leaves it behind (it skips rotated files, as tail -F does) rather than
+// holding the call.
+const (
+	logChunk    = 32 << 10
+	followChunk = 4 << 20
+)
 
 func (s *Server) Logs(req *allexv1.LogsRequest, stream grpc.ServerStreamingServer[allexv1.LogsResponse]) error {
 	stdout, stderr, done, err := s.agent.LogFiles(req.GetInstance())
@@ -248,7 +255,7 @@ func (s *Server) Logs(req *allexv1.LogsRequest, stream grpc.ServerStreamingServe
 	type src struct {
 		kind allexv1.LogStream
 		path string
-		f    *os.File
+		r    *logfile.Reader
 	}
 	var srcs []*src
 	if req.GetStream() != allexv1.LogStream_LOG_STREAM_STDERR {
@@ -258,55 +265,48 @@ func (s *Server) Logs(req *allexv1.LogsRequest, stream grpc.ServerStreamingServe
 		srcs = append(srcs, &src{kind: allexv1.LogStream_LOG_STREAM_STDERR, path: stderr})
 	}
 	for _, sc := range srcs {
-		f, err := os.Open(sc.path)
+		// A log not written yet is read once it appears.
+		r, err := logfile.OpenReader(sc.path, int(min(req.GetTailLines(), math.MaxInt32)))
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
 			return status.Errorf(codes.Internal, "open %s: %v", sc.path, err)
 		}
-		defer f.Close()
-		sc.f = f
-		if n := req.GetTailLines(); n > 0 {
-			if err := seekTail(f, int(n)); err != nil {
-				return status.Errorf(codes.Internal, "tail %s: %v", sc.path, err)
-			}
-		}
+		defer r.Close()
+		sc.r = r
 	}
 	buf := make([]byte, logChunk)
-	drain := func() (bool, error) {
-		any := false
+	// drain sends up to budget(src) bytes of each stream; a stream a
+	// child floods cannot keep the others, or the end of the call, from
+	// their turn.
+	drain := func(budget func(*logfile.Reader) (int64, error)) error {
 		for _, sc := range srcs {
-			if sc.f == nil {
-				// The file may appear once the child first starts.
-				if f, err := os.Open(sc.path); err == nil {
-					sc.f = f
-					defer f.Close()
-				} else {
-					continue
-				}
+			left, err := budget(sc.r)
+			if err != nil {
+				return status.Errorf(codes.Internal, "read %s: %v", sc.path, err)
 			}
-			for {
-				n, err := sc.f.Read(buf)
+			for left > 0 {
+				n, err := sc.r.Read(buf[:min(left, int64(len(buf)))])
 				if n > 0 {
-					any = true
+					left -= int64(n)
 					if serr := stream.Send(&allexv1.LogsResponse{Stream: sc.kind, Data: append([]byte(nil), buf[:n]...)}); serr != nil {
-						return any, serr
+						return serr
 					}
 				}
 				if err == io.EOF || n == 0 {
 					break
 				}
 				if err != nil {
-					return any, status.Errorf(codes.Internal, "read %s: %v", sc.path, err)
+					return status.Errorf(codes.Internal, "read %s: %v", sc.path, err)
 				}
 			}
 		}
-		return any, nil
+		return nil
 	}
-	if _, err := drain(); err != nil || !req.GetFollow() {
+	// What the files hold when asked for; later writes are for -f.
+	present := (*logfile.Reader).Pending
+	if err := drain(present); err != nil || !req.GetFollow() {
 		return err
 	}
+	perTick := func(*logfile.Reader) (int64, error) { return followChunk, nil }
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -315,51 +315,11 @@ func (s *Server) Logs(req *allexv1.LogsRequest, stream grpc.ServerStreamingServe
 			return nil
 		case <-done:
 			// Pick up what the child wrote last, then end the stream.
-			_, err := drain()
-			return err
+			return drain(present)
 		case <-tick.C:
-			if _, err := drain(); err != nil {
+			if err := drain(perTick); err != nil {
 				return err
 			}
 		}
 	}
-}
-
-// seekTail positions f at the start of its last n lines.
-func seekTail(f *os.File, n int) error {
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	size := fi.Size()
-	const block = 8 << 10
-	buf := make([]byte, block)
-	lines := 0
-	pos := size
-	for pos > 0 {
-		step := int64(block)
-		if pos < step {
-			step = pos
-		}
-		pos -= step
-		if _, err := f.ReadAt(buf[:step], pos); err != nil && err != io.EOF {
-			return err
-		}
-		for i := int(step) - 1; i >= 0; i-- {
-			if buf[i] != '\n' {
-				continue
-			}
-			// A newline that ends the file does not start a line.
-			if pos+int64(i) == size-1 {
-				continue
-			}
-			lines++
-			if lines == n {
-				_, err := f.Seek(pos+int64(i)+1, io.SeekStart)
-				return err
-			}
-		}
-	}
-	_, err = f.Seek(0, io.SeekStart)
-	return err
 }

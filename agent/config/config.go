@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/allex-go/allex/agent/logfile"
 	"github.com/allex-go/allex/agent/portoffice"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -79,6 +80,10 @@ type Config struct {
 	// StateDir holds logs and state files; default DefaultStateDir next
 	// to the config file.
 	StateDir string `json:"statedir,omitempty"`
+	// LogMaxSize and LogMaxFiles are the modules' defaults for their own
+	// keys of the same names; 0 means logfile's defaults.
+	LogMaxSize  ByteSize `json:"logmaxsize,omitempty"`
+	LogMaxFiles int      `json:"logmaxfiles,omitempty"`
 	// Modules this master can run, by module name.
 	Modules map[string]Module `json:"modules,omitempty"`
 	// Run lists instances started at boot without a LAN manager.
@@ -104,6 +109,11 @@ type Module struct {
 	// Readiness is none, ports or sdk; default ports when Protocols is
 	// set, none otherwise.
 	Readiness string `json:"readiness,omitempty"`
+	// LogMaxSize is the size at which each of the child's stdout and
+	// stderr logs is rotated, LogMaxFiles how many files each keeps (the
+	// live one included); 0 means the master's default.
+	LogMaxSize  ByteSize `json:"logmaxsize,omitempty"`
+	LogMaxFiles int      `json:"logmaxfiles,omitempty"`
 }
 
 // Instance is one instance of a module to start at boot.
@@ -152,6 +162,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxProcesses < 0 {
 		add("maxprocesses: %d is negative (0 means unlimited)", c.MaxProcesses)
+	}
+	if err := validLogLimits("", c.LogMaxSize, c.LogMaxFiles); err != nil {
+		return err
 	}
 	names := make([]string, 0, len(c.Modules))
 	for name := range c.Modules {
@@ -301,6 +314,17 @@ func (m Module) validate(path string) error {
 	if m.BackoffMax != 0 && m.BackoffMax < m.BackoffInitial {
 		return fmt.Errorf("%s.backoffmax: %v is less than backoffinitial %v", path, m.BackoffMax, m.BackoffInitial)
 	}
+	return validLogLimits(path+".", m.LogMaxSize, m.LogMaxFiles)
+}
+
+// validLogLimits checks logmaxsize and logmaxfiles under prefix.
+func validLogLimits(prefix string, size ByteSize, files int) error {
+	if err := logfile.CheckSize(int64(size)); err != nil {
+		return fmt.Errorf("%slogmaxsize: %w", prefix, err)
+	}
+	if err := logfile.CheckFiles(files); err != nil {
+		return fmt.Errorf("%slogmaxfiles: %w", prefix, err)
+	}
 	return nil
 }
 
@@ -371,6 +395,12 @@ func (c Config) WithDefaults(baseDir string) Config {
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
+	}
+	if c.LogMaxSize == 0 {
+		c.LogMaxSize = logfile.DefaultMaxSize
+	}
+	if c.LogMaxFiles == 0 {
+		c.LogMaxFiles = logfile.DefaultMaxFiles
 	}
 	c.StateDir = resolve(baseDir, c.StateDir)
 	if !strings.HasPrefix(c.Socket, `\\`) {

@@ -26,6 +26,7 @@ func TestWithDefaults(t *testing.T) {
 		{"defaults relative to base", Default(), base, func(c Config) Config {
 			d := Default()
 			d.LanManagerPort, d.PortRangeSize, d.MachineID = 23552, 1000, c.MachineID
+			d.LogMaxSize, d.LogMaxFiles = 10<<20, 5
 			d.Socket = DefaultSocket
 			if !strings.HasPrefix(DefaultSocket, `\\`) && !filepath.IsAbs(DefaultSocket) {
 				d.Socket = filepath.Join(base, DefaultSocket)
@@ -34,12 +35,14 @@ func TestWithDefaults(t *testing.T) {
 			return d
 		}},
 		{"no base keeps paths relative", Config{StateDir: "st", TokenFile: "tok", Socket: "s.sock"}, "", func(c Config) Config {
-			return Config{LanManagerPort: 23552, PortRangeSize: 1000, MachineID: c.MachineID, StateDir: "st", TokenFile: "tok", Socket: "s.sock"}
+			return Config{LanManagerPort: 23552, PortRangeSize: 1000, MachineID: c.MachineID, StateDir: "st", TokenFile: "tok", Socket: "s.sock",
+				LogMaxSize: 10 << 20, LogMaxFiles: 5}
 		}},
 		{"set values kept, relative ones resolved", Config{
 			LanManagerPort: 1, PortRangeSize: 5, MachineID: "m", StateDir: "st", TokenFile: "tok", Socket: "s.sock",
+			LogMaxSize: 1 << 20, LogMaxFiles: 2,
 		}, base, func(Config) Config {
-			return Config{LanManagerPort: 1, PortRangeSize: 5, MachineID: "m", StateDir: filepath.Join(base, "st"),
+			return Config{LanManagerPort: 1, PortRangeSize: 5, MachineID: "m", StateDir: filepath.Join(base, "st"), LogMaxSize: 1 << 20, LogMaxFiles: 2,
 				TokenFile: filepath.Join(base, "tok"), Socket: filepath.Join(base, "s.sock")}
 		}},
 	}
@@ -97,6 +100,7 @@ func TestValidateProgrammatic(t *testing.T) {
 		{"negative duration", Module{Command: "x", StopTimeout: Duration(-time.Second)}, "modules.m.stoptimeout: -1s is negative"},
 		{"NUL in args", Module{Command: "x", Args: []string{"a\x00b"}}, "modules.m.args[0]: contains a NUL byte"},
 		{"NUL in env value", Module{Command: "x", Env: map[string]string{"A": "\x00"}}, "modules.m.env.A: contains a NUL byte"},
+		{"negative log size", Module{Command: "x", LogMaxSize: -1}, "modules.m.logmaxsize: -1 is negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +177,7 @@ func TestSpec(t *testing.T) {
 		Protocols: []string{"http", "tcp"}, Restart: "always", MaxRestarts: 4,
 		RestartWindow: Duration(time.Minute), BackoffInitial: Duration(time.Second), BackoffMax: Duration(time.Hour),
 		StopTimeout: Duration(3 * time.Second), StartTimeout: Duration(20 * time.Second), Readiness: "sdk",
+		LogMaxSize: 1 << 20, LogMaxFiles: 3,
 	}
 	tests := []struct {
 		name string
@@ -187,7 +192,7 @@ func TestSpec(t *testing.T) {
 			RestartWindow: durationpb.New(time.Minute), BackoffInitial: durationpb.New(time.Second),
 			BackoffMax: durationpb.New(time.Hour), StopTimeout: durationpb.New(3 * time.Second),
 			StartTimeout: durationpb.New(20 * time.Second), Readiness: allexv1.Readiness_READINESS_SDK,
-			Properties: map[string]string{"k": "v"},
+			Properties: map[string]string{"k": "v"}, LogMaxSize: 1 << 20, LogMaxFiles: 3,
 		}},
 		{"defaults without protocols", Module{Command: "c"}, &allexv1.ModuleSpec{
 			Module: "web", Instance: "web1", Command: "c", Properties: map[string]string{"k": "v"},

@@ -270,7 +270,10 @@ func (w *walker) next() (json.Token, int, error) {
 	return tok, off, nil
 }
 
-var durationType = reflect.TypeFor[Duration]()
+var (
+	durationType = reflect.TypeFor[Duration]()
+	byteSizeType = reflect.TypeFor[ByteSize]()
+)
 
 func join(path, key string) string {
 	if path == "" {
@@ -286,6 +289,12 @@ func (w *walker) walk(t reflect.Type, path string) error {
 	}
 	if t == durationType {
 		if _, err := durationFromToken(tok); err != nil {
+			return w.mismatch(tok, off, path, "%v", err)
+		}
+		return nil
+	}
+	if t == byteSizeType {
+		if _, err := byteSizeFromToken(tok); err != nil {
 			return w.mismatch(tok, off, path, "%v", err)
 		}
 		return nil

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,18 @@ func TestLoadBadFiles(t *testing.T) {
 		{"negative milliseconds", withModule(`"restartwindow": -5`), []string{"modules.web.restartwindow: -5 milliseconds is negative"}},
 		{"fractional milliseconds", withModule(`"starttimeout": 1.5`), []string{"modules.web.starttimeout: 1.5 is not a duration"}},
 		{"duration as object", withModule(`"starttimeout": {}`), []string{"modules.web.starttimeout: want a duration", "got an object"}},
+		{"size without unit below the minimum", withModule(`"logmaxsize": 100`), []string{`modules.web.logmaxsize: 100 bytes is below the minimum of 4096 (4KiB); a plain number is bytes, write e.g. "10MiB"`}},
+		{"size with a decimal unit", withModule(`"logmaxsize": "10MB"`), []string{`modules.web.logmaxsize: "10MB" is not a size (want bytes as an integer, or a string such as "512KiB", "10MiB" or "1GiB")`}},
+		{"size with a space", withFields(`"logmaxsize": "10 MiB"`), []string{`logmaxsize: "10 MiB" is not a size`}},
+		{"fractional size", withFields(`"logmaxsize": "1.5GiB"`), []string{`logmaxsize: "1.5GiB" is not a size`}},
+		{"negative size", withFields(`"logmaxsize": -1`), []string{"logmaxsize: -1 bytes is negative"}},
+		{"negative size string", withFields(`"logmaxsize": "-1MiB"`), []string{`logmaxsize: "-1MiB" is negative`}},
+		{"size too large", withFields(`"logmaxsize": "9000000TiB"`), []string{`logmaxsize: "9000000TiB" is too large`}},
+		{"size as a boolean", withFields(`"logmaxsize": true`), []string{"logmaxsize: want bytes as an integer", "got a boolean"}},
+		{"size below the minimum", withFields(`"logmaxsize": "1KiB"`), []string{"logmaxsize: 1024 bytes is below the minimum of 4096"}},
+		{"negative logmaxfiles", withFields(`"logmaxfiles": -2`), []string{"logmaxfiles: -2 is out of range 1-1000 (the live file counts)"}},
+		{"too many logmaxfiles", withModule(`"logmaxfiles": 1001`), []string{"modules.web.logmaxfiles: 1001 is out of range 1-1000"}},
+		{"logmaxfiles as string", withModule(`"logmaxfiles": "5"`), []string{"modules.web.logmaxfiles: want an integer, got a string"}},
 		{"backoffmax below backoffinitial", withModule(`"backoffinitial": "10s", "backoffmax": "1s"`), []string{"modules.web.backoffmax: 1s is less than backoffinitial 10s"}},
 		{"bad restart", withModule(`"restart": "sometimes"`), []string{`modules.web.restart: "sometimes": want never, on-failure or always`}},
 		{"bad readiness", withModule(`"readiness": "maybe"`), []string{`modules.web.readiness: "maybe": want none, ports or sdk`}},
@@ -260,6 +273,8 @@ func TestLoadValid(t *testing.T) {
   "tokenfile": "token",
   "maxprocesses": 8,
   "statedir": "state",
+  "logmaxsize": "50MiB",
+  "logmaxfiles": 3,
   "modules": {
     "web": {
       "command": "/usr/bin/web",
@@ -274,7 +289,9 @@ func TestLoadValid(t *testing.T) {
       "backoffmax": "10s",
       "stoptimeout": "5s",
       "starttimeout": 30000,
-      "readiness": "sdk"
+      "readiness": "sdk",
+      "logmaxsize": 1048576,
+      "logmaxfiles": 10
     },
     "cron": {"command": "cron"}
   },
@@ -302,6 +319,8 @@ func TestLoadValid(t *testing.T) {
 		TokenFile:         "token",
 		MaxProcesses:      8,
 		StateDir:          "state",
+		LogMaxSize:        50 << 20,
+		LogMaxFiles:       3,
 		Modules: map[string]Module{
 			"web": {
 				Command: "/usr/bin/web", Args: []string{"--port", "${ALLEX_HTTP_PORT}"}, Env: map[string]string{"MODE": "prod"},
@@ -309,6 +328,7 @@ func TestLoadValid(t *testing.T) {
 				RestartWindow: Duration(time.Minute), BackoffInitial: Duration(250 * time.Millisecond),
 				BackoffMax: Duration(10 * time.Second), StopTimeout: Duration(5 * time.Second),
 				StartTimeout: Duration(30 * time.Second), Readiness: "sdk",
+				LogMaxSize: 1 << 20, LogMaxFiles: 10,
 			},
 			"cron": {Command: "cron"},
 		},
@@ -328,6 +348,39 @@ func TestLoadValid(t *testing.T) {
 	back, err := Parse("again", b)
 	if err != nil || !reflect.DeepEqual(back, want) {
 		t.Fatalf("round trip = %+v, %v", back, err)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want ByteSize
+		text string
+	}{
+		{`4096`, 4096, "4KiB"},
+		{`"4096"`, 4096, "4KiB"},
+		{`"4097B"`, 4097, "4097B"},
+		{`"512KiB"`, 512 << 10, "512KiB"},
+		{`"10MiB"`, 10 << 20, "10MiB"},
+		{`"1536MiB"`, 1536 << 20, "1536MiB"},
+		{`"2GiB"`, 2 << 30, "2GiB"},
+		{`"1TiB"`, 1 << 40, "1TiB"},
+		{`0`, 0, "0B"},
+	} {
+		var b ByteSize
+		if err := json.Unmarshal([]byte(tt.in), &b); err != nil || b != tt.want {
+			t.Errorf("Unmarshal(%s) = %d, %v; want %d", tt.in, b, err, tt.want)
+			continue
+		}
+		out, err := json.Marshal(b)
+		if err != nil || string(out) != strconv.Quote(tt.text) {
+			t.Errorf("Marshal(%d) = %s, %v; want %q", b, out, err, tt.text)
+		}
+	}
+	for _, in := range []string{"", "MiB", "10M", "10mib", "0x10", "+5", " 5", "5 "} {
+		if b, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) = %d, want an error", in, b)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"reflect"
 	"regexp"
@@ -63,6 +64,13 @@ func readmeKeyTable(t *testing.T) []readmeKeyRow {
 // appliedDefault renders the value a file without key gets, as the README
 // writes it.
 func appliedDefault(v reflect.Value) string {
+	if m, ok := v.Interface().(json.Marshaler); ok {
+		b, err := m.MarshalJSON()
+		if err != nil {
+			return "?" + err.Error()
+		}
+		return string(b)
+	}
 	switch v.Kind() {
 	case reflect.String:
 		return v.String()

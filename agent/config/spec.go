@@ -56,6 +56,8 @@ func (m Module) Spec(module, instance string, properties map[string]string) *all
 		StopTimeout:    durationPB(m.StopTimeout),
 		StartTimeout:   durationPB(m.StartTimeout),
 		Properties:     copyMap(properties),
+		LogMaxSize:     uint64(max(m.LogMaxSize, 0)),
+		LogMaxFiles:    uint32(min(max(m.LogMaxFiles, 0), math.MaxUint32)),
 	}
 	for _, p := range m.Protocols {
 		proto, _ := ProtocolFromString(p)

@@ -92,9 +92,41 @@ func helperMain(behaviour string) int {
 		fmt.Println("listening")
 		select {
 		case sig := <-sigs:
+			// Last words long enough to still be in the pipe when
+			// the next run starts.
+			if n, _ := strconv.Atoi(os.Getenv("HELPER_LAST_BYTES")); n > 0 {
+				fmt.Print(strings.Repeat(strings.Repeat("z", 63)+"\n", n/64))
+			}
 			fmt.Println("got " + sigName(sig))
 		case <-time.After(helperLife):
 		}
+		return 0
+	case "flood":
+		// Numbered lines of 64 bytes, written 8 KiB at a time, as fast
+		// as the pipe takes them.
+		total, _ := strconv.Atoi(os.Getenv("HELPER_FLOOD_BYTES"))
+		w := bufio.NewWriterSize(os.Stdout, 8<<10)
+		lines := (total + 63) / 64
+		for i := range lines {
+			fmt.Fprintf(w, "flood %09d %s\n", i, strings.Repeat("y", 47))
+		}
+		fmt.Fprintf(w, "flood done after %d lines\n", lines)
+		if err := w.Flush(); err != nil {
+			return 7
+		}
+		return 0
+	case "escape":
+		// A grandchild in a session of its own keeps the stdout pipe.
+		exe, _ := os.Executable()
+		gc := exec.Command(exe, "-test.run=^TestHelperProcess$")
+		gc.Env = append(os.Environ(), helperEnv+"=sleep")
+		gc.Stdout = os.Stdout
+		gc.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := gc.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 7
+		}
+		fmt.Printf("escaped %d\n", gc.Process.Pid)
 		return 0
 	case "grandchild":
 		exe, _ := os.Executable()

@@ -4,7 +4,6 @@ package spawner
 
 import (
 	"errors"
-	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -34,19 +33,4 @@ func signalGroup(pgid int, sig unix.Signal) error {
 		return nil
 	}
 	return err
-}
-
-// openLog opens (creating it if needed) a child's log file for appending.
-// os.OpenFile also tries to register every file with the netpoller, which
-// a regular file refuses: five extra system calls per file, two files at
-// every start.
-func openLog(name string) (*os.File, error) {
-	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o640)
-	for errors.Is(err, unix.EINTR) {
-		fd, err = unix.Open(name, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o640)
-	}
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: name, Err: err}
-	}
-	return os.NewFile(uintptr(fd), name), nil
 }

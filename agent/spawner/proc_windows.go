@@ -30,8 +30,3 @@ func kill(p process) error {
 }
 
 func exitInfo(ps *os.ProcessState) (int, string) { return ps.ExitCode(), "" }
-
-// openLog opens (creating it if needed) a child's log file for appending.
-func openLog(name string) (*os.File, error) {
-	return os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-}

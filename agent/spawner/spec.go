@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/allex-go/allex/agent/logfile"
 )
 
 // Policy says when a child that exited on its own is started again.
@@ -159,6 +161,11 @@ type Spec struct {
 	// LogDir receives stdout/<Instance>.log and stderr/<Instance>.log; empty
 	// sends the child's output to the null device.
 	LogDir string
+	// LogMaxSize is the size at which each stream's log is rotated,
+	// LogMaxFiles how many files it keeps, the live one included; 0 means
+	// logfile.DefaultMaxSize and logfile.DefaultMaxFiles.
+	LogMaxSize  int64
+	LogMaxFiles int
 
 	// Fenced: the child runs under the master's LAN lease: the keeper
 	// refuses to start it once the lease has run out and kills its group
@@ -283,6 +290,12 @@ func (spec Spec) validate() (Spec, error) {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
 	}
+	if err := logfile.CheckSize(spec.LogMaxSize); err != nil {
+		errs = append(errs, fmt.Errorf("log max size: %w", err))
+	}
+	if err := logfile.CheckFiles(spec.LogMaxFiles); err != nil {
+		errs = append(errs, fmt.Errorf("log max files: %w", err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Spec{}, fmt.Errorf("spawner: invalid spec: %w", err)
 	}
@@ -299,6 +312,12 @@ func (spec Spec) validate() (Spec, error) {
 	fill(&spec.BackoffMax, DefaultBackoffMax)
 	fill(&spec.StopTimeout, DefaultStopTimeout)
 	fill(&spec.StartTimeout, DefaultStartTimeout)
+	if spec.LogMaxSize == 0 {
+		spec.LogMaxSize = logfile.DefaultMaxSize
+	}
+	if spec.LogMaxFiles == 0 {
+		spec.LogMaxFiles = logfile.DefaultMaxFiles
+	}
 	if spec.BackoffMax < spec.BackoffInitial {
 		spec.BackoffMax = spec.BackoffInitial
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/allex-go/allex/agent/logfile"
 	"github.com/allex-go/allex/internal/procfs"
 	"github.com/allex-go/allex/internal/tcpcheck"
 )
@@ -137,9 +137,12 @@ type Supervisor struct {
 	done      chan struct{}   // closed when Run returns
 
 	// Only the goroutine running Run uses these.
-	held   []Event       // see hold
-	settle time.Duration // settleLimit; tests change it before Run
-	launch *exec.Cmd     // see newLaunch; a template, never started
+	held      []Event            // see hold
+	settle    time.Duration      // settleLimit; tests change it before Run
+	launch    *exec.Cmd          // see newLaunch; a template, never started
+	logs      [2]*logfile.Writer // stdout, stderr; open from the first run on
+	pumps     [2]*pump           // the last run's
+	pumpLimit time.Duration      // see pumpLimit; tests change it before Run
 
 	mu     sync.Mutex
 	phase  int
@@ -176,6 +179,7 @@ func New(spec Spec, opts Options) (*Supervisor, error) {
 		opts:      opts,
 		log:       opts.Logger.With("module", spec.Module, "instance", spec.Instance),
 		settle:    settleLimit,
+		pumpLimit: pumpLimit,
 		stopCh:    make(chan struct{}),
 		restartCh: make(chan chan error),
 		done:      make(chan struct{}),
@@ -281,6 +285,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		close(s.done)
 	}()
+	// Everything the child wrote is in its files before Done.
+	defer s.closeLogs()
 	defer s.flush()
 
 	tr := newTracker(s.spec)
@@ -397,7 +403,7 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	s.setState(StateStarting, func(st *Status) { st.PID = 0 })
 	s.hold(Event{Kind: EventStarting})
 	release := s.opts.Starts.acquire()
-	cmd, files, err := s.command()
+	cmd, pp, err := s.command()
 	waitCh := make(chan ended, 1)
 	var p process
 	var ticks uint64
@@ -430,23 +436,18 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 		s.flush()
 	}
 	if err != nil {
-		closeAll(files)
+		if pp != nil {
+			pp.closeAll()
+		}
 		if restartReply != nil {
 			restartReply <- err
 		}
 		return outcome{execErr: err}
 	}
 	started := time.Now()
-	// The pid is only known after Start, so a child quick to write may
-	// precede its own header by a few bytes.
-	header := fmt.Sprintf("--- allex: start pid %d at %s ---\n", p.pid, started.UTC().Format(time.RFC3339))
-	for _, f := range files {
-		if _, err := f.WriteString(header); err != nil {
-			s.log.Warn("cannot write log header", "file", f.Name(), "error", err)
-		}
+	if pp != nil {
+		s.startPumps(pp, p.pid, started)
 	}
-	// The child has its own descriptors now.
-	closeAll(files)
 
 	c := &child{pid: p.pid, ready: make(chan struct{})}
 	s.mu.Lock()
@@ -608,6 +609,7 @@ func (s *Supervisor) exited(p process, e ended, started time.Time, ready bool, o
 		s.log.Warn("cannot kill process group", "pid", p.pid, "error", err)
 	}
 	s.awaitGroupDeath(p.pid)
+	s.finishPumps()
 	o.uptime = time.Since(started)
 	code, sig, how := e.code, e.signal, e.how()
 	if !o.stopped && o.restart == nil && o.why == "" {
@@ -737,9 +739,9 @@ func (s *Supervisor) vars() map[string]string {
 	return v
 }
 
-// command builds the exec.Cmd of one run and opens its log files, which the
-// caller closes once the child has started.
-func (s *Supervisor) command() (*exec.Cmd, []*os.File, error) {
+// command builds the exec.Cmd of one run and, with a log dir, the pipes
+// of its stdout and stderr (opening the log files on the first run).
+func (s *Supervisor) command() (*exec.Cmd, *pipes, error) {
 	if s.launch == nil {
 		l, err := s.newLaunch()
 		if err != nil {
@@ -765,27 +767,15 @@ func (s *Supervisor) command() (*exec.Cmd, []*os.File, error) {
 	if s.spec.LogDir == "" {
 		return cmd, nil, nil
 	}
-	var files []*os.File
-	for _, stream := range []string{"stdout", "stderr"} {
-		name := LogPath(s.spec.LogDir, s.spec.Instance, stream)
-		f, err := openLog(name)
-		if errors.Is(err, fs.ErrNotExist) {
-			// The log dir is made on first use rather than checked at
-			// every start.
-			if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
-				closeAll(files)
-				return nil, nil, fmt.Errorf("spawner: %s: log dir: %w", s.spec.Instance, err)
-			}
-			f, err = openLog(name)
-		}
-		if err != nil {
-			closeAll(files)
-			return nil, nil, fmt.Errorf("spawner: %s: log file: %w", s.spec.Instance, err)
-		}
-		files = append(files, f)
+	if err := s.openLogs(); err != nil {
+		return nil, nil, err
 	}
-	cmd.Stdout, cmd.Stderr = files[0], files[1]
-	return cmd, files, nil
+	pp, err := openPipes()
+	if err != nil {
+		return nil, nil, fmt.Errorf("spawner: %s: output pipes: %w", s.spec.Instance, err)
+	}
+	cmd.Stdout, cmd.Stderr = pp.w[0], pp.w[1]
+	return cmd, pp, nil
 }
 
 // newLaunch resolves the program and expands its arguments, working dir
@@ -833,18 +823,13 @@ func dedupEnv(env []string) []string {
 }
 
 // LogPath is where a child's stream ("stdout" or "stderr") is logged under
-// logDir: <logDir>/<stream>/<instance>.log. One directory per stream
-// because creating a file holds its directory's lock: a burst of starts
-// then creates the two streams' files side by side rather than in turn
-// (twice the rate on a 2-core ext4 VM, where a create can take 0.5 ms).
+// logDir: <logDir>/<stream>/<instance>.log, rotated to <instance>.log.1
+// and on. One directory per stream because creating a file holds its
+// directory's lock: a burst of starts then creates the two streams' files
+// side by side rather than in turn (twice the rate on a 2-core ext4 VM,
+// where a create can take 0.5 ms).
 func LogPath(logDir, instance, stream string) string {
 	return filepath.Join(logDir, stream, instance+".log")
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		_ = f.Close()
-	}
 }
 
 func (s *Supervisor) setState(st State, mutate func(*Status)) {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/agent/logfile"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/version"
 )
@@ -280,6 +281,8 @@ func (g *globals) start(ctx context.Context, args []string) error {
 	readiness := fs.String("readiness", "", "readiness: none, ports or sdk")
 	stopTimeout := fs.Duration("stop-timeout", 0, "grace period before SIGKILL")
 	startTimeout := fs.Duration("start-timeout", 0, "time allowed to become ready")
+	logMaxSize := fs.String("log-max-size", "", `size at which stdout and stderr logs rotate, e.g. "10MiB" (default: the master's)`)
+	logMaxFiles := fs.Int("log-max-files", 0, "files kept per log stream, the live one included (default: the master's)")
 	env, fixed, props := kv{}, kv{}, kv{}
 	fs.Var(env, "env", "KEY=VALUE environment (repeatable)")
 	fs.Var(fixed, "fixed", "PROTOCOL=PORT fixed port (repeatable)")
@@ -351,6 +354,20 @@ func (g *globals) start(ctx context.Context, args []string) error {
 	if *startTimeout > 0 {
 		spec.StartTimeout = durationpb.New(*startTimeout)
 	}
+	if *logMaxSize != "" {
+		size, err := config.ParseByteSize(*logMaxSize)
+		if err == nil {
+			err = logfile.CheckSize(int64(size))
+		}
+		if err != nil {
+			return fmt.Errorf("start: -log-max-size: %w", err)
+		}
+		spec.LogMaxSize = uint64(size)
+	}
+	if err := logfile.CheckFiles(*logMaxFiles); err != nil {
+		return fmt.Errorf("start: -log-max-files: %w", err)
+	}
+	spec.LogMaxFiles = uint32(*logMaxFiles)
 	c, ctx, done, err := g.connect(ctx, callTimeout)
 	if err != nil {
 		return err

@@ -3,12 +3,15 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,6 +57,12 @@ func HelperMain() int {
 		fmt.Println("listening")
 	case "never":
 		fmt.Println("never listening")
+	case "flood":
+		return flood()
+	case "bursts":
+		if code := bursts(); code != 0 {
+			return code
+		}
 	case "exit":
 		code, _ := strconv.Atoi(os.Getenv("ALLEX_TEST_CODE"))
 		return code
@@ -93,4 +102,54 @@ func HelperMain() int {
 	case <-time.After(10 * time.Minute):
 		return 4
 	}
+}
+
+// floodLine is the length of the lines flood and bursts write.
+const floodLine = 64
+
+// flood writes ALLEX_TEST_BYTES bytes of numbered lines to stdout as fast
+// as the pipe takes them, 8 KiB at a time, then a last line, and exits.
+func flood() int {
+	total, _ := strconv.Atoi(os.Getenv("ALLEX_TEST_BYTES"))
+	w := bufio.NewWriterSize(os.Stdout, 8<<10)
+	n := total / floodLine
+	for i := range n {
+		fmt.Fprintf(w, "flood %09d %s\n", i, strings.Repeat("y", floodLine-17))
+	}
+	fmt.Fprintf(w, "flood done after %d lines\n", n)
+	if err := w.Flush(); err != nil {
+		fmt.Fprintln(os.Stderr, "flood:", err)
+		return 5
+	}
+	fmt.Fprintln(os.Stderr, "flood wrote", n*floodLine, "bytes")
+	return 0
+}
+
+// bursts writes ALLEX_TEST_BURSTS bursts of ALLEX_TEST_LINES numbered
+// lines, each once the test creates $ALLEX_TEST_GATE/go.<burst>, and an
+// "end of burst" line after each.
+func bursts() int {
+	count, _ := strconv.Atoi(os.Getenv("ALLEX_TEST_BURSTS"))
+	lines, _ := strconv.Atoi(os.Getenv("ALLEX_TEST_LINES"))
+	w := bufio.NewWriterSize(os.Stdout, 8<<10)
+	for k := range count {
+		gate := filepath.Join(os.Getenv("ALLEX_TEST_GATE"), "go."+strconv.Itoa(k))
+		deadline := time.Now().Add(time.Minute)
+		for _, err := os.Stat(gate); err != nil; _, err = os.Stat(gate) {
+			if time.Now().After(deadline) {
+				fmt.Fprintln(os.Stderr, "bursts: no", gate)
+				return 5
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		for i := k * lines; i < (k+1)*lines; i++ {
+			fmt.Fprintf(w, "line %09d %s\n", i, strings.Repeat("z", floodLine-16))
+		}
+		fmt.Fprintf(w, "end of burst %d\n", k)
+		if err := w.Flush(); err != nil {
+			fmt.Fprintln(os.Stderr, "bursts:", err)
+			return 5
+		}
+	}
+	return 0
 }

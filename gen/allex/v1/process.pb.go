@@ -293,7 +293,13 @@ type ModuleSpec struct {
 	Readiness    Readiness            `protobuf:"varint,16,opt,name=readiness,proto3,enum=allex.v1.Readiness" json:"readiness,omitempty"`
 	// Free-form module properties (the original's propertyhash), passed to
 	// the child as ALLEX_PROPERTIES (JSON).
-	Properties    map[string]string `protobuf:"bytes,17,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Properties map[string]string `protobuf:"bytes,17,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Size in bytes at which each of the child's stdout and stderr logs is
+	// rotated; 0 means the master's default (logmaxsize, else 10 MiB).
+	LogMaxSize uint64 `protobuf:"varint,18,opt,name=log_max_size,json=logMaxSize,proto3" json:"log_max_size,omitempty"`
+	// Files kept per stream, the live one included; 0 means the master's
+	// default (logmaxfiles, else 5).
+	LogMaxFiles   uint32 `protobuf:"varint,19,opt,name=log_max_files,json=logMaxFiles,proto3" json:"log_max_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,6 +451,20 @@ func (x *ModuleSpec) GetProperties() map[string]string {
 		return x.Properties
 	}
 	return nil
+}
+
+func (x *ModuleSpec) GetLogMaxSize() uint64 {
+	if x != nil {
+		return x.LogMaxSize
+	}
+	return 0
+}
+
+func (x *ModuleSpec) GetLogMaxFiles() uint32 {
+	if x != nil {
+		return x.LogMaxFiles
+	}
+	return 0
 }
 
 // PortAssignment is one port held by a child.
@@ -969,7 +989,7 @@ var File_allex_v1_process_proto protoreflect.FileDescriptor
 
 const file_allex_v1_process_proto_rawDesc = "" +
 	"\n" +
-	"\x16allex/v1/process.proto\x12\ballex.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\a\n" +
+	"\x16allex/v1/process.proto\x12\ballex.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\b\n" +
 	"\n" +
 	"ModuleSpec\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x1a\n" +
@@ -993,7 +1013,10 @@ const file_allex_v1_process_proto_rawDesc = "" +
 	"\treadiness\x18\x10 \x01(\x0e2\x13.allex.v1.ReadinessR\treadiness\x12D\n" +
 	"\n" +
 	"properties\x18\x11 \x03(\v2$.allex.v1.ModuleSpec.PropertiesEntryR\n" +
-	"properties\x1a6\n" +
+	"properties\x12 \n" +
+	"\flog_max_size\x18\x12 \x01(\x04R\n" +
+	"logMaxSize\x12\"\n" +
+	"\rlog_max_files\x18\x13 \x01(\rR\vlogMaxFiles\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
