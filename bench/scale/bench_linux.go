@@ -186,7 +186,7 @@ func need(instance string) lanwire.Need {
 func (b *bench) measure(ctx context.Context) error {
 	r := b.res
 	pids := b.pids()
-	lmCPU0, simCPU0, steal0 := b.cpu(pids)
+	lmCPU0, simCPU0, steal0, wait0 := b.cpu(pids)
 	sctx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	go b.sampleFDs(sctx)
@@ -202,7 +202,7 @@ func (b *bench) measure(ctx context.Context) error {
 	r.addTook = time.Since(t0)
 	complete := addErr == nil && b.tr.waitFor(ctx, deadline, func() bool { return b.tr.burstUp == b.o.needs })
 	end := time.Now()
-	lmCPU1, simCPU1, steal1 := b.cpu(pids)
+	lmCPU1, simCPU1, steal1, wait1 := b.cpu(pids)
 	stopSingles()
 	singles.wait()
 	// Singles added in time get until the deadline to be published.
@@ -219,7 +219,7 @@ func (b *bench) measure(ctx context.Context) error {
 	r.singlesAdded, r.singlesFailed = len(singles.added()), singles.failed
 	r.restarts = b.tr.restarts
 	b.tr.mu.Unlock()
-	r.lmCPU, r.simCPU, r.steal = lmCPU1-lmCPU0, simCPU1-simCPU0, steal1-steal0
+	r.lmCPU, r.simCPU, r.steal, r.lmWait = lmCPU1-lmCPU0, simCPU1-simCPU0, steal1-steal0, wait1-wait0
 	r.cpuWindow = end.Sub(t0)
 	r.placedTotal = r.placed + len(r.singleLat)
 	mem, err := readMemory(b.lm.pid())
@@ -283,8 +283,8 @@ func (b *bench) pids() []int {
 }
 
 // cpu reads the CPU time of the LAN manager, of the workers together,
-// and the machine's steal time.
-func (b *bench) cpu(pids []int) (lm, sim, steal time.Duration) {
+// and the machine's steal time; and the LAN manager's run-queue wait.
+func (b *bench) cpu(pids []int) (lm, sim, steal, wait time.Duration) {
 	for k, pid := range pids {
 		t, err := cpuTime(pid)
 		if err != nil {
@@ -296,7 +296,11 @@ func (b *bench) cpu(pids []int) (lm, sim, steal time.Duration) {
 			sim += t
 		}
 	}
-	return lm, sim, stealTime()
+	wait, err := runDelay(pids[0])
+	if err != nil {
+		b.res.notes = append(b.res.notes, fmt.Sprintf("run-queue wait of the LAN manager: %v", err))
+	}
+	return lm, sim, stealTime(), wait
 }
 
 // sampleFDs keeps the LAN manager's highest descriptor count.

@@ -116,3 +116,31 @@ func cpusAllowed(pid int) (string, error) {
 	}
 	return "", fmt.Errorf("/proc/%d/status: no Cpus_allowed_list", pid)
 }
+
+// runDelay is how long pid's threads have waited on a run queue for a
+// CPU (the second field of each thread's schedstat): on a busy machine,
+// the time the LAN manager wanted its CPU and did not get it.
+func runDelay(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tids, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, t := range tids {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread ended
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			return 0, fmt.Errorf("%s/%s/schedstat: short line", dir, t.Name())
+		}
+		n, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, t.Name(), err)
+		}
+		sum += time.Duration(n)
+	}
+	return sum, nil
+}

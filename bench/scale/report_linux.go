@@ -31,9 +31,12 @@ type result struct {
 	// CPU times over cpuWindow, from the first request until the burst
 	// was published (or the timeout).
 	lmCPU, simCPU, steal time.Duration
-	cpuWindow            time.Duration
-	lmMem                memory
-	lmPeakFDs            int
+	// lmWait is the LAN manager's time on a run queue, waiting for a CPU
+	// that other processes held.
+	lmWait    time.Duration
+	cpuWindow time.Duration
+	lmMem     memory
+	lmPeakFDs int
 
 	restarts int      // watch streams the LAN manager ended
 	lost     []string // master links that ended unasked
@@ -120,6 +123,7 @@ func (r *result) rows() [][2]string {
 		{"batch need → published p50 / p99", p50p99(r.burstLat)},
 		{fmt.Sprintf("single need (%.0f/s meanwhile) → published p50 / p99", o.singleRate), p50p99(r.singleLat) + fmt.Sprintf(", %d added, %d failed", r.singlesAdded, r.singlesFailed)},
 		{"LAN manager CPU per placement", fmt.Sprintf("%s (%s of its CPU)", perPlacement, pct(r.lmCPU))},
+		{"LAN manager waiting for its CPU (run queue)", pct(r.lmWait) + " of the time"},
 		{"LAN manager peak RSS (VmHWM) / RSS at the end", fmt.Sprintf("%.0f / %.0f MiB", float64(r.lmMem.peakKB)/1024, float64(r.lmMem.nowKB)/1024)},
 		{"LAN manager peak descriptors (limit)", fmt.Sprintf("%d (%d)", r.lmPeakFDs, r.fdLimit)},
 		{"masters' CPU (simulation, CPUs " + formatCPUs(r.simCPUs) + ")", pct(r.simCPU) + " of one CPU"},
