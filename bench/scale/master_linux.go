@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/allex-go/allex/agent/lanlink"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -31,7 +32,7 @@ const portRange = 1000
 
 // counters are a worker's frame counts, summed over its masters.
 type counters struct {
-	claims, grants, denies, approved, stops, errors, listenErrors atomic.Int64
+	claims, grants, denies, approved, stops, errors, listenErrors, queueFull atomic.Int64
 }
 
 // masterAddr is master i's address: 127.(1+i/250).(i%250).1, so that no
@@ -64,7 +65,10 @@ type master struct {
 	conn    *websocket.Conn
 	timings lanwire.Timings
 	start   time.Time
-	wmu     sync.Mutex // one writer of data frames at a time
+	// out is the session's queue, written by writeLoop alone: as in
+	// agent/lanlink, the reader never waits for the network.
+	out  chan []byte
+	done chan struct{} // closed by drop
 
 	mu      sync.Mutex
 	copies  map[string]*simCopy
@@ -77,7 +81,8 @@ type master struct {
 
 func newMaster(idx, maxProcs int, p Policy, acc *acceptor, n *counters, lost func(error)) *master {
 	return &master{idx: idx, ip: masterAddr(idx), max: maxProcs, policy: p, acc: acc, n: n, lost: lost,
-		copies: map[string]*simCopy{}, claims: map[string]bool{}, capLast: -1}
+		copies: map[string]*simCopy{}, claims: map[string]bool{}, capLast: -1,
+		out: make(chan []byte, lanlink.QueueSize), done: make(chan struct{})}
 }
 
 func (m *master) capacity() lanwire.Capacity {
@@ -103,7 +108,7 @@ func (m *master) connect(ctx context.Context, url, token string) error {
 		return fmt.Errorf("master %d: %w", m.idx, err)
 	}
 	go m.readLoop()
-	go m.pingLoop()
+	go m.writeLoop()
 	return nil
 }
 
@@ -114,11 +119,16 @@ func (m *master) handshake() error {
 	h := lanwire.Hello{MachineID: masterID(m.idx), Identity: hex.EncodeToString(id), Address: m.ip.String(),
 		Modules: []string{module}, Capacity: m.capacity(), Version: "scale-sim"}
 	m.mu.Unlock()
-	if err := m.send(lanwire.TypeHello, &h); err != nil {
+	b, err := lanwire.Encode(lanwire.TypeHello, &h)
+	if err == nil {
+		_ = m.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		err = m.conn.WriteMessage(websocket.TextMessage, b)
+	}
+	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
 	_ = m.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	_, b, err := m.conn.ReadMessage()
+	_, b, err = m.conn.ReadMessage()
 	if err != nil {
 		return fmt.Errorf("welcome: %w", err)
 	}
@@ -134,29 +144,26 @@ func (m *master) handshake() error {
 	return nil
 }
 
-func (m *master) send(typ string, payload any) error {
-	b, err := lanwire.Encode(typ, payload)
-	if err != nil {
-		return err
-	}
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	_ = m.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return m.conn.WriteMessage(websocket.TextMessage, b)
-}
-
-// pingLoop pings every heartbeat with the send time, as a real master
-// does to renew its lease.
-func (m *master) pingLoop() {
+// writeLoop sends the queued frames, and pings every heartbeat with the
+// send time, as a real master does to renew its lease.
+func (m *master) writeLoop() {
 	hb := m.timings.Heartbeat()
 	t := time.NewTicker(hb)
 	defer t.Stop()
-	for range t.C {
-		payload := lanwire.PingPayload(time.Since(m.start))
-		if m.conn.WriteControl(websocket.PingMessage, payload, time.Now().Add(3*hb)) != nil {
+	var err error
+	for err == nil {
+		select {
+		case <-m.done:
 			return
+		case b := <-m.out:
+			_ = m.conn.SetWriteDeadline(time.Now().Add(3 * hb))
+			err = m.conn.WriteMessage(websocket.TextMessage, b)
+		case <-t.C:
+			err = m.conn.WriteControl(websocket.PingMessage, lanwire.PingPayload(time.Since(m.start)), time.Now().Add(3*hb))
 		}
 	}
+	// The reader sees the closed connection and reports the session lost.
+	m.conn.Close()
 }
 
 func (m *master) readLoop() {
@@ -175,6 +182,10 @@ func (m *master) readLoop() {
 			m.readFailed(err)
 			return
 		}
+		if names, ok := needsNames(b); ok {
+			m.offered(names)
+			continue
+		}
 		_, p, err := lanwire.Decode(b)
 		if err != nil {
 			m.n.errors.Add(1)
@@ -188,12 +199,7 @@ func (m *master) readLoop() {
 // readFailed ends a session the bench did not end: the master acts dead
 // (no reconnect), so the run reports it rather than hides it.
 func (m *master) readFailed(err error) {
-	m.mu.Lock()
-	ended := m.ended
-	m.ended = true
-	m.mu.Unlock()
-	if !ended {
-		m.drop()
+	if _, first := m.drop(); first {
 		m.lost(err)
 	}
 }
@@ -202,14 +208,6 @@ func (m *master) handle(p any) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch f := p.(type) {
-	case *lanwire.Needs:
-		v := View{MaxProcesses: m.max, Running: len(m.copies), Pending: len(m.claims),
-			Taken: func(inst string) bool { return m.claims[inst] || m.copies[inst] != nil }}
-		for _, inst := range m.policy.Claims(f.Needs, v) {
-			m.claims[inst] = true
-			m.n.claims.Add(1)
-			m.sendLocked(lanwire.TypeClaim, &lanwire.Claim{Instance: inst})
-		}
 	case *lanwire.Grant:
 		delete(m.claims, f.Need.Instance)
 		m.n.grants.Add(1)
@@ -229,11 +227,32 @@ func (m *master) handle(p any) {
 	}
 }
 
-// sendLocked sends with m.mu held; a failed write ends the session,
-// which the reader reports.
+// offered claims from a needs list what the policy picks.
+func (m *master) offered(needs []lanwire.Need) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v := View{MaxProcesses: m.max, Running: len(m.copies), Pending: len(m.claims),
+		Taken: func(inst string) bool { return m.claims[inst] || m.copies[inst] != nil }}
+	for _, inst := range m.policy.Claims(needs, v) {
+		m.claims[inst] = true
+		m.n.claims.Add(1)
+		m.sendLocked(lanwire.TypeClaim, &lanwire.Claim{Instance: inst})
+	}
+}
+
+// sendLocked queues a frame (m.mu is held). A full queue drops it, as
+// agent/lanlink's Send does, and counts it.
 func (m *master) sendLocked(typ string, payload any) {
-	if err := m.send(typ, payload); err != nil && !m.ended {
-		m.conn.Close()
+	b, err := lanwire.Encode(typ, payload)
+	if err != nil {
+		m.n.errors.Add(1)
+		fmt.Fprintf(os.Stderr, "master %d: encode %s: %v\n", m.idx, typ, err)
+		return
+	}
+	select {
+	case m.out <- b:
+	default:
+		m.n.queueFull.Add(1)
 	}
 }
 
@@ -318,9 +337,13 @@ func (m *master) reportCapacity() {
 
 // drop is the master's process dying: its children go (the keeper kills
 // them) and its connection ends without a close frame. It returns how
-// many copies it held.
-func (m *master) drop() int {
+// many copies it held, and whether it was alive until now.
+func (m *master) drop() (int, bool) {
 	m.mu.Lock()
+	first := !m.ended
+	if first {
+		close(m.done)
+	}
 	m.ended = true
 	n := len(m.copies)
 	for inst, c := range m.copies {
@@ -331,5 +354,5 @@ func (m *master) drop() int {
 	if m.conn != nil {
 		m.conn.Close()
 	}
-	return n
+	return n, first
 }

@@ -141,8 +141,9 @@ func (r *result) rows() [][2]string {
 		[2]string{"hypervisor steal during the burst", ms(r.steal)},
 		[2]string{"LAN manager on CPU", formatCPUs(r.lmCPUs)},
 	)
-	if n := c["errors"] + c["listenerrors"] + int64(len(r.lost)) + int64(r.restarts); n > 0 {
-		rows = append(rows, [2]string{"trouble", fmt.Sprintf("%d error frames, %d listen errors, %d links lost, %d watch streams cut", c["errors"], c["listenerrors"], len(r.lost), r.restarts)})
+	if n := c["errors"] + c["listenerrors"] + c["queuefull"] + int64(len(r.lost)) + int64(r.restarts); n > 0 {
+		rows = append(rows, [2]string{"trouble", fmt.Sprintf("%d error frames, %d listen errors, %d frames dropped on a full queue, %d links lost, %d watch streams cut",
+			c["errors"], c["listenerrors"], c["queuefull"], len(r.lost), r.restarts)})
 	}
 	return rows
 }

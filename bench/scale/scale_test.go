@@ -51,7 +51,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("single needs: %d added, %d published, %d failed: want some, all published", r.singlesAdded, len(r.singleLat), r.singlesFailed)
 	}
 	c := r.counts()
-	if c["grants"] < int64(r.placedTotal) || c["errors"] != 0 || c["listenerrors"] != 0 || len(r.lost) != 0 {
+	if c["grants"] < int64(r.placedTotal) || c["errors"] != 0 || c["listenerrors"] != 0 || c["queuefull"] != 0 || len(r.lost) != 0 {
 		t.Errorf("counts %v, lost links %q: want a grant per placement, no errors, no lost link", c, r.lost)
 	}
 	if f := r.failover; f == nil || !f.done || f.services == 0 || f.moved != f.services {
@@ -164,6 +164,35 @@ func TestParseCPUs(t *testing.T) {
 	for _, bad := range []string{"", "a", "1,", "-1", "1-3", "5000"} {
 		if _, err := parseCPUs(bad); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// TestNeedsNames checks the simulated masters' quick read of a needs
+// list against the strict decoder, and that other frames are left to it.
+func TestNeedsNames(t *testing.T) {
+	list := &lanwire.Needs{Needs: []lanwire.Need{need("burst-000001"), need("single.x_2-y"), {Instance: "z", Module: module, TimeoutMS: 5}}}
+	b, err := lanwire.Encode(lanwire.TypeNeeds, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := needsNames(b)
+	if !ok || len(got) != 3 {
+		t.Fatalf("needsNames(%s) = %v, %v", b, got, ok)
+	}
+	for i, n := range got {
+		if n.Instance != list.Needs[i].Instance || n.Module != module {
+			t.Errorf("need %d: got %+v, want instance %s", i, n, list.Needs[i].Instance)
+		}
+	}
+	empty, _ := lanwire.Encode(lanwire.TypeNeeds, &lanwire.Needs{Needs: []lanwire.Need{}})
+	if got, ok := needsNames(empty); !ok || len(got) != 0 {
+		t.Errorf("empty list: got %v, %v", got, ok)
+	}
+	grant, _ := lanwire.Encode(lanwire.TypeGrant, &lanwire.Grant{Need: need("a"), Epoch: 1})
+	for _, b := range [][]byte{grant, []byte(`{"type":"needs","data":{"needs":[{"instance":"cut`)} {
+		if got, ok := needsNames(b); ok {
+			t.Errorf("%s: got %v, want it left to the decoder", b, got)
 		}
 	}
 }

@@ -94,13 +94,14 @@ func runWorker(w workerArgs, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		say("dropped %d %d", i, masters[i-w.first].drop())
+		held, _ := masters[i-w.first].drop()
+		say("dropped %d %d", i, held)
 	}
 	for _, m := range masters {
 		m.drop()
 	}
-	say("stats claims=%d grants=%d denies=%d approved=%d stops=%d errors=%d listenerrors=%d accepted=%d",
-		n.claims.Load(), n.grants.Load(), n.denies.Load(), n.approved.Load(), n.stops.Load(), n.errors.Load(), n.listenErrors.Load(), acc.accepted.Load())
+	say("stats claims=%d grants=%d denies=%d approved=%d stops=%d errors=%d listenerrors=%d queuefull=%d accepted=%d",
+		n.claims.Load(), n.grants.Load(), n.denies.Load(), n.approved.Load(), n.stops.Load(), n.errors.Load(), n.listenErrors.Load(), n.queueFull.Load(), acc.accepted.Load())
 	return nil
 }
 
