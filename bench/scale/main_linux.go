@@ -40,6 +40,7 @@ type options struct {
 	out        string
 	lanmanager string
 	keep       bool
+	nice       int
 }
 
 // configs are the named sizes of the issue.
@@ -62,6 +63,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.drop, "drop", false, "then kill the master with the most services and time their move")
 	fs.StringVar(&o.out, "out", "", "also write the result as Markdown to this file")
 	fs.StringVar(&o.lanmanager, "lanmanager", "", "allexlanmanager binary to run (default: build ./cmd/allexlanmanager)")
+	fs.IntVar(&o.nice, "nice", 0, "the LAN manager's nice value, -20 to 19 (negative needs root): on a shared machine, -10 keeps its CPU mostly its own")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work dir (LAN manager log and data)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -99,6 +101,8 @@ func (o options) check() error {
 		return fmt.Errorf("-single-rate %v: want 0 to 1000 per second", o.singleRate)
 	case o.timeout <= 0:
 		return fmt.Errorf("-timeout %v: want more than 0", o.timeout)
+	case o.nice < -20 || o.nice > 19:
+		return fmt.Errorf("-nice %d: want -20 to 19", o.nice)
 	case o.maxProcs < 0:
 		return fmt.Errorf("-max-processes %d: want 0 (twice a master's share) or more", o.maxProcs)
 	case int64(o.maxProcs)*int64(o.masters) < int64(o.needs)+o.singles():

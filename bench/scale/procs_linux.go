@@ -48,8 +48,9 @@ func (l *lanManager) linkURL() string { return "ws" + strings.TrimPrefix(l.url, 
 
 // startLanManager starts bin on a free loopback port with a fresh data
 // dir in dir, a new token and the default fencing flags, pinned to cpus;
-// its log goes to dir/lanmanager.log.
-func startLanManager(bin, dir string, cpus []int, within time.Duration) (*lanManager, error) {
+// its log goes to dir/lanmanager.log. A negative nice lets it win its
+// CPU from other processes on a shared machine.
+func startLanManager(bin, dir string, cpus []int, nice int, within time.Duration) (*lanManager, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -63,7 +64,7 @@ func startLanManager(bin, dir string, cpus []int, within time.Duration) (*lanMan
 		return nil, err
 	}
 	defer logf.Close()
-	cmd, err := pinned(cpus, "exec", bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port),
+	cmd, err := pinned(cpus, nice, "exec", bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port),
 		"-data", filepath.Join(dir, "data"), "-token", l.token)
 	if err != nil {
 		return nil, err
@@ -83,6 +84,10 @@ func startLanManager(bin, dir string, cpus []int, within time.Duration) (*lanMan
 	if got, err := cpusAllowed(l.pid()); err != nil || got != formatCPUs(cpus) {
 		l.stop()
 		return nil, fmt.Errorf("allexlanmanager runs on CPUs %q (%v), want %s", got, err, formatCPUs(cpus))
+	}
+	if got, err := niceOf(l.pid()); err != nil || got != nice {
+		l.stop()
+		return nil, fmt.Errorf("allexlanmanager runs at nice %d (%v), want %d", got, err, nice)
 	}
 	return l, nil
 }
@@ -145,7 +150,7 @@ func (w *worker) pid() int { return w.cmd.Process.Pid }
 
 // startWorker starts a worker process for masters [first, first+count).
 func startWorker(cpus []int, lm *lanManager, first, count, maxProcs int, dialWithin time.Duration) (*worker, error) {
-	cmd, err := pinned(cpus, "worker", "-url", lm.linkURL(), "-token", lm.token,
+	cmd, err := pinned(cpus, 0, "worker", "-url", lm.linkURL(), "-token", lm.token,
 		"-first", fmt.Sprint(first), "-count", fmt.Sprint(count), "-max", fmt.Sprint(maxProcs), "-dial-timeout", dialWithin.String())
 	if err != nil {
 		return nil, err

@@ -12,18 +12,36 @@ import (
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat's times.
 const clockTick = 100
 
-// cpuTime is the CPU (user and system) pid has used.
-func cpuTime(pid int) (time.Duration, error) {
+// statFields are the fields of /proc/<pid>/stat after the command name,
+// which may hold spaces: field N of the line is statFields[N-3].
+func statFields(pid int) ([][]byte, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+	if len(f) < 17 {
+		return nil, fmt.Errorf("/proc/%d/stat: short line", pid)
+	}
+	return f, nil
+}
+
+// niceOf is pid's nice value (field 19).
+func niceOf(pid int) (int, error) {
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the command name, which may hold spaces: utime and
-	// stime are fields 14 and 15 of the line, 12th and 13th from here.
-	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short line", pid)
+	return strconv.Atoi(string(f[16]))
+}
+
+// cpuTime is the CPU (user and system) pid has used.
+func cpuTime(pid int) (time.Duration, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
 	}
+	// utime and stime: fields 14 and 15.
 	var ticks int64
 	for _, s := range f[11:13] {
 		n, err := strconv.ParseInt(string(s), 10, 64)

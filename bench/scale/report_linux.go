@@ -139,7 +139,7 @@ func (r *result) rows() [][2]string {
 	rows = append(rows,
 		[2]string{"load average before / after", r.loadBefore + " / " + r.loadAfter},
 		[2]string{"hypervisor steal during the burst", ms(r.steal)},
-		[2]string{"LAN manager on CPU", formatCPUs(r.lmCPUs)},
+		[2]string{"LAN manager on CPU (nice)", fmt.Sprintf("%s (%d)", formatCPUs(r.lmCPUs), r.opts.nice)},
 	)
 	if n := c["errors"] + c["listenerrors"] + c["queuefull"] + int64(len(r.lost)) + int64(r.restarts); n > 0 {
 		rows = append(rows, [2]string{"trouble", fmt.Sprintf("%d error frames, %d listen errors, %d frames dropped on a full queue, %d links lost, %d watch streams cut",

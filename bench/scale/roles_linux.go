@@ -16,11 +16,13 @@ import (
 // environment (so a test binary can be them too):
 //
 //	ALLEX_SCALE_CPUS=0,1  pin to these CPUs first, then exec again without it
+//	ALLEX_SCALE_NICE=-10  with that nice value (with ALLEX_SCALE_CPUS)
 //	ALLEX_SCALE_ROLE=worker  run masters (worker_linux.go)
 //	ALLEX_SCALE_ROLE=exec    exec os.Args[1:] (the LAN manager, pinned)
 const (
 	envCPUs = "ALLEX_SCALE_CPUS"
 	envRole = "ALLEX_SCALE_ROLE"
+	envNice = "ALLEX_SCALE_NICE"
 )
 
 // dispatch runs this process as the role its environment names and
@@ -55,7 +57,18 @@ func pinAndExec(cpus string) error {
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
 		return fmt.Errorf("sched_setaffinity %s: %w", cpus, err)
 	}
-	env := without(os.Environ(), envCPUs)
+	if v := os.Getenv(envNice); v != "" {
+		nice, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q: %w", envNice, v, err)
+		}
+		// Linux applies it to the calling thread; the program's threads
+		// inherit it.
+		if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err != nil {
+			return fmt.Errorf("setpriority %d: %w", nice, err)
+		}
+	}
+	env := without(without(os.Environ(), envCPUs), envNice)
 	argv := os.Args
 	target, err := os.Executable()
 	if err != nil {
@@ -116,15 +129,18 @@ func without(env []string, key string) []string {
 	return out
 }
 
-// pinned returns a command running this binary on cpus as role; for
-// role "exec", args[0] is the program to run.
-func pinned(cpus []int, role string, args ...string) (*exec.Cmd, error) {
+// pinned returns a command running this binary on cpus as role, at
+// nice (0: unchanged); for role "exec", args[0] is the program to run.
+func pinned(cpus []int, nice int, role string, args ...string) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(self, args...)
-	cmd.Env = append(without(without(os.Environ(), envCPUs), envRole), envCPUs+"="+formatCPUs(cpus), envRole+"="+role)
+	cmd.Env = append(without(without(without(os.Environ(), envCPUs), envRole), envNice), envCPUs+"="+formatCPUs(cpus), envRole+"="+role)
+	if nice != 0 {
+		cmd.Env = append(cmd.Env, envNice+"="+strconv.Itoa(nice))
+	}
 	cmd.Stderr = os.Stderr
 	return cmd, nil
 }

@@ -29,7 +29,7 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs allexlanmanager")
 	}
-	o, err := parseOptions([]string{"-masters", "5", "-needs", "200", "-batch", "50", "-single-rate", "100", "-timeout", "2m", "-drop"}, os.Stderr)
+	o, err := parseOptions([]string{"-masters", "5", "-needs", "200", "-batch", "50", "-single-rate", "100", "-timeout", "2m", "-drop", "-nice", "1"}, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +80,8 @@ func TestOptionsRefused(t *testing.T) {
 		{[]string{"-single-rate", "-1"}, "-single-rate -1: want 0 to 1000"},
 		{[]string{"-timeout", "0s"}, "-timeout 0s: want more than 0"},
 		{[]string{"-max-processes", "-2"}, "-max-processes -2: want 0"},
+		{[]string{"-nice", "-21"}, "-nice -21: want -20 to 19"},
+		{[]string{"-nice", "20"}, "-nice 20: want -20 to 19"},
 		{[]string{"-masters", "2", "-needs", "100", "-single-rate", "0", "-max-processes", "10"}, "2 masters hold at most 20 services, fewer than the 100 needs"},
 		{[]string{"stray"}, `unexpected arguments ["stray"]`},
 		{[]string{"-nope"}, "flag provided but not defined: -nope"},
