@@ -80,6 +80,11 @@ func (b *bench) layout() (perWorker int, lmCPUs, simCPUs []int, err error) {
 		b.res.notes = append(b.res.notes, "one CPU only: the masters share the LAN manager's")
 	}
 	b.res.lmCPUs, b.res.simCPUs = lmCPUs, simCPUs
+	// The bench's own work (the watch stream, the requests) stays off
+	// the LAN manager's CPU too.
+	if err := pinSelf(simCPUs); err != nil {
+		return 0, nil, nil, err
+	}
 	return perWorker, lmCPUs, simCPUs, nil
 }
 

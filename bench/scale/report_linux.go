@@ -123,7 +123,7 @@ func (r *result) rows() [][2]string {
 		{"batch need → published p50 / p99", p50p99(r.burstLat)},
 		{fmt.Sprintf("single need (%.0f/s meanwhile) → published p50 / p99", o.singleRate), p50p99(r.singleLat) + fmt.Sprintf(", %d added, %d failed", r.singlesAdded, r.singlesFailed)},
 		{"LAN manager CPU per placement", fmt.Sprintf("%s (%s of its CPU)", perPlacement, pct(r.lmCPU))},
-		{"LAN manager waiting for its CPU (run queue)", pct(r.lmWait) + " of the time"},
+		{"LAN manager threads waiting for its CPU (run queue, its own threads included)", pct(r.lmWait) + " of the time"},
 		{"LAN manager peak RSS (VmHWM) / RSS at the end", fmt.Sprintf("%.0f / %.0f MiB", float64(r.lmMem.peakKB)/1024, float64(r.lmMem.nowKB)/1024)},
 		{"LAN manager peak descriptors (limit)", fmt.Sprintf("%d (%d)", r.lmPeakFDs, r.fdLimit)},
 		{"masters' CPU (simulation, CPUs " + formatCPUs(r.simCPUs) + ")", pct(r.simCPU) + " of one CPU"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -143,4 +144,27 @@ func pinned(cpus []int, nice int, role string, args ...string) (*exec.Cmd, error
 	}
 	cmd.Stderr = os.Stderr
 	return cmd, nil
+}
+
+// pinSelf moves every thread of this process to cpus; threads made later
+// inherit it from the thread that makes them.
+func pinSelf(cpus []int) error {
+	set, err := parseCPUs(formatCPUs(cpus))
+	if err != nil {
+		return err
+	}
+	tids, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tids {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("sched_setaffinity thread %d: %w", tid, err)
+		}
+	}
+	return nil
 }
