@@ -213,20 +213,8 @@ func (b *bench) measure(ctx context.Context) error {
 	// Singles added in time get until the deadline to be published.
 	b.tr.waitFor(ctx, deadline, func() bool { return singles.allUp(b.tr.first) })
 
-	b.tr.mu.Lock()
-	r.complete, r.placed = complete, b.tr.burstUp
-	r.elapsed = end.Sub(t0)
-	if complete {
-		r.elapsed = b.tr.lastBurst.Sub(t0)
-	}
-	r.burstLat = latencies(added, b.tr.first)
-	r.singleLat = latencies(singles.added(), b.tr.first)
-	r.singlesAdded, r.singlesFailed = len(singles.added()), singles.failed
-	r.restarts = b.tr.restarts
-	b.tr.mu.Unlock()
+	b.record(added, singles, complete, t0, end)
 	r.lmCPU, r.simCPU, r.steal, r.lmWait = lmCPU1-lmCPU0, simCPU1-simCPU0, steal1-steal0, wait1-wait0
-	r.cpuWindow = end.Sub(t0)
-	r.placedTotal = r.placed + len(r.singleLat)
 	mem, err := readMemory(b.lm.pid())
 	if err != nil {
 		return err
@@ -241,6 +229,29 @@ func (b *bench) measure(ctx context.Context) error {
 		return b.failover(ctx)
 	}
 	return nil
+}
+
+// record takes from the tracker what the burst from t0 to end placed.
+func (b *bench) record(added map[string]time.Time, singles *singles, complete bool, t0, end time.Time) {
+	r := b.res
+	b.tr.mu.Lock()
+	defer b.tr.mu.Unlock()
+	r.complete, r.placed = complete, b.tr.burstUp
+	r.elapsed, r.cpuWindow = end.Sub(t0), end.Sub(t0)
+	if complete {
+		r.elapsed = b.tr.lastBurst.Sub(t0)
+	}
+	r.burstLat = latencies(added, b.tr.first)
+	r.singleLat = latencies(singles.added(), b.tr.first)
+	r.singlesAdded, r.singlesFailed = len(singles.added()), singles.failed
+	r.restarts = b.tr.restarts
+	// The CPU was read at end: placements after it do not count.
+	r.placedTotal = r.placed
+	for inst := range singles.added() {
+		if u, ok := b.tr.first[inst]; ok && !u.at.After(end) {
+			r.placedTotal++
+		}
+	}
 }
 
 // addBurst posts the needs in batches, one request after the other, and
