@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// buildLanManager builds cmd/allexlanmanager of this module into dir.
+func buildLanManager(ctx context.Context, dir string) (string, error) {
+	root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("find the module root (run from the allex repository): %w", err)
+	}
+	out := filepath.Join(dir, "allexlanmanager")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/allexlanmanager")
+	cmd.Dir = strings.TrimSpace(string(root))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/allexlanmanager: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// lanManager is the running allexlanmanager.
+type lanManager struct {
+	cmd        *exec.Cmd
+	url, token string
+	log        string
+	exited     chan struct{}
+}
+
+func (l *lanManager) pid() int { return l.cmd.Process.Pid }
+
+// linkURL is the WebSocket URL masters dial.
+func (l *lanManager) linkURL() string { return "ws" + strings.TrimPrefix(l.url, "http") + "/v1/link" }
+
+// startLanManager starts bin on a free loopback port with a fresh data
+// dir in dir, a new token and the default fencing flags, pinned to cpus;
+// its log goes to dir/lanmanager.log. A negative nice lets it win its
+// CPU from other processes on a shared machine.
+func startLanManager(bin, dir string, cpus []int, nice int, within time.Duration) (*lanManager, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	tok := make([]byte, 16)
+	_, _ = rand.Read(tok)
+	l := &lanManager{url: fmt.Sprintf("http://127.0.0.1:%d", port), token: hex.EncodeToString(tok),
+		log: filepath.Join(dir, "lanmanager.log"), exited: make(chan struct{})}
+	logf, err := os.Create(l.log)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd, err := pinned(cpus, nice, "exec", bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"-data", filepath.Join(dir, "data"), "-token", l.token)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	l.cmd = cmd
+	go func() { _ = cmd.Wait(); close(l.exited) }()
+	if err := l.waitHealthy(within); err != nil {
+		l.stop()
+		return nil, err
+	}
+	// Checked on the process itself: the pin is what makes the numbers
+	// the LAN manager's on one core.
+	if got, err := cpusAllowed(l.pid()); err != nil || got != formatCPUs(cpus) {
+		l.stop()
+		return nil, fmt.Errorf("allexlanmanager runs on CPUs %q (%v), want %s", got, err, formatCPUs(cpus))
+	}
+	if got, err := niceOf(l.pid()); err != nil || got != nice {
+		l.stop()
+		return nil, fmt.Errorf("allexlanmanager runs at nice %d (%v), want %d", got, err, nice)
+	}
+	return l, nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitHealthy polls /healthz until it answers, the process exits or
+// within has passed.
+func (l *lanManager) waitHealthy(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	c := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case <-l.exited:
+			return fmt.Errorf("allexlanmanager exited at start (%v); see %s", l.cmd.ProcessState, l.log)
+		default:
+		}
+		if resp, err := c.Get(l.url + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("allexlanmanager not healthy within %v; see %s", within, l.log)
+}
+
+// stop SIGTERMs the LAN manager and SIGKILLs it after 20 s.
+func (l *lanManager) stop() {
+	_ = l.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-l.exited:
+	case <-time.After(20 * time.Second):
+		_ = l.cmd.Process.Kill()
+		<-l.exited
+	}
+}
+
+// worker is a running worker process and what it said.
+type worker struct {
+	first, count int
+	cmd          *exec.Cmd
+	stdin        io.WriteCloser
+	ready        chan struct{}
+	dropped      chan string
+	lost         chan string
+	stats        string
+	done         chan struct{} // its stdout ended
+}
+
+func (w *worker) pid() int { return w.cmd.Process.Pid }
+
+// startWorker starts a worker process for masters [first, first+count).
+func startWorker(cpus []int, lm *lanManager, first, count, maxProcs int, dialWithin time.Duration) (*worker, error) {
+	cmd, err := pinned(cpus, 0, "worker", "-url", lm.linkURL(), "-token", lm.token,
+		"-first", fmt.Sprint(first), "-count", fmt.Sprint(count), "-max", fmt.Sprint(maxProcs), "-dial-timeout", dialWithin.String())
+	if err != nil {
+		return nil, err
+	}
+	w := &worker{first: first, count: count, cmd: cmd, ready: make(chan struct{}),
+		dropped: make(chan string, 1), lost: make(chan string, count), done: make(chan struct{})}
+	if w.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	go w.read(out)
+	return w, nil
+}
+
+// read takes the worker's lines until its stdout ends.
+func (w *worker) read(out io.Reader) {
+	defer close(w.done)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		word, rest, _ := strings.Cut(line, " ")
+		switch word {
+		case "ready":
+			close(w.ready)
+		case "dropped":
+			w.dropped <- rest
+		case "lost":
+			select {
+			case w.lost <- rest:
+			default:
+			}
+		case "stats":
+			w.stats = rest
+		default:
+			fmt.Fprintf(os.Stderr, "worker %d: unexpected line %q\n", w.first, line)
+		}
+	}
+}
+
+// drop asks the worker to kill master i and returns its answer.
+func (w *worker) drop(i int, within time.Duration) (string, error) {
+	if _, err := fmt.Fprintf(w.stdin, "drop %d\n", i); err != nil {
+		return "", err
+	}
+	select {
+	case s := <-w.dropped:
+		return s, nil
+	case <-w.done:
+		return "", errors.New("worker exited")
+	case <-time.After(within):
+		return "", fmt.Errorf("worker did not drop master %d within %v", i, within)
+	}
+}
+
+// stop ends the worker (its masters close their links) and waits for
+// its counts; it is killed after within.
+func (w *worker) stop(within time.Duration) {
+	_ = w.stdin.Close()
+	select {
+	case <-w.done:
+	case <-time.After(within):
+		_ = w.cmd.Process.Kill()
+		<-w.done
+	}
+	_ = w.cmd.Wait()
+}
