@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,18 +60,11 @@ func (b ByteSize) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()
 
 // UnmarshalJSON reads an integer number of bytes or a size string.
 func (b *ByteSize) UnmarshalJSON(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return err
+	v, err := fromToken(data, byteSizeFromToken)
+	if err == nil {
+		*b = v
 	}
-	v, err := byteSizeFromToken(tok)
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
+	return err
 }
 
 // byteSizeFromToken converts a JSON token (as read with UseNumber).

@@ -27,18 +27,24 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads a duration string or integer milliseconds.
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
+	v, err := fromToken(b, durationFromToken)
+	if err == nil {
+		*d = v
+	}
+	return err
+}
+
+// fromToken converts the single JSON value in data, read with UseNumber,
+// as the walker sees it.
+func fromToken[T any](data []byte, conv func(any) (T, error)) (T, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return err
+		var zero T
+		return zero, err
 	}
-	v, err := durationFromToken(tok)
-	if err != nil {
-		return err
-	}
-	*d = v
-	return nil
+	return conv(tok)
 }
 
 const durationWant = `want a duration such as "5s" or integer milliseconds`
