@@ -61,30 +61,28 @@ func ctl(t *testing.T, args ...string) result {
 }
 
 // normalizer replaces what changes from run to run (pids, ports, times,
-// durations, paths, identities) with placeholders.
+// durations, paths, identities) with placeholders. Pids and ports are
+// recognised by where they stand, not by value: on a busy machine a pid
+// can equal a port.
 type normalizer struct {
 	literal   []string // old, new pairs, longest first
-	pids      map[string]bool
-	portLo    int // ports in [portLo, portHi] become <port>
+	portLo    int      // PROTOCOL=PORT with PORT in [portLo, portHi] is a port the master gave
 	portHi    int
-	stateWord bool // start and restart print a state that depends on timing
+	stateWord bool // start and restart print a state and pid that depend on timing
 }
 
 var (
-	rfc3339  = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
-	clock    = regexp.MustCompile(`\b\d\d:\d\d:\d\d\.\d{3}\b`)
-	duration = regexp.MustCompile(`\b(\d+h)?(\d+m)?\d+(\.\d+)?(s|ms|µs)\b`)
-	number   = regexp.MustCompile(`\b\d+\b`)
-	cellSep  = regexp.MustCompile(`\t| {2,}`)
-	trailing = regexp.MustCompile(` +\n`)
-	started  = regexp.MustCompile(`(?m)^(\S+)\t\w+\tpid \d+`)
+	rfc3339   = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	clock     = regexp.MustCompile(`\b\d\d:\d\d:\d\d\.\d{3}\b`)
+	duration  = regexp.MustCompile(`\b(\d+h)?(\d+m)?\d+(\.\d+)?(s|ms|µs)\b`)
+	pidWord   = regexp.MustCompile(`\bpid(\s+)[1-9]\d*\b`)
+	portEq    = regexp.MustCompile(`\b(tcp|http|ws)=(\d+)\b`)
+	portRange = regexp.MustCompile(`\b\d+-\d+(, \d+ in use)`)
+	cellSep   = regexp.MustCompile(`\t| {2,}`)
+	header    = regexp.MustCompile(`^[A-Z][A-Z ]*$`)
+	trailing  = regexp.MustCompile(` +\n`)
+	started   = regexp.MustCompile(`(?m)^(\S+)\t\w+\tpid \d+`)
 )
-
-func (n *normalizer) addPID(pid int) {
-	if pid > 0 {
-		n.pids[strconv.Itoa(pid)] = true
-	}
-}
 
 func (n *normalizer) text(s string) string {
 	for i := 0; i+1 < len(n.literal); i += 2 {
@@ -96,30 +94,48 @@ func (n *normalizer) text(s string) string {
 	s = rfc3339.ReplaceAllString(s, "<time>")
 	s = clock.ReplaceAllString(s, "<clock>")
 	s = duration.ReplaceAllString(s, "<dur>")
-	s = number.ReplaceAllStringFunc(s, func(d string) string {
-		if n.pids[d] {
-			return "<pid>"
+	s = pidWord.ReplaceAllString(s, "pid$1<pid>")
+	s = portRange.ReplaceAllString(s, "<port>-<port>$1")
+	return portEq.ReplaceAllStringFunc(s, func(m string) string {
+		name, port, _ := strings.Cut(m, "=")
+		if v, err := strconv.Atoi(port); err == nil && n.portHi > 0 && v >= n.portLo && v <= n.portHi {
+			return name + "=<port>"
 		}
-		if v, err := strconv.Atoi(d); err == nil && n.portHi > 0 && v >= n.portLo && v <= n.portHi {
-			return "<port>"
-		}
-		return d
+		return m
 	})
-	return s
 }
 
-// realign lays tables out again, as placeholders change column widths,
-// without trailing blanks.
-func realign(s string) string {
+// table lays tables out again, as placeholders change column widths,
+// without trailing blanks; below a header row, the PID and PORT columns
+// become placeholders.
+func table(s string) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
+	volatile := map[int]string{}
 	for _, line := range strings.SplitAfter(s, "\n") {
 		if line == "" {
 			continue
 		}
 		nl := strings.HasSuffix(line, "\n")
-		line = strings.TrimRight(line, "\n")
-		fmt.Fprint(tw, strings.Join(cellSep.Split(line, -1), "\t"))
+		cells := cellSep.Split(strings.TrimRight(line, "\n"), -1)
+		if isHeader(cells) {
+			volatile = map[int]string{}
+			for i, c := range cells {
+				switch c {
+				case "PID":
+					volatile[i] = "<pid>"
+				case "PORT":
+					volatile[i] = "<port>"
+				}
+			}
+		} else {
+			for i, ph := range volatile {
+				if i < len(cells) && cells[i] != "0" && cells[i] != "-" {
+					cells[i] = ph
+				}
+			}
+		}
+		fmt.Fprint(tw, strings.Join(cells, "\t"))
 		if nl {
 			fmt.Fprint(tw, "\n")
 		}
@@ -128,13 +144,25 @@ func realign(s string) string {
 	return trailing.ReplaceAllString(b.String(), "\n")
 }
 
+func isHeader(cells []string) bool {
+	if len(cells) < 2 {
+		return false
+	}
+	for _, c := range cells {
+		if !header.MatchString(c) {
+			return false
+		}
+	}
+	return true
+}
+
 func (n *normalizer) render(rs []result) string {
 	var b strings.Builder
 	for _, r := range rs {
 		fmt.Fprintf(&b, "$ allexctl %s\n", n.text(strings.Join(r.args, " ")))
 		fmt.Fprintf(&b, "exit %d\n", r.code)
 		// Tables go to stdout; stderr keeps its layout (flag usage).
-		for _, part := range []struct{ name, text string }{{"stdout", realign(n.text(r.stdout))}, {"stderr", n.text(r.stderr)}} {
+		for _, part := range []struct{ name, text string }{{"stdout", table(n.text(r.stdout))}, {"stderr", n.text(r.stderr)}} {
 			if part.text == "" {
 				continue
 			}

@@ -39,7 +39,6 @@ func TestLANCommands(t *testing.T) {
 	}
 	l.WaitServices(t, 60*time.Second, "n1")
 	waitReady(t, m, "n1")
-	notePIDs(t, m, n)
 	golden(t, "lan_needs_add", n, added...)
 	golden(t, "lan_running", n, c("needs", "ls"), c("services"), c("services", "-module", "nope"),
 		ctl(t, "-socket", m.Socket, "ps"), ctl(t, "-socket", m.Socket, "stop", "n1"))

@@ -29,27 +29,13 @@ func ctlVersion(t *testing.T) string {
 	return v
 }
 
-// machineNormalizer knows the master's dir, ports and pids.
+// machineNormalizer knows the master's dir and port ranges.
 func machineNormalizer(t *testing.T, m *e2e.Master, size int) *normalizer {
 	n := &normalizer{
 		literal: []string{os.Args[0], "<helper>", m.Dir, "<dir>", ctlVersion(t), "<version>"},
-		pids:    map[string]bool{},
 		portLo:  m.TCP, portHi: m.TCP + 3*size - 1,
 	}
-	n.addPID(m.Cmd.Process.Pid)
 	return n
-}
-
-// notePIDs adds the pids of every child the master lists now.
-func notePIDs(t *testing.T, m *e2e.Master, n *normalizer) {
-	t.Helper()
-	resp, err := e2e.Client(t, m.Socket).ListProcesses(t.Context(), &allexv1.ListProcessesRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range resp.GetProcesses() {
-		n.addPID(int(p.GetPid()))
-	}
 }
 
 // waitReady polls the master over gRPC (cheaper than allexctl) until
@@ -91,7 +77,6 @@ func TestMachineCommands(t *testing.T) {
 	for _, inst := range []string{"web1", "s1", "talk"} {
 		waitReady(t, m, inst)
 	}
-	notePIDs(t, m, n)
 	golden(t, "start", n, starts...)
 	n.stateWord = false
 
@@ -109,7 +94,6 @@ func TestMachineCommands(t *testing.T) {
 	n.stateWord = true
 	restarted := c("restart", "s1")
 	waitReady(t, m, "s1")
-	notePIDs(t, m, n)
 	golden(t, "restart", n, restarted, c("restart", "nope"), c("restart"))
 	n.stateWord = false
 
@@ -138,7 +122,6 @@ func events(t *testing.T, m *e2e.Master, n *normalizer) result {
 	}
 	ctl(t, "-socket", m.Socket, "start", "-module", "sleepy", "ev1")
 	waitReady(t, m, "ev1")
-	notePIDs(t, m, n)
 	ctl(t, "-socket", m.Socket, "stop", "-rm", "ev1")
 	e2e.Eventually(t, 30*time.Second, func() error {
 		if !seen("removed    ev1") {
@@ -182,7 +165,7 @@ func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	dir := e2e.ShortDir(t)
 	none := filepath.Join(dir, "none.sock")
-	n := &normalizer{literal: []string{dir, "<dir>", ctlVersion(t), "<version>"}, pids: map[string]bool{}}
+	n := &normalizer{literal: []string{dir, "<dir>", ctlVersion(t), "<version>"}}
 	s := []string{"-socket", none}
 	c := func(args ...string) result { return ctl(t, append(s, args...)...) }
 	golden(t, "no_master", n, c("status"), c("ps"), c("stop", "x"), c("logs", "x"), c("version"))
