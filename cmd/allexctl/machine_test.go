@@ -42,13 +42,18 @@ func machineNormalizer(t *testing.T, m *e2e.Master, size int) *normalizer {
 // instance is ready.
 func waitReady(t *testing.T, m *e2e.Master, instance string) {
 	t.Helper()
+	waitState(t, m, instance, allexv1.ProcessState_PROCESS_STATE_READY)
+}
+
+func waitState(t *testing.T, m *e2e.Master, instance string, want allexv1.ProcessState) {
+	t.Helper()
 	c := e2e.Client(t, m.Socket)
 	e2e.Eventually(t, 60*time.Second, func() error {
 		resp, err := c.GetProcess(t.Context(), &allexv1.GetProcessRequest{Instance: instance})
 		if err != nil {
 			return err
 		}
-		if st := resp.GetProcess().GetState(); st != allexv1.ProcessState_PROCESS_STATE_READY {
+		if st := resp.GetProcess().GetState(); st != want {
 			return fmt.Errorf("%s is %s", instance, st)
 		}
 		return nil
@@ -90,6 +95,14 @@ func TestMachineCommands(t *testing.T) {
 	})
 	golden(t, "logs", n, c("logs", "talk"), c("logs", "-n", "1", "talk"), c("logs", "-stream", "stderr", "talk"),
 		c("logs", "-stream", "both", "talk"), c("logs", "nope"))
+
+	// logs -f of a child that is done prints its logs and ends.
+	fin := c("start", "-restart", "never", "fin", "--", "/bin/sh", "-c", "echo last words; exit 3")
+	if fin.code != 0 {
+		t.Fatalf("start fin: %+v", fin)
+	}
+	waitState(t, m, "fin", allexv1.ProcessState_PROCESS_STATE_FAILED)
+	golden(t, "logs_follow", n, c("logs", "-f", "-stream", "stdout", "fin"), c("stop", "-rm", "fin"))
 
 	n.stateWord = true
 	restarted := c("restart", "s1")
