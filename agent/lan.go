@@ -180,7 +180,16 @@ func (a *Agent) needEvent(p *proc, ev spawner.Event) {
 	if p.needID == "" || a.lan == nil {
 		return
 	}
-	ce := needs.ChildEvent{Instance: p.needID, PID: ev.PID, ExitCode: ev.ExitCode, Signal: ev.Signal, Reason: ev.Message, Delay: ev.Delay}
+	if ce, ok := childEvent(p.needID, ev); ok {
+		a.lan.ctrl.Child(ce)
+	}
+}
+
+// childEvent is a supervisor event as the needs controller takes it;
+// false for the events it does not follow (a child's end comes from
+// needEnded, once the supervisor is done).
+func childEvent(needID string, ev spawner.Event) (needs.ChildEvent, bool) {
+	ce := needs.ChildEvent{Instance: needID, PID: ev.PID, ExitCode: ev.ExitCode, Signal: ev.Signal, Reason: ev.Message, Delay: ev.Delay}
 	switch ev.Kind {
 	case spawner.EventRunning:
 		ce.Kind, ce.StartedAt = needs.ChildRunning, ev.Time
@@ -191,9 +200,9 @@ func (a *Agent) needEvent(p *proc, ev spawner.Event) {
 	case spawner.EventBackoff:
 		ce.Kind = needs.ChildBackoff
 	default:
-		return
+		return needs.ChildEvent{}, false
 	}
-	a.lan.ctrl.Child(ce)
+	return ce, true
 }
 
 // needEnded tells the controller a copy's child is done for good.
@@ -201,11 +210,16 @@ func (a *Agent) needEnded(p *proc, err error) {
 	if p.needID == "" || a.lan == nil {
 		return
 	}
+	a.lan.ctrl.Child(endedEvent(p.needID, err))
+}
+
+// endedEvent is the end of a copy's child, err the supervisor's result.
+func endedEvent(needID string, err error) needs.ChildEvent {
 	reason := "exited"
 	if err != nil {
 		reason = err.Error()
 	}
-	a.lan.ctrl.Child(needs.ChildEvent{Kind: needs.ChildEnded, Instance: p.needID, Reason: reason})
+	return needs.ChildEvent{Kind: needs.ChildEnded, Instance: needID, Reason: reason}
 }
 
 func (a *Agent) linkState() string {
