@@ -651,7 +651,7 @@ func (a *Agent) infoLocked(p *proc) *allexv1.ProcessInfo {
 
 func portList(p *proc) []*allexv1.PortAssignment {
 	var out []*allexv1.PortAssignment
-	for _, name := range []string{"tcp", "http", "ws"} {
+	for _, name := range lanwire.Protocols {
 		if port, ok := p.ports[name]; ok {
 			proto, _ := config.ProtocolFromString(name)
 			out = append(out, &allexv1.PortAssignment{Protocol: proto, Port: uint32(port)})

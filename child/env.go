@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/machinesock"
+	"github.com/allex-go/allex/lanwire"
 )
 
 // Names of the variables the master sets in a child's environment.
@@ -23,17 +25,17 @@ const (
 	EnvProperties   = "ALLEX_PROPERTIES"
 )
 
-// DefaultMasterSocket is where allexmaster serves allex.v1.MachineManager on
-// unix systems. The library never falls back to it on its own: a child the
-// master spawned always gets ALLEX_MASTER_SOCKET, so its absence means the
-// program was started by hand.
-const DefaultMasterSocket = "/tmp/allexmachinemanager"
+// DefaultMasterSocket is where allexmaster serves allex.v1.MachineManager
+// unless configured otherwise (a named pipe on Windows). The library never
+// falls back to it on its own: a child the master spawned always gets
+// ALLEX_MASTER_SOCKET, so its absence means the program was started by hand.
+const DefaultMasterSocket = machinesock.Default
 
 // Protocol names used as keys of Env.Ports and arguments of Child.Listen.
 const (
-	ProtoTCP  = "tcp"
-	ProtoHTTP = "http"
-	ProtoWS   = "ws"
+	ProtoTCP  = lanwire.ProtoTCP
+	ProtoHTTP = lanwire.ProtoHTTP
+	ProtoWS   = lanwire.ProtoWS
 )
 
 type portVar struct{ name, proto string }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/allex-go/allex/agent/logfile"
 	"github.com/allex-go/allex/agent/portoffice"
+	"github.com/allex-go/allex/internal/machinesock"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -51,7 +52,7 @@ func (p PortRanges) byProtocol() [3]struct {
 	return [3]struct {
 		name string
 		port uint16
-	}{{"tcp", p.TCP}, {"http", p.HTTP}, {"ws", p.WS}}
+	}{{lanwire.ProtoTCP, p.TCP}, {lanwire.ProtoHTTP, p.HTTP}, {lanwire.ProtoWS, p.WS}}
 }
 
 // Config is the content of allexmasterconfig.json.
@@ -64,7 +65,7 @@ type Config struct {
 	// PortRangeSize is the number of ports per protocol (default
 	// DefaultPortRangeSize); a range must end by 65535.
 	PortRangeSize int `json:"portrangesize,omitempty"`
-	// Socket defaults to DefaultSocket.
+	// Socket defaults to machinesock.Default.
 	Socket string `json:"socket,omitempty"`
 	// MachineID defaults to the host name.
 	MachineID string `json:"machineid,omitempty"`
@@ -388,7 +389,7 @@ func (c Config) WithDefaults(baseDir string) Config {
 		c.PortRangeSize = DefaultPortRangeSize
 	}
 	if c.Socket == "" {
-		c.Socket = DefaultSocket
+		c.Socket = machinesock.Default
 	}
 	if c.MachineID == "" {
 		c.MachineID = hostMachineID()

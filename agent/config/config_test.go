@@ -10,6 +10,7 @@ import (
 
 	"github.com/allex-go/allex/agent/portoffice"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/machinesock"
 	"github.com/allex-go/allex/lanwire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -27,9 +28,9 @@ func TestWithDefaults(t *testing.T) {
 			d := Default()
 			d.LanManagerPort, d.PortRangeSize, d.MachineID = 23552, 1000, c.MachineID
 			d.LogMaxSize, d.LogMaxFiles = 10<<20, 5
-			d.Socket = DefaultSocket
-			if !strings.HasPrefix(DefaultSocket, `\\`) && !filepath.IsAbs(DefaultSocket) {
-				d.Socket = filepath.Join(base, DefaultSocket)
+			d.Socket = machinesock.Default
+			if !strings.HasPrefix(machinesock.Default, `\\`) && !filepath.IsAbs(machinesock.Default) {
+				d.Socket = filepath.Join(base, machinesock.Default)
 			}
 			d.StateDir = filepath.Join(base, "allexmaster.d")
 			return d
