@@ -148,15 +148,12 @@ func portVarOf(proto string) string {
 	return proto
 }
 
-// protocolEnum maps a protocol name to its allex.v1 enum value.
+// protocolEnum maps a protocol name to its allex.v1 enum value, named
+// PROTOCOL_<NAME> by the proto's convention (agent/modspec's table holds
+// the same pairs; the library does not import the agent for it).
 func protocolEnum(proto string) (allexv1.Protocol, error) {
-	switch proto {
-	case ProtoTCP:
-		return allexv1.Protocol_PROTOCOL_TCP, nil
-	case ProtoHTTP:
-		return allexv1.Protocol_PROTOCOL_HTTP, nil
-	case ProtoWS:
-		return allexv1.Protocol_PROTOCOL_WS, nil
+	if err := lanwire.CheckProtocol(proto); err != nil {
+		return allexv1.Protocol_PROTOCOL_UNSPECIFIED, err
 	}
-	return allexv1.Protocol_PROTOCOL_UNSPECIFIED, fmt.Errorf("unknown protocol %q: want tcp, http or ws", proto)
+	return allexv1.Protocol(allexv1.Protocol_value["PROTOCOL_"+strings.ToUpper(proto)]), nil
 }

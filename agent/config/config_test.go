@@ -152,26 +152,6 @@ func TestResolveToken(t *testing.T) {
 	}
 }
 
-func TestProtocolStrings(t *testing.T) {
-	for _, name := range lanwire.Protocols {
-		p, err := ProtocolFromString(name)
-		if err != nil || p == allexv1.Protocol_PROTOCOL_UNSPECIFIED || ProtocolString(p) != name {
-			t.Errorf("%q -> %v, %v -> %q", name, p, err, ProtocolString(p))
-		}
-	}
-	for _, bad := range []string{"", "udp", "TCP", "tcp "} {
-		if p, err := ProtocolFromString(bad); err == nil || p != allexv1.Protocol_PROTOCOL_UNSPECIFIED {
-			t.Errorf("ProtocolFromString(%q) = %v, %v; want an error", bad, p, err)
-		}
-	}
-	if s := ProtocolString(allexv1.Protocol_PROTOCOL_UNSPECIFIED); s != "" {
-		t.Errorf("ProtocolString(unspecified) = %q", s)
-	}
-	if s := ProtocolString(allexv1.Protocol(42)); s != "" {
-		t.Errorf("ProtocolString(42) = %q", s)
-	}
-}
-
 func TestSpec(t *testing.T) {
 	full := Module{
 		Command: "/bin/web", Args: []string{"-p", "${ALLEX_HTTP_PORT}"}, Env: map[string]string{"A": "b"}, Dir: "/srv",
