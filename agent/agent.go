@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"os"
 	"runtime"
-	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 
 	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/logfile"
+	"github.com/allex-go/allex/agent/modspec"
 	"github.com/allex-go/allex/agent/portoffice"
 	"github.com/allex-go/allex/agent/spawner"
 	"github.com/allex-go/allex/agent/statefile"
@@ -389,25 +387,8 @@ func validateSpec(s *allexv1.ModuleSpec) error {
 	if s.GetCommand() == "" {
 		return fmt.Errorf("%w: instance %s: no command", ErrInvalid, s.GetInstance())
 	}
-	seen := map[allexv1.Protocol]bool{}
-	for _, p := range s.GetProtocols() {
-		if _, err := protoName(p); err != nil {
-			return fmt.Errorf("%w: instance %s: %w", ErrInvalid, s.GetInstance(), err)
-		}
-		if seen[p] {
-			return fmt.Errorf("%w: instance %s: protocol %s listed twice", ErrInvalid, s.GetInstance(), p)
-		}
-		seen[p] = true
-	}
-	for _, name := range slices.Sorted(maps.Keys(s.GetFixedPorts())) {
-		port := s.GetFixedPorts()[name]
-		p, err := config.ProtocolFromString(name)
-		if err != nil || !seen[p] {
-			return fmt.Errorf("%w: instance %s: fixed %s port %d: %q is not one of its protocols (%s)", ErrInvalid, s.GetInstance(), name, port, name, protocolList(s.GetProtocols()))
-		}
-		if port == 0 || port > 65535 {
-			return fmt.Errorf("%w: instance %s: fixed %s port %d out of range 1-65535", ErrInvalid, s.GetInstance(), name, port)
-		}
+	if err := modspec.Validate(s); err != nil {
+		return fmt.Errorf("%w: instance %s: %s", ErrInvalid, s.GetInstance(), modspec.Describe(err))
 	}
 	if size := s.GetLogMaxSize(); size > math.MaxInt64 {
 		return fmt.Errorf("%w: instance %s: log_max_size: %d is too large", ErrInvalid, s.GetInstance(), size)
@@ -420,23 +401,11 @@ func validateSpec(s *allexv1.ModuleSpec) error {
 	return nil
 }
 
-// protocolList names protocols for messages: "tcp,http", or "none".
-func protocolList(ps []allexv1.Protocol) string {
-	names := make([]string, 0, len(ps))
-	for _, p := range ps {
-		names = append(names, config.ProtocolString(p))
-	}
-	if len(names) == 0 {
-		return "none"
-	}
-	return strings.Join(names, ",")
-}
-
 // allocate takes every port the spec asks for, or none.
 func (a *Agent) allocate(owner string, spec *allexv1.ModuleSpec) (map[string]uint16, error) {
 	ports := map[string]uint16{}
 	for _, p := range spec.GetProtocols() {
-		name := config.ProtocolString(p)
+		name := modspec.ProtocolName(p)
 		var err error
 		if fixed, ok := spec.GetFixedPorts()[name]; ok {
 			err = a.ports.AllocateFixed(name, uint16(fixed), owner)
@@ -489,27 +458,12 @@ func (a *Agent) spawnerSpec(s *allexv1.ModuleSpec, ports map[string]uint16) (spa
 	if out.LogMaxFiles == 0 {
 		out.LogMaxFiles = a.opts.Config.LogMaxFiles
 	}
-	switch s.GetRestart() {
-	case allexv1.RestartPolicy_RESTART_POLICY_NEVER:
-		out.Restart = spawner.PolicyNever
-	case allexv1.RestartPolicy_RESTART_POLICY_ALWAYS:
-		out.Restart = spawner.PolicyAlways
-	default:
-		out.Restart = spawner.PolicyOnFailure
+	var err error
+	if out.Restart, err = modspec.SpawnerPolicy(s.GetRestart()); err != nil {
+		return spawner.Spec{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	switch s.GetReadiness() {
-	case allexv1.Readiness_READINESS_NONE:
-		out.Readiness = spawner.ReadyNone
-	case allexv1.Readiness_READINESS_PORTS:
-		out.Readiness = spawner.ReadyPorts
-	case allexv1.Readiness_READINESS_SDK:
-		out.Readiness = spawner.ReadySDK
-	default:
-		if len(ports) > 0 {
-			out.Readiness = spawner.ReadyPorts
-		} else {
-			out.Readiness = spawner.ReadyNone
-		}
+	if out.Readiness, err = modspec.SpawnerReadiness(s.GetReadiness(), len(ports) > 0); err != nil {
+		return spawner.Spec{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return out, nil
 }
@@ -651,9 +605,9 @@ func (a *Agent) infoLocked(p *proc) *allexv1.ProcessInfo {
 
 func portList(p *proc) []*allexv1.PortAssignment {
 	var out []*allexv1.PortAssignment
-	for _, name := range []string{"tcp", "http", "ws"} {
+	for _, name := range lanwire.Protocols {
 		if port, ok := p.ports[name]; ok {
-			proto, _ := config.ProtocolFromString(name)
+			proto, _ := modspec.ProtocolEnum(name)
 			out = append(out, &allexv1.PortAssignment{Protocol: proto, Port: uint32(port)})
 		}
 	}
@@ -827,7 +781,7 @@ func (a *Agent) Status() *allexv1.StatusResponse {
 		Ready:             ready,
 	}
 	for _, u := range a.ports.Usage() {
-		p, _ := config.ProtocolFromString(u.Protocol)
+		p, _ := modspec.ProtocolEnum(u.Protocol)
 		st.PortRanges = append(st.PortRanges, &allexv1.PortRangeUsage{Protocol: p, RangeStart: uint32(u.Start), RangeEnd: uint32(u.End), InUse: uint32(u.InUse)})
 	}
 	return st
@@ -838,12 +792,4 @@ func (a *Agent) lanAddress() string {
 		return ""
 	}
 	return fmt.Sprintf("%s:%d", a.opts.Config.LanManagerAddress, a.opts.Config.LanManagerPort)
-}
-
-// protoName names a protocol, refusing unspecified or unknown values.
-func protoName(p allexv1.Protocol) (string, error) {
-	if name := config.ProtocolString(p); name != "" {
-		return name, nil
-	}
-	return "", fmt.Errorf("unknown protocol %v (want tcp, http or ws)", p)
 }

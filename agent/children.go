@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/allex-go/allex/agent/modspec"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 )
 
@@ -161,7 +162,7 @@ func (a *Agent) Ports(peerPID int, instance, module string) ([]*allexv1.Instance
 
 // AllocatePort gives the calling child an extra port, held until it exits.
 func (a *Agent) AllocatePort(peerPID int, protocol allexv1.Protocol) (uint32, error) {
-	name, err := protoName(protocol)
+	name, err := modspec.ProtocolNameChecked(protocol)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -181,7 +182,7 @@ func (a *Agent) AllocatePort(peerPID int, protocol allexv1.Protocol) (uint32, er
 
 // ReleasePort gives back an extra port of the calling child.
 func (a *Agent) ReleasePort(peerPID int, protocol allexv1.Protocol, port uint32) error {
-	name, err := protoName(protocol)
+	name, err := modspec.ProtocolNameChecked(protocol)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}

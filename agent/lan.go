@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/lanlink"
+	"github.com/allex-go/allex/agent/modspec"
 	"github.com/allex-go/allex/agent/needs"
 	"github.com/allex-go/allex/agent/spawner"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
@@ -76,7 +76,7 @@ func (a *Agent) StartNeed(n lanwire.Need) (lanwire.Ports, error) {
 	}
 	ports := lanwire.Ports{}
 	for _, pa := range info.GetPorts() {
-		ports[config.ProtocolString(pa.GetProtocol())] = uint16(pa.GetPort())
+		ports[modspec.ProtocolName(pa.GetProtocol())] = uint16(pa.GetPort())
 	}
 	return ports, nil
 }
@@ -103,7 +103,7 @@ func (a *Agent) needSpec(n lanwire.Need) (*allexv1.ModuleSpec, error) {
 	spec := m.Spec(n.Module, n.Instance, n.Properties)
 	spec.Protocols = nil
 	for _, name := range protocols {
-		p, err := config.ProtocolFromString(name)
+		p, err := modspec.ProtocolEnum(name)
 		if err != nil {
 			return nil, fmt.Errorf("need %s: %w", n.Instance, err)
 		}

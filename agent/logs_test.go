@@ -89,3 +89,25 @@ func TestLogFilesOfARemovedInstance(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateSpecRefusesUnknownKinds: a gRPC spec with an enum value no
+// table row has is refused, not run with a default, and each message names
+// the choices.
+func TestValidateSpecRefusesUnknownKinds(t *testing.T) {
+	for _, tt := range []struct {
+		spec *allexv1.ModuleSpec
+		want string
+	}{
+		{&allexv1.ModuleSpec{Restart: 7}, "instance x1: unknown restart policy 7 (want never, on-failure or always)"},
+		{&allexv1.ModuleSpec{Readiness: 7}, "instance x1: unknown readiness 7 (want none, ports or sdk)"},
+		{&allexv1.ModuleSpec{Readiness: allexv1.Readiness_READINESS_PORTS}, `instance x1: "ports" needs at least one protocol`},
+		{&allexv1.ModuleSpec{Protocols: []allexv1.Protocol{0}}, "instance x1: unknown protocol PROTOCOL_UNSPECIFIED (want tcp, http or ws)"},
+		{&allexv1.ModuleSpec{Protocols: []allexv1.Protocol{1, 1}}, `instance x1: "tcp" is listed twice`},
+	} {
+		s := tt.spec
+		s.Module, s.Instance, s.Command = "x", "x1", "x"
+		if err := validateSpec(s); !errors.Is(err, ErrInvalid) || !strings.HasSuffix(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want ErrInvalid with %q", s, err, tt.want)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/machinesock"
+	"github.com/allex-go/allex/lanwire"
 )
 
 // Names of the variables the master sets in a child's environment.
@@ -23,17 +25,17 @@ const (
 	EnvProperties   = "ALLEX_PROPERTIES"
 )
 
-// DefaultMasterSocket is where allexmaster serves allex.v1.MachineManager on
-// unix systems. The library never falls back to it on its own: a child the
-// master spawned always gets ALLEX_MASTER_SOCKET, so its absence means the
-// program was started by hand.
-const DefaultMasterSocket = "/tmp/allexmachinemanager"
+// DefaultMasterSocket is where allexmaster serves allex.v1.MachineManager
+// unless configured otherwise (a named pipe on Windows). The library never
+// falls back to it on its own: a child the master spawned always gets
+// ALLEX_MASTER_SOCKET, so its absence means the program was started by hand.
+const DefaultMasterSocket = machinesock.Default
 
 // Protocol names used as keys of Env.Ports and arguments of Child.Listen.
 const (
-	ProtoTCP  = "tcp"
-	ProtoHTTP = "http"
-	ProtoWS   = "ws"
+	ProtoTCP  = lanwire.ProtoTCP
+	ProtoHTTP = lanwire.ProtoHTTP
+	ProtoWS   = lanwire.ProtoWS
 )
 
 type portVar struct{ name, proto string }
@@ -146,15 +148,12 @@ func portVarOf(proto string) string {
 	return proto
 }
 
-// protocolEnum maps a protocol name to its allex.v1 enum value.
+// protocolEnum maps a protocol name to its allex.v1 enum value, named
+// PROTOCOL_<NAME> by the proto's convention (agent/modspec's table holds
+// the same pairs; the library does not import the agent for it).
 func protocolEnum(proto string) (allexv1.Protocol, error) {
-	switch proto {
-	case ProtoTCP:
-		return allexv1.Protocol_PROTOCOL_TCP, nil
-	case ProtoHTTP:
-		return allexv1.Protocol_PROTOCOL_HTTP, nil
-	case ProtoWS:
-		return allexv1.Protocol_PROTOCOL_WS, nil
+	if err := lanwire.CheckProtocol(proto); err != nil {
+		return allexv1.Protocol_PROTOCOL_UNSPECIFIED, err
 	}
-	return allexv1.Protocol_PROTOCOL_UNSPECIFIED, fmt.Errorf("unknown protocol %q: want tcp, http or ws", proto)
+	return allexv1.Protocol(allexv1.Protocol_value["PROTOCOL_"+strings.ToUpper(proto)]), nil
 }

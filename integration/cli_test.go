@@ -3,12 +3,17 @@
 package integration
 
 import (
+	"context"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/e2e"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestVersions: every binary answers -version from its build information
@@ -80,5 +85,36 @@ func TestStartFixedPortNeedsItsProtocol(t *testing.T) {
 	}
 	if p := m.Process(t, "fp"); p != nil {
 		t.Errorf("fp exists: %v", p)
+	}
+}
+
+// TestStartRefusesUnknownKinds: a gRPC start with a restart policy or
+// readiness no name maps to is refused (it used to run with the default),
+// and allexctl refuses ports readiness without protocols with the
+// message the master and the config file use.
+func TestStartRefusesUnknownKinds(t *testing.T) {
+	m := e2e.StartMaster(t, 10, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := e2e.Client(t, m.Socket)
+	for _, tt := range []struct {
+		spec *allexv1.ModuleSpec
+		want string
+	}{
+		{&allexv1.ModuleSpec{Restart: 7}, "instance k: unknown restart policy 7 (want never, on-failure or always)"},
+		{&allexv1.ModuleSpec{Readiness: 7}, "instance k: unknown readiness 7 (want none, ports or sdk)"},
+	} {
+		s := tt.spec
+		s.Module, s.Instance, s.Command = "k", "k", "/bin/sleep"
+		if _, err := c.StartProcess(ctx, &allexv1.StartProcessRequest{Spec: s}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("StartProcess(%v) = %v, want InvalidArgument %q", s, err, tt.want)
+		}
+	}
+	_, errOut, err := e2e.Ctl(t, m.Socket, "start", "-readiness", "ports", "k", "--", "/bin/sleep", "60")
+	if want := `start: instance k: "ports" needs at least one protocol`; err == nil || !strings.Contains(errOut, want) {
+		t.Errorf("start -readiness ports without -protocols: %v %q, want %q", err, errOut, want)
+	}
+	if p := m.Process(t, "k"); p != nil {
+		t.Errorf("k exists: %v", p)
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanwire"
 )
 
 // TestFixedPortWithoutProtocolRefused: a fixed port whose protocol the
@@ -37,21 +37,12 @@ func TestFixedPortWithoutProtocolRefused(t *testing.T) {
 	if ns := e.needs(); len(ns) != 0 {
 		t.Fatalf("needs after refused adds: %+v", ns)
 	}
-	_, err := lanmanager.ParseNeedsFile("f.json", []byte(`{"needs":[{"instance":"f1","module":"web","protocols":["http"],"fixedports":{"tcp":9000}}]}`))
+	_, err := lanwire.ParseNeedsFile("f.json", []byte(`{"needs":[{"instance":"f1","module":"web","protocols":["http"],"fixedports":{"tcp":9000}}]}`))
 	if err == nil || !strings.Contains(err.Error(), `needs file f.json: needs[0] (instance "f1")`) || !strings.Contains(err.Error(), "fixedports.tcp") {
 		t.Fatalf("needs file: %v", err)
 	}
-	_, err = lanmanager.ParseNeedsFile("f.json", []byte(`{"needs":[{"instance":"f1","module":"web","fixedports":{"tcp":9000}}]}`))
+	_, err = lanwire.ParseNeedsFile("f.json", []byte(`{"needs":[{"instance":"f1","module":"web","fixedports":{"tcp":9000}}]}`))
 	if err == nil || !strings.Contains(err.Error(), "fixedports.tcp: tcp is not in protocols (none)") {
 		t.Fatalf("needs file without protocols: %v", err)
-	}
-}
-
-// TestNeedsFileSkipsBOM: a needs file saved with a UTF-8 byte order mark
-// reads as the same file without one.
-func TestNeedsFileSkipsBOM(t *testing.T) {
-	needs, err := lanmanager.ParseNeedsFile("f.json", []byte("\xEF\xBB\xBF"+`{"needs":[{"instance":"a","module":"m"}]}`))
-	if err != nil || len(needs) != 1 || needs[0].Instance != "a" {
-		t.Fatalf("ParseNeedsFile(BOM) = %+v, %v", needs, err)
 	}
 }

@@ -118,38 +118,6 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-func TestParseNeedsFile(t *testing.T) {
-	tests := []struct {
-		name, in, err string
-		n             int
-	}{
-		{"ok", `{"needs":[{"instance":"a","module":"m"},{"instance":"b","module":"m","protocols":["tcp"]}]}`, "", 2},
-		{"empty list", `{"needs":[]}`, "", 0},
-		{"missing needs", `{}`, "missing", 0},
-		{"unknown top field", `{"needs":[],"extra":1}`, `unknown field "extra"`, 0},
-		{"unknown need field", `{"needs":[{"instance":"a","module":"m","color":"red"}]}`, `needs[0] (instance "a"): need: json: unknown field "color"`, 0},
-		{"invalid need", `{"needs":[{"instance":"a","module":"m"},{"instance":"b","module":"bad module"}]}`, `needs[1] (instance "b")`, 0},
-		{"duplicate", `{"needs":[{"instance":"a","module":"m"},{"instance":"a","module":"m"}]}`, "already defined at needs[0]", 0},
-		{"trailing", `{"needs":[]} x`, "trailing", 0},
-		{"repeated top key", `{"needs":[{"instance":"a","module":"m"}],"needs":[]}`, `duplicate field "needs"`, 0},
-		{"not json", `needs`, "invalid", 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			needs, err := lanmanager.ParseNeedsFile("f.json", []byte(tt.in))
-			if tt.err == "" {
-				if err != nil || len(needs) != tt.n {
-					t.Fatalf("got %v, %v", needs, err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "f.json") {
-				t.Fatalf("err = %v, want it to name f.json and contain %q", err, tt.err)
-			}
-		})
-	}
-}
-
 func TestNeedsFilesMerge(t *testing.T) {
 	dir := t.TempDir()
 	base := writeFile(t, dir, "base.json", `{"needs":[{"instance":"x","module":"web"},{"instance":"y","module":"web"},{"instance":"z","module":"web"}]}`)
@@ -250,29 +218,4 @@ func TestNewErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func FuzzNeedsFile(f *testing.F) {
-	f.Add([]byte(`{"needs":[{"instance":"a","module":"m","protocols":["tcp"],"fixedports":{"tcp":80},"machine":{"address":"10.0.0.0/8"}}]}`))
-	f.Add([]byte(`{"needs":[]}`))
-	f.Add([]byte(`{"needs":[{"instance":"a","module":"m"},{"instance":"a","module":"m"}]}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		needs, err := lanmanager.ParseNeedsFile("fuzz.json", b)
-		if err != nil {
-			if !strings.Contains(err.Error(), "fuzz.json") {
-				t.Fatalf("error does not name the file: %v", err)
-			}
-			return
-		}
-		seen := map[string]bool{}
-		for _, n := range needs {
-			if err := n.Validate(); err != nil {
-				t.Fatalf("accepted invalid need: %v", err)
-			}
-			if seen[n.Instance] {
-				t.Fatalf("accepted duplicate %q", n.Instance)
-			}
-			seen[n.Instance] = true
-		}
-	})
 }

@@ -164,22 +164,10 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 // in file names and environment variables, so it is kept plain.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
-// Protocols are the protocol names a need may ask ports for.
-var Protocols = []string{"tcp", "http", "ws"}
-
-func validProtocol(p string) bool {
-	for _, q := range Protocols {
-		if p == q {
-			return true
-		}
-	}
-	return false
-}
-
 func validatePorts(field string, ps Ports, allowed []string) error {
 	for proto, port := range ps {
-		if !validProtocol(proto) {
-			return fmt.Errorf("%s: unknown protocol %q (want tcp, http or ws)", field, proto)
+		if err := CheckProtocol(proto); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
 		}
 		if port == 0 {
 			return fmt.Errorf("%s.%s: port 0 is not a port", field, proto)
@@ -210,8 +198,8 @@ func (n Need) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, p := range n.Protocols {
-		if !validProtocol(p) {
-			return fmt.Errorf("need %s: protocols: unknown protocol %q (want tcp, http or ws)", n.Instance, p)
+		if err := CheckProtocol(p); err != nil {
+			return fmt.Errorf("need %s: protocols: %w", n.Instance, err)
 		}
 		if seen[p] {
 			return fmt.Errorf("need %s: protocols: %q listed twice", n.Instance, p)

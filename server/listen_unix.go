@@ -16,9 +16,6 @@ import (
 	"github.com/gofrs/flock"
 )
 
-// DefaultSocket is where allexmaster listens unless told otherwise.
-const DefaultSocket = "/tmp/allexmachinemanager"
-
 // ErrInUse is returned by Listen when a live process answers on the socket.
 var ErrInUse = errors.New("socket in use by a live process")
 

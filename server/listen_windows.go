@@ -10,9 +10,6 @@ import (
 	"github.com/Microsoft/go-winio"
 )
 
-// DefaultSocket is the named pipe allexmaster listens on.
-const DefaultSocket = `\\.\pipe\allexmachinemanager`
-
 // ErrInUse is returned by Listen when another process owns the pipe.
 var ErrInUse = errors.New("pipe in use by a live process")
 

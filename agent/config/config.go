@@ -12,7 +12,9 @@ import (
 	"strings"
 
 	"github.com/allex-go/allex/agent/logfile"
+	"github.com/allex-go/allex/agent/modspec"
 	"github.com/allex-go/allex/agent/portoffice"
+	"github.com/allex-go/allex/internal/machinesock"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -24,17 +26,6 @@ const (
 	DefaultLanManagerPort = 23552
 	DefaultPortRangeSize  = 1000
 	DefaultStateDir       = "allexmaster.d"
-)
-
-// Restart policies and readiness modes a module may name.
-const (
-	RestartNever     = "never"
-	RestartOnFailure = "on-failure"
-	RestartAlways    = "always"
-
-	ReadinessNone  = "none"
-	ReadinessPorts = "ports"
-	ReadinessSDK   = "sdk"
 )
 
 // PortRanges holds one port number per protocol.
@@ -51,7 +42,7 @@ func (p PortRanges) byProtocol() [3]struct {
 	return [3]struct {
 		name string
 		port uint16
-	}{{"tcp", p.TCP}, {"http", p.HTTP}, {"ws", p.WS}}
+	}{{lanwire.ProtoTCP, p.TCP}, {lanwire.ProtoHTTP, p.HTTP}, {lanwire.ProtoWS, p.WS}}
 }
 
 // Config is the content of allexmasterconfig.json.
@@ -64,7 +55,7 @@ type Config struct {
 	// PortRangeSize is the number of ports per protocol (default
 	// DefaultPortRangeSize); a range must end by 65535.
 	PortRangeSize int `json:"portrangesize,omitempty"`
-	// Socket defaults to DefaultSocket.
+	// Socket defaults to machinesock.Default.
 	Socket string `json:"socket,omitempty"`
 	// MachineID defaults to the host name.
 	MachineID string `json:"machineid,omitempty"`
@@ -275,27 +266,8 @@ func (m Module) validate(path string) error {
 	if strings.ContainsRune(m.Dir, 0) {
 		return fmt.Errorf("%s.dir: contains a NUL byte", path)
 	}
-	for i, p := range m.Protocols {
-		if _, err := ProtocolFromString(p); err != nil {
-			return fmt.Errorf("%s.protocols[%d]: %w", path, i, err)
-		}
-		if contains(m.Protocols[:i], p) {
-			return fmt.Errorf("%s.protocols[%d]: %q is listed twice", path, i, p)
-		}
-	}
-	switch m.Restart {
-	case "", RestartNever, RestartOnFailure, RestartAlways:
-	default:
-		return fmt.Errorf("%s.restart: %q: want never, on-failure or always", path, m.Restart)
-	}
-	switch m.Readiness {
-	case "", ReadinessNone, ReadinessSDK:
-	case ReadinessPorts:
-		if len(m.Protocols) == 0 {
-			return fmt.Errorf("%s.readiness: %q needs at least one protocol", path, m.Readiness)
-		}
-	default:
-		return fmt.Errorf("%s.readiness: %q: want none, ports or sdk", path, m.Readiness)
+	if err := m.validateKinds(path); err != nil {
+		return err
 	}
 	if m.MaxRestarts < 0 {
 		return fmt.Errorf("%s.maxrestarts: %d is negative", path, m.MaxRestarts)
@@ -315,6 +287,27 @@ func (m Module) validate(path string) error {
 		return fmt.Errorf("%s.backoffmax: %v is less than backoffinitial %v", path, m.BackoffMax, m.BackoffInitial)
 	}
 	return validLogLimits(path+".", m.LogMaxSize, m.LogMaxFiles)
+}
+
+// validateKinds checks the names of protocols, restart and readiness
+// with modspec's tables, then the module's spec with modspec.Validate, the
+// check gRPC Start and allexctl run too.
+func (m Module) validateKinds(path string) error {
+	for i, p := range m.Protocols {
+		if _, err := modspec.ProtocolEnum(p); err != nil {
+			return fmt.Errorf("%s.protocols[%d]: %w", path, i, err)
+		}
+	}
+	if _, err := modspec.RestartEnum(m.Restart); err != nil {
+		return fmt.Errorf("%s.restart: %w", path, err)
+	}
+	if _, err := modspec.ReadinessEnum(m.Readiness); err != nil {
+		return fmt.Errorf("%s.readiness: %w", path, err)
+	}
+	if err := modspec.Validate(m.Spec("", "", nil)); err != nil {
+		return fmt.Errorf("%s.%w", path, err)
+	}
+	return nil
 }
 
 // validLogLimits checks logmaxsize and logmaxfiles under prefix.
@@ -388,7 +381,7 @@ func (c Config) WithDefaults(baseDir string) Config {
 		c.PortRangeSize = DefaultPortRangeSize
 	}
 	if c.Socket == "" {
-		c.Socket = DefaultSocket
+		c.Socket = machinesock.Default
 	}
 	if c.MachineID == "" {
 		c.MachineID = hostMachineID()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/allex-go/allex/agent/portoffice"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
+	"github.com/allex-go/allex/internal/machinesock"
 	"github.com/allex-go/allex/lanwire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -27,9 +28,9 @@ func TestWithDefaults(t *testing.T) {
 			d := Default()
 			d.LanManagerPort, d.PortRangeSize, d.MachineID = 23552, 1000, c.MachineID
 			d.LogMaxSize, d.LogMaxFiles = 10<<20, 5
-			d.Socket = DefaultSocket
-			if !strings.HasPrefix(DefaultSocket, `\\`) && !filepath.IsAbs(DefaultSocket) {
-				d.Socket = filepath.Join(base, DefaultSocket)
+			d.Socket = machinesock.Default
+			if !strings.HasPrefix(machinesock.Default, `\\`) && !filepath.IsAbs(machinesock.Default) {
+				d.Socket = filepath.Join(base, machinesock.Default)
 			}
 			d.StateDir = filepath.Join(base, "allexmaster.d")
 			return d
@@ -148,26 +149,6 @@ func TestResolveToken(t *testing.T) {
 				t.Fatalf("ResolveToken = %q, %v; want %q", got, err, tt.want)
 			}
 		})
-	}
-}
-
-func TestProtocolStrings(t *testing.T) {
-	for _, name := range lanwire.Protocols {
-		p, err := ProtocolFromString(name)
-		if err != nil || p == allexv1.Protocol_PROTOCOL_UNSPECIFIED || ProtocolString(p) != name {
-			t.Errorf("%q -> %v, %v -> %q", name, p, err, ProtocolString(p))
-		}
-	}
-	for _, bad := range []string{"", "udp", "TCP", "tcp "} {
-		if p, err := ProtocolFromString(bad); err == nil || p != allexv1.Protocol_PROTOCOL_UNSPECIFIED {
-			t.Errorf("ProtocolFromString(%q) = %v, %v; want an error", bad, p, err)
-		}
-	}
-	if s := ProtocolString(allexv1.Protocol_PROTOCOL_UNSPECIFIED); s != "" {
-		t.Errorf("ProtocolString(unspecified) = %q", s)
-	}
-	if s := ProtocolString(allexv1.Protocol(42)); s != "" {
-		t.Errorf("ProtocolString(42) = %q", s)
 	}
 }
 

@@ -5,36 +5,10 @@ import (
 	"math"
 	"time"
 
+	"github.com/allex-go/allex/agent/modspec"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
-
-// ProtocolFromString maps "tcp", "http" and "ws" to allexv1.Protocol.
-func ProtocolFromString(s string) (allexv1.Protocol, error) {
-	switch s {
-	case "tcp":
-		return allexv1.Protocol_PROTOCOL_TCP, nil
-	case "http":
-		return allexv1.Protocol_PROTOCOL_HTTP, nil
-	case "ws":
-		return allexv1.Protocol_PROTOCOL_WS, nil
-	}
-	return allexv1.Protocol_PROTOCOL_UNSPECIFIED, fmt.Errorf("unknown protocol %q (want tcp, http or ws)", s)
-}
-
-// ProtocolString maps allexv1.Protocol to its name; "" for unspecified or
-// unknown values.
-func ProtocolString(p allexv1.Protocol) string {
-	switch p {
-	case allexv1.Protocol_PROTOCOL_TCP:
-		return "tcp"
-	case allexv1.Protocol_PROTOCOL_HTTP:
-		return "http"
-	case allexv1.Protocol_PROTOCOL_WS:
-		return "ws"
-	}
-	return ""
-}
 
 // Spec converts a (validated) module definition into the ModuleSpec the
 // supervisor runs. Defaults for restart and readiness are made explicit;
@@ -60,29 +34,16 @@ func (m Module) Spec(module, instance string, properties map[string]string) *all
 		LogMaxFiles:    uint32(min(max(m.LogMaxFiles, 0), math.MaxUint32)),
 	}
 	for _, p := range m.Protocols {
-		proto, _ := ProtocolFromString(p)
+		proto, _ := modspec.ProtocolEnum(p)
 		s.Protocols = append(s.Protocols, proto)
 	}
-	switch m.Restart {
-	case RestartNever:
-		s.Restart = allexv1.RestartPolicy_RESTART_POLICY_NEVER
-	case RestartAlways:
-		s.Restart = allexv1.RestartPolicy_RESTART_POLICY_ALWAYS
-	default:
-		s.Restart = allexv1.RestartPolicy_RESTART_POLICY_ON_FAILURE
+	s.Restart, _ = modspec.RestartEnum(m.Restart)
+	if s.Restart == allexv1.RestartPolicy_RESTART_POLICY_UNSPECIFIED {
+		s.Restart = modspec.DefaultRestart
 	}
-	switch m.Readiness {
-	case ReadinessNone:
-		s.Readiness = allexv1.Readiness_READINESS_NONE
-	case ReadinessPorts:
-		s.Readiness = allexv1.Readiness_READINESS_PORTS
-	case ReadinessSDK:
-		s.Readiness = allexv1.Readiness_READINESS_SDK
-	default:
-		s.Readiness = allexv1.Readiness_READINESS_NONE
-		if len(m.Protocols) > 0 {
-			s.Readiness = allexv1.Readiness_READINESS_PORTS
-		}
+	s.Readiness, _ = modspec.ReadinessEnum(m.Readiness)
+	if s.Readiness == allexv1.Readiness_READINESS_UNSPECIFIED {
+		s.Readiness = modspec.DefaultReadiness(len(m.Protocols) > 0)
 	}
 	return s
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/allex-go/allex/lanwire"
 )
 
 // Errors returned (wrapped) by the office.
@@ -124,15 +126,10 @@ func New(ranges map[string]Range, opts ...Option) (*Office, error) {
 // protoRank gives the usual protocols their customary display order;
 // others follow alphabetically.
 func protoRank(p string) int {
-	switch p {
-	case "tcp":
-		return 0
-	case "http":
-		return 1
-	case "ws":
-		return 2
+	if i := slices.Index(lanwire.Protocols, p); i >= 0 {
+		return i
 	}
-	return 3
+	return len(lanwire.Protocols)
 }
 
 func sortedProtocols[V any](m map[string]V) []string {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/allex-go/allex/agent/logfile"
+	"github.com/allex-go/allex/lanwire"
 )
 
 // Policy says when a child that exited on its own is started again.
@@ -176,11 +177,11 @@ type Spec struct {
 // portVar maps a protocol allowed as a key of Spec.Ports to the variable it sets.
 func portVar(proto string) (string, bool) {
 	switch proto {
-	case "tcp":
+	case lanwire.ProtoTCP:
 		return "ALLEX_TCP_PORT", true
-	case "http":
+	case lanwire.ProtoHTTP:
 		return "ALLEX_HTTP_PORT", true
-	case "ws":
+	case lanwire.ProtoWS:
 		return "ALLEX_WS_PORT", true
 	}
 	return "", false

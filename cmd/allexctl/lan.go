@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/adminclient"
 	"github.com/allex-go/allex/lanwire"
@@ -232,7 +231,7 @@ func parseNeedAdd(g *globals, args []string) ([]lanwire.Need, error) {
 		if err != nil {
 			return nil, fmt.Errorf("needs add: %w", err)
 		}
-		return lanmanager.ParseNeedsFile(*file, b)
+		return lanwire.ParseNeedsFile(*file, b)
 	}
 	if fs.NArg() != 1 {
 		return nil, errors.New("needs add: exactly one INSTANCE is required (or -f FILE)")

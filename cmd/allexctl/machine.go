@@ -24,6 +24,7 @@ import (
 
 	"github.com/allex-go/allex/agent/config"
 	"github.com/allex-go/allex/agent/logfile"
+	"github.com/allex-go/allex/agent/modspec"
 	allexv1 "github.com/allex-go/allex/gen/allex/v1"
 	"github.com/allex-go/allex/internal/version"
 )
@@ -121,7 +122,7 @@ func (g *globals) status(ctx context.Context, args []string) error {
 	fmt.Fprintf(tw, "LAN manager\t%s (%s)\n", lan, st.GetLanLinkState())
 	fmt.Fprintf(tw, "processes\t%d (%d ready)\n", st.GetProcesses(), st.GetReady())
 	for _, r := range st.GetPortRanges() {
-		fmt.Fprintf(tw, "%s ports\t%d-%d, %d in use\n", config.ProtocolString(r.GetProtocol()), r.GetRangeStart(), r.GetRangeEnd(), r.GetInUse())
+		fmt.Fprintf(tw, "%s ports\t%d-%d, %d in use\n", modspec.ProtocolName(r.GetProtocol()), r.GetRangeStart(), r.GetRangeEnd(), r.GetInUse())
 	}
 	return tw.Flush()
 }
@@ -178,7 +179,7 @@ func shortState(s allexv1.ProcessState) string {
 func portsText(ps []*allexv1.PortAssignment) string {
 	var parts []string
 	for _, p := range ps {
-		s := fmt.Sprintf("%s=%d", config.ProtocolString(p.GetProtocol()), p.GetPort())
+		s := fmt.Sprintf("%s=%d", modspec.ProtocolName(p.GetProtocol()), p.GetPort())
 		if p.GetExtra() {
 			s += "+"
 		}
@@ -266,7 +267,7 @@ func (g *globals) ports(ctx context.Context, args []string) error {
 	fmt.Fprintln(tw, "INSTANCE\tMODULE\tPROTOCOL\tPORT\tEXTRA")
 	for _, in := range instances {
 		for _, p := range in.GetPorts() {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\n", in.GetInstance(), in.GetModule(), config.ProtocolString(p.GetProtocol()), p.GetPort(), p.GetExtra())
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\n", in.GetInstance(), in.GetModule(), modspec.ProtocolName(p.GetProtocol()), p.GetPort(), p.GetExtra())
 		}
 	}
 	return tw.Flush()
@@ -309,7 +310,7 @@ func (g *globals) start(ctx context.Context, args []string) error {
 	}
 	if *protocols != "" {
 		for _, name := range strings.Split(*protocols, ",") {
-			p, err := config.ProtocolFromString(strings.TrimSpace(name))
+			p, err := modspec.ProtocolEnum(strings.TrimSpace(name))
 			if err != nil {
 				return fmt.Errorf("start: -protocols: %w", err)
 			}
@@ -326,27 +327,12 @@ func (g *globals) start(ctx context.Context, args []string) error {
 			spec.FixedPorts[k] = uint32(port)
 		}
 	}
-	switch *restart {
-	case "":
-	case "never":
-		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_NEVER
-	case "on-failure":
-		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_ON_FAILURE
-	case "always":
-		spec.Restart = allexv1.RestartPolicy_RESTART_POLICY_ALWAYS
-	default:
-		return fmt.Errorf("start: -restart %q: want never, on-failure or always", *restart)
+	var err error
+	if spec.Restart, err = modspec.RestartEnum(*restart); err != nil {
+		return fmt.Errorf("start: -restart %w", err)
 	}
-	switch *readiness {
-	case "":
-	case "none":
-		spec.Readiness = allexv1.Readiness_READINESS_NONE
-	case "ports":
-		spec.Readiness = allexv1.Readiness_READINESS_PORTS
-	case "sdk":
-		spec.Readiness = allexv1.Readiness_READINESS_SDK
-	default:
-		return fmt.Errorf("start: -readiness %q: want none, ports or sdk", *readiness)
+	if spec.Readiness, err = modspec.ReadinessEnum(*readiness); err != nil {
+		return fmt.Errorf("start: -readiness %w", err)
 	}
 	if *stopTimeout > 0 {
 		spec.StopTimeout = durationpb.New(*stopTimeout)
@@ -368,6 +354,11 @@ func (g *globals) start(ctx context.Context, args []string) error {
 		return fmt.Errorf("start: -log-max-files: %w", err)
 	}
 	spec.LogMaxFiles = uint32(*logMaxFiles)
+	// The master runs the same check; running it here too names the
+	// mistake without a round trip.
+	if err := modspec.Validate(spec); err != nil {
+		return fmt.Errorf("start: instance %s: %s", spec.GetInstance(), modspec.Describe(err))
+	}
 	c, ctx, done, err := g.connect(ctx, callTimeout)
 	if err != nil {
 		return err

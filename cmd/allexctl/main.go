@@ -14,7 +14,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/allex-go/allex/agent/config"
+	"github.com/allex-go/allex/internal/machinesock"
 	"github.com/allex-go/allex/internal/version"
 )
 
@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&g.socket, "socket", envOr("ALLEX_SOCKET", config.DefaultSocket), "machine socket (env ALLEX_SOCKET)")
+	fs.StringVar(&g.socket, "socket", envOr("ALLEX_SOCKET", machinesock.Default), "machine socket (env ALLEX_SOCKET)")
 	fs.StringVar(&g.output, "o", "table", "output: table or json")
 	fs.StringVar(&g.lan, "lan", envOr("ALLEX_LAN", "127.0.0.1:23552"), "LAN manager: host, host:port or http(s)://host:port (env ALLEX_LAN)")
 	fs.StringVar(&g.token, "token", os.Getenv("ALLEX_LAN_TOKEN"), "LAN manager token (env ALLEX_LAN_TOKEN)")
