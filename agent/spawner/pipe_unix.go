@@ -107,8 +107,6 @@ func read(fd int, b []byte) (int, error) {
 	return n, nil
 }
 
-// finish makes the pump copy what its pipe holds and end: the run's group
-// is dead, so what it wrote is all there, and a process that left the
-// group cannot keep the pump (and the next run's) waiting. A pipe the
+// stopCopy ends copyPipe once the pipe is empty. A pipe the runtime
 // poller refused takes no deadline; its pump reads until EOF.
-func (p *pump) finish() { _ = p.r.SetReadDeadline(time.Now()) }
+func (p *pump) stopCopy() { _ = p.r.SetReadDeadline(time.Now()) }
