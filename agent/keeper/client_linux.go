@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -196,6 +197,27 @@ func (c *Client) publish(k *conn) {
 	k.flushSoon()
 }
 
+// keeperEnv is the master's environment for the keeper, with allocation
+// profiling off from the keeper's first allocation: Main comes after the
+// package initializers of the whole binary, whose sampled allocations
+// would otherwise keep a profile nothing reads. A memprofilerate the
+// user's GODEBUG sets comes later and wins. The children's environment
+// comes with each start, not from the keeper's.
+func keeperEnv(env []string) []string {
+	debug := "memprofilerate=0"
+	out := make([]string, 0, len(env)+1)
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "GODEBUG="); ok {
+			if v != "" {
+				debug += "," + v
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return append(out, "GODEBUG="+debug)
+}
+
 // spawn starts a keeper that inherits lock (and closes the client's copy)
 // and waits until it is ready.
 func (c *Client) spawn(ctx context.Context, lock *os.File) (*conn, error) {
@@ -208,6 +230,7 @@ func (c *Client) spawn(ctx context.Context, lock *os.File) (*conn, error) {
 	cmd := exec.Command(c.opts.Command[0], args...)
 	cmd.ExtraFiles = []*os.File{theirs, lock} // fds 3 and 4
 	cmd.Stderr = os.Stderr
+	cmd.Env = keeperEnv(os.Environ())
 	// Away from the master's group: a ^C for the master is not for it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()

@@ -3,6 +3,7 @@ package spawner
 import (
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -68,6 +69,10 @@ type pump struct {
 	r     *os.File
 	done  chan struct{}
 	limit time.Duration // pumpLimit; tests change it
+
+	mu       sync.Mutex
+	finished bool        // see finish
+	polled   *polledPipe // set once the log poller copies the pipe (Linux)
 }
 
 // logWriter is where a pump writes: a *logfile.Writer.
@@ -76,21 +81,31 @@ type logWriter interface {
 	Path() string
 }
 
-// startPump writes header, then copies r to w, after prev (if any) is done.
+// startPump writes header, then copies r to w, after prev (if any) is
+// done. Where it can, it hands the pipe to the log poller, which copies
+// every child's pipes with one goroutine; else a goroutine per pipe
+// copies it.
 func startPump(r *os.File, w logWriter, prev *pump, header string, limit time.Duration, log hclog.Logger) *pump {
 	p := &pump{r: r, done: make(chan struct{}), limit: limit}
 	go func() {
-		defer close(p.done)
-		defer r.Close()
 		if prev != nil {
 			prev.wait()
 		}
 		c := &copier{w: w, log: log}
 		c.write([]byte(header))
-		copyPipe(r, c)
-		c.resumed()
+		if !pollPipe(p, c) {
+			p.copyHere(c)
+		}
 	}()
 	return p
+}
+
+// copyHere copies the pipe in the calling goroutine until it ends.
+func (p *pump) copyHere(c *copier) {
+	defer close(p.done)
+	defer p.r.Close()
+	copyPipe(p.r, c)
+	c.resumed()
 }
 
 // wait waits for the pump to end, at most its limit; it reports whether
@@ -104,6 +119,22 @@ func (p *pump) wait() bool {
 	case <-t.C:
 		return false
 	}
+}
+
+// finish makes the pump copy what its pipe holds and end: the run's group
+// is dead, so what it wrote is all there, and a process that left the
+// group cannot keep the pump (and the next run's) waiting. It does not
+// wait for the copy.
+func (p *pump) finish() {
+	p.mu.Lock()
+	p.finished = true
+	pp := p.polled
+	p.mu.Unlock()
+	if pp != nil {
+		go pp.finish()
+		return
+	}
+	p.stopCopy()
 }
 
 // copier writes into a log file. A write that fails (a full disk) drops

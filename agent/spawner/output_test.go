@@ -218,8 +218,10 @@ func filledPipe(t *testing.T, s string) *os.File {
 }
 
 // A run's pump writes nothing, header included, until the previous run's
-// pump is done.
+// pump is done. The pumps copy their pipes themselves here: the log
+// poller's goroutine outlives any bubble.
 func TestPumpWaitsForThePreviousRunsPump(t *testing.T) {
+	noLogPoller(t)
 	synctest.Test(t, func(t *testing.T) {
 		w := &gatedWriter{gate: "first run\n", release: make(chan struct{})}
 		log := hclog.NewNullLogger()

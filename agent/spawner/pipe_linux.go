@@ -15,18 +15,13 @@ import (
 // pipes get two pages.
 const pipeSize = 1 << 20
 
-// newPipe returns a pipe whose read end the runtime poller waits on and
-// whose write end, for the child, blocks as a file or terminal would.
+// newPipe returns a pipe whose write end, for the child, blocks as a
+// file or terminal would. Its read end is left out of the runtime poller,
+// since the log poller waits on it (and makes it nonblocking then).
 func newPipe() (r, w *os.File, err error) {
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
 		return nil, nil, os.NewSyscallError("pipe2", err)
-	}
-	// A fresh read end has no other status flag to keep.
-	if _, err := unix.FcntlInt(uintptr(fds[0]), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
-		_ = unix.Close(fds[0])
-		_ = unix.Close(fds[1])
-		return nil, nil, os.NewSyscallError("fcntl", err)
 	}
 	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
 }

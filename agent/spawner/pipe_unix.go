@@ -30,7 +30,8 @@ var chunks = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
 
 // copyPipe copies r to c until EOF, or, once finish has set its deadline,
 // until the pipe is empty. It waits for data through the runtime poller,
-// so it pins no thread while the child is quiet.
+// so it pins no thread while the child is quiet; on Linux, where it only
+// copies a pipe the log poller refused, it blocks in read.
 func copyPipe(r *os.File, c *copier) {
 	rc, err := r.SyscallConn()
 	if err != nil {
@@ -107,8 +108,7 @@ func read(fd int, b []byte) (int, error) {
 	return n, nil
 }
 
-// finish makes the pump copy what its pipe holds and end: the run's group
-// is dead, so what it wrote is all there, and a process that left the
-// group cannot keep the pump (and the next run's) waiting. A pipe the
-// poller refused takes no deadline; its pump reads until EOF.
-func (p *pump) finish() { _ = p.r.SetReadDeadline(time.Now()) }
+// stopCopy ends copyPipe once the pipe is empty. A pipe outside the
+// runtime poller (on Linux, one the log poller refused) takes no
+// deadline; its pump reads until EOF.
+func (p *pump) stopCopy() { _ = p.r.SetReadDeadline(time.Now()) }

@@ -21,6 +21,6 @@ func copyPipe(r *os.File, c *copier) {
 	}
 }
 
-// finish cannot interrupt the read; the pump ends at EOF, once every
+// stopCopy cannot interrupt the read; the pump ends at EOF, once every
 // holder of the pipe's write end is gone.
-func (p *pump) finish() {}
+func (p *pump) stopCopy() {}

@@ -143,6 +143,7 @@ type Supervisor struct {
 	logs      [2]*logfile.Writer // stdout, stderr; open from the first run on
 	pumps     [2]*pump           // the last run's
 	pumpLimit time.Duration      // see pumpLimit; tests change it before Run
+	tracker   *tracker
 
 	mu     sync.Mutex
 	phase  int
@@ -180,6 +181,7 @@ func New(spec Spec, opts Options) (*Supervisor, error) {
 		log:       opts.Logger.With("module", spec.Module, "instance", spec.Instance),
 		settle:    settleLimit,
 		pumpLimit: pumpLimit,
+		tracker:   newTracker(spec),
 		stopCh:    make(chan struct{}),
 		restartCh: make(chan chan error),
 		done:      make(chan struct{}),
@@ -289,75 +291,92 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer s.closeLogs()
 	defer s.flush()
 
-	tr := newTracker(s.spec)
 	var restartReply chan error
-	for {
-		select {
-		case <-s.stopCh:
-			s.finishClean(restartReply)
-			return nil
-		case <-ctx.Done():
-			s.finishClean(restartReply)
-			return nil
-		default:
-		}
+	for !s.stopped(ctx, restartReply) {
 		o := s.runOnce(ctx, restartReply)
-		restartReply = nil
-		switch {
-		case o.execErr != nil:
-			s.fail(o.execErr)
-			return o.execErr
-		case o.daemonized:
-			// Restarting would only leave another daemon to kill.
-			err := fmt.Errorf("spawner: %s: %s", s.spec.Instance, o.why)
-			s.fail(err)
+		var done bool
+		var err error
+		if restartReply, done, err = s.next(ctx, o); done {
 			return err
-		case o.restart != nil:
-			restartReply = o.restart
-			continue
-		case o.stopped:
-			return nil
-		}
-		if !s.restartDue(o.failed) {
-			if o.failed {
-				err := fmt.Errorf("spawner: %s: %s", s.spec.Instance, o.why)
-				s.fail(err)
-				return err
-			}
-			return nil
-		}
-		delay, ok := tr.restart(time.Now(), o.uptime)
-		if !ok {
-			err := fmt.Errorf("spawner: %s: crash loop: more than %d restarts within %v (last: %s)",
-				s.spec.Instance, s.spec.MaxRestarts, s.spec.RestartWindow, o.why)
-			s.fail(err)
-			return err
-		}
-		s.setState(StateBackoff, func(st *Status) { st.Restarts++ })
-		backoff := Event{Kind: EventBackoff, Delay: delay, Message: fmt.Sprintf("restarting in %v after %s", delay.Round(time.Millisecond), o.why)}
-		if delay == 0 {
-			// An immediate restart skips the timer, which would only
-			// cost a trip through the scheduler, and its events wait
-			// for the new child's start.
-			s.hold(backoff)
-			continue
-		}
-		s.emit(backoff)
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-s.stopCh:
-			timer.Stop()
-			s.finishClean(nil)
-			return nil
-		case <-ctx.Done():
-			timer.Stop()
-			s.finishClean(nil)
-			return nil
-		case restartReply = <-s.restartCh:
-			timer.Stop()
 		}
 	}
+	return nil
+}
+
+// stopped reports whether Stop or ctx ended supervision before a run,
+// answering restartReply if so. Apart from Run for the same reason as
+// next.
+//
+//go:noinline
+func (s *Supervisor) stopped(ctx context.Context, restartReply chan error) bool {
+	select {
+	case <-s.stopCh:
+	case <-ctx.Done():
+	default:
+		return false
+	}
+	s.finishClean(restartReply)
+	return true
+}
+
+// next acts on a run's outcome: it reports whether Run is done, and with
+// what error, or else waits out the backoff and returns the Restart
+// request that came meanwhile, if any. Apart from Run, so that its locals
+// take no room on the stack of a supervisor waiting for its child (see
+// runOnce).
+func (s *Supervisor) next(ctx context.Context, o *outcome) (restartReply chan error, done bool, err error) {
+	switch {
+	case o.execErr != nil:
+		s.fail(o.execErr)
+		return nil, true, o.execErr
+	case o.daemonized:
+		// Restarting would only leave another daemon to kill.
+		err := fmt.Errorf("spawner: %s: %s", s.spec.Instance, o.why)
+		s.fail(err)
+		return nil, true, err
+	case o.restart != nil:
+		return o.restart, false, nil
+	case o.stopped:
+		return nil, true, nil
+	}
+	if !s.restartDue(o.failed) {
+		if o.failed {
+			err := fmt.Errorf("spawner: %s: %s", s.spec.Instance, o.why)
+			s.fail(err)
+			return nil, true, err
+		}
+		return nil, true, nil
+	}
+	delay, ok := s.tracker.restart(time.Now(), o.uptime)
+	if !ok {
+		err := fmt.Errorf("spawner: %s: crash loop: more than %d restarts within %v (last: %s)",
+			s.spec.Instance, s.spec.MaxRestarts, s.spec.RestartWindow, o.why)
+		s.fail(err)
+		return nil, true, err
+	}
+	s.setState(StateBackoff, func(st *Status) { st.Restarts++ })
+	backoff := Event{Kind: EventBackoff, Delay: delay, Message: fmt.Sprintf("restarting in %v after %s", delay.Round(time.Millisecond), o.why)}
+	if delay == 0 {
+		// An immediate restart skips the timer, which would only
+		// cost a trip through the scheduler, and its events wait
+		// for the new child's start.
+		s.hold(backoff)
+		return nil, false, nil
+	}
+	s.emit(backoff)
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-s.stopCh:
+		s.finishClean(nil)
+		return nil, true, nil
+	case <-ctx.Done():
+		s.finishClean(nil)
+		return nil, true, nil
+	case restartReply = <-s.restartCh:
+	}
+	return restartReply, false, nil
 }
 
 func (s *Supervisor) restartDue(failed bool) bool {
@@ -398,8 +417,42 @@ type outcome struct {
 }
 
 // runOnce starts the child once and supervises it until it has exited and
-// its group has been killed.
-func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outcome {
+// its group has been killed. A supervisor spends its life parked in
+// waitRun, so the frames down to there are kept small: the stacks of
+// hundreds of supervisors are a good part of the master's memory, and the
+// runtime halves a stack only while a quarter of it is enough.
+func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) *outcome {
+	r, err := s.startRun(restartReply)
+	if err != nil {
+		return &outcome{execErr: err}
+	}
+	s.armRun(ctx, r, restartReply)
+	s.waitRun(ctx, r)
+	return s.endRun(ctx, r)
+}
+
+// aRun is a started run, from its start to its end.
+type aRun struct {
+	p       process
+	c       *child
+	started time.Time
+	waitCh  chan ended
+	settle  bool // its events wait (see startRun)
+
+	// Set by armRun.
+	settleTimer, startTimer *time.Timer // settleTimer is nil unless settle
+	probeCtx                context.Context
+	cancelProbe             context.CancelFunc
+
+	// Set by waitRun.
+	ready  bool
+	exited bool  // e holds how it ended
+	e      ended // once exited
+	o      outcome
+}
+
+// startRun starts the child; on an error, it has told restartReply.
+func (s *Supervisor) startRun(restartReply chan error) (*aRun, error) {
 	s.setState(StateStarting, func(st *Status) { st.PID = 0 })
 	s.hold(Event{Kind: EventStarting})
 	release := s.opts.Starts.acquire()
@@ -442,7 +495,7 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 		if restartReply != nil {
 			restartReply <- err
 		}
-		return outcome{execErr: err}
+		return nil, err
 	}
 	started := time.Now()
 	if pp != nil {
@@ -460,31 +513,36 @@ func (s *Supervisor) runOnce(ctx context.Context, restartReply chan error) outco
 	s.log.Info("child running", "pid", p.pid)
 	// Stamped before the settle timer starts, so it waits the whole limit.
 	s.deliver(Event{Kind: EventRunning, PID: p.pid, StartTicks: ticks}, settle)
-	var settleC <-chan time.Time // nil once the restart's events are out
-	if settle {
-		settleTimer := time.NewTimer(s.settle)
-		defer settleTimer.Stop()
-		settleC = settleTimer.C
+	return &aRun{p: p, c: c, started: started, waitCh: waitCh, settle: settle}, nil
+}
+
+// armRun starts what a run's wait needs: the settle timer, the readiness
+// probe and the start timeout.
+func (s *Supervisor) armRun(ctx context.Context, r *aRun, restartReply chan error) {
+	if r.settle {
+		r.settleTimer = time.NewTimer(s.settle)
 	}
 	if restartReply != nil {
 		restartReply <- nil
 	}
-
-	probeCtx, cancelProbe := context.WithCancel(ctx)
-	defer cancelProbe()
+	r.probeCtx, r.cancelProbe = context.WithCancel(ctx)
 	switch s.spec.Readiness {
 	case ReadyNone:
-		c.markReady()
+		r.c.markReady()
 	case ReadyPorts:
-		go s.probePorts(probeCtx, c)
+		go s.probePorts(r.probeCtx, r.c)
 	}
-	startTimer := time.NewTimer(s.spec.StartTimeout)
-	defer startTimer.Stop()
-	readyC, timeoutC := c.ready, startTimer.C
-	ready := false
+	r.startTimer = time.NewTimer(s.spec.StartTimeout)
+}
 
-	var o outcome
-wait:
+// waitRun waits until the run exits, or must be stopped; it leaves the
+// outcome so far in r.
+func (s *Supervisor) waitRun(ctx context.Context, r *aRun) {
+	var settleC <-chan time.Time // nil once the restart's events are out
+	if r.settleTimer != nil {
+		settleC = r.settleTimer.C
+	}
+	readyC, timeoutC := r.c.ready, r.startTimer.C
 	for {
 		select {
 		case <-settleC:
@@ -492,42 +550,70 @@ wait:
 			s.flush()
 		case <-readyC:
 			readyC, timeoutC = nil, nil
-			ready = true
-			cancelProbe()
-			s.setState(StateReady, nil)
-			s.deliver(Event{Kind: EventReady, PID: p.pid}, settleC != nil)
+			r.ready = true
+			r.cancelProbe()
+			s.readied(r.p.pid, settleC != nil)
 		case <-timeoutC:
-			o.failed = true
-			o.why = fmt.Sprintf("not ready within %v", s.spec.StartTimeout)
-			break wait
-		case e := <-waitCh:
-			if !ready {
+			r.o.failed = true
+			r.o.why = s.notReadyWhy()
+			return
+		case r.e = <-r.waitCh:
+			r.exited = true
+			if !r.ready {
 				// A child that reported ready and then exited at once was
 				// ready, whichever channel select happened to pick.
 				select {
 				case <-readyC:
-					ready = true
-					s.setState(StateReady, nil)
-					s.emit(Event{Kind: EventReady, PID: p.pid})
+					r.ready = true
+					s.readied(r.p.pid, false)
 				default:
 				}
 			}
-			return s.exited(p, e, started, ready, outcome{})
+			return
 		case <-s.stopCh:
-			o.stopped = true
-			o.why = "stop requested"
-			break wait
+			r.o.stopped = true
+			r.o.why = "stop requested"
+			return
 		case <-ctx.Done():
-			o.stopped = true
-			o.why = "agent shutting down"
-			break wait
-		case o.restart = <-s.restartCh:
-			o.why = "restart requested"
-			break wait
+			r.o.stopped = true
+			r.o.why = "agent shutting down"
+			return
+		case r.o.restart = <-s.restartCh:
+			r.o.why = "restart requested"
+			return
 		}
 	}
-	e := s.stopChild(ctx, p, waitCh, o.why)
-	return s.exited(p, e, started, ready, o)
+}
+
+// notReadyWhy is apart from waitRun for the same reason as readied.
+//
+//go:noinline
+func (s *Supervisor) notReadyWhy() string {
+	return fmt.Sprintf("not ready within %v", s.spec.StartTimeout)
+}
+
+// endRun stops what armRun started and the child, unless it exited, and
+// kills its group.
+func (s *Supervisor) endRun(ctx context.Context, r *aRun) *outcome {
+	if r.settleTimer != nil {
+		r.settleTimer.Stop()
+	}
+	r.startTimer.Stop()
+	r.cancelProbe()
+	if !r.exited {
+		r.e = s.stopChild(ctx, r.p, r.waitCh, r.o.why)
+	}
+	r.o = s.exited(r.p, r.e, r.started, r.ready, r.o)
+	return &r.o
+}
+
+// readied records that the run is ready. Not inlined: its event would
+// take room on waitRun's stack frame.
+//
+//go:noinline
+func (s *Supervisor) readied(pid int, settling bool) {
+	s.setState(StateReady, nil)
+	s.deliver(Event{Kind: EventReady, PID: pid}, settling)
 }
 
 // startLaunched starts cmd through the Launcher, which reports the end into
