@@ -6,10 +6,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,9 @@ import (
 // entry on the checked port, so the service can always bind it again; the
 // entries of the closes are the checker's, as a client's are.
 func TestReachLeavesNoTimeWaitOnPort(t *testing.T) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	// An address of its own: other processes' connections from
+	// 127.0.0.1 may use the same port number as a local port.
+	l, err := net.Listen("tcp4", "127.0.0.77:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,14 +59,18 @@ func TestReachLeavesNoTimeWaitOnPort(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("server: %v", err)
 	}
-	if n := timeWaitOn(t, ap.Port()); n != 0 {
+	if n := timeWaitOn(t, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())); n != 0 {
 		t.Fatalf("%d TIME_WAIT entries on the checked port %d", n, ap.Port())
 	}
 }
 
-// timeWaitOn counts the IPv4 TCP sockets in TIME_WAIT whose local port is
-// port.
-func timeWaitOn(t *testing.T, port uint16) int {
+// timeWaitOn counts the IPv4 TCP sockets in TIME_WAIT whose local address
+// is ap.
+func timeWaitOn(t *testing.T, ap netip.AddrPort) int {
+	a := ap.Addr().As4()
+	// /proc/net/tcp writes the address as a host-order (little-endian here)
+	// hex word, then the port.
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], ap.Port())
 	f, err := os.Open("/proc/net/tcp")
 	if err != nil {
 		t.Skipf("no /proc/net/tcp: %v", err)
@@ -76,8 +83,7 @@ func timeWaitOn(t *testing.T, port uint16) int {
 		if len(fields) < 4 || fields[3] != "06" { // 06: TIME_WAIT
 			continue
 		}
-		_, hexPort, _ := strings.Cut(fields[1], ":")
-		if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil && uint16(p) == port {
+		if fields[1] == want {
 			n++
 		}
 	}
