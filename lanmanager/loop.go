@@ -63,6 +63,8 @@ type loop struct {
 	// committing is the batch whose commit runs while the next batch is
 	// applied; its effects are carried out once it is on disk.
 	committing *inflight
+	// batchEvents are the events of the batch whose replies run.
+	batchEvents []adminapi.ServiceEvent
 }
 
 // inflight is a batch being committed: what to do once it is stored.
@@ -203,9 +205,11 @@ func (l *loop) finish(err error) error {
 		return fmt.Errorf("lanmanager: %w", err)
 	}
 	l.carryOut(p.fx)
+	l.batchEvents = p.fx.Events
 	for _, r := range p.replies {
 		r(nil)
 	}
+	l.batchEvents = nil
 	return nil
 }
 
@@ -232,11 +236,16 @@ func (l *loop) apply(now time.Time, e event) {
 		})
 	case evWatch:
 		current := l.st.Services(lanstate.ServiceFilter{Module: e.w.module})
+		from := l.st.PendingEvents()
 		l.replies = append(l.replies, func(error) {
-			// Registered after the commit, with the current services, so
-			// it sees each later event once and none twice.
+			// Registered after the commit, with the current services and
+			// the events of its batch that came after them, so it sees
+			// each later event once and none twice.
 			l.watchers[e.w] = struct{}{}
 			e.done <- current
+			for _, ev := range l.batchEvents[min(from, len(l.batchEvents)):] {
+				l.emitTo(e.w, ev)
+			}
 		})
 	case evUnwatch:
 		delete(l.watchers, e.w)
@@ -284,17 +293,21 @@ func (l *loop) startCheck(c lanstate.Check) {
 
 func (l *loop) emit(ev adminapi.ServiceEvent) {
 	for w := range l.watchers {
-		if w.module != "" && w.module != ev.Service.Module {
-			continue
-		}
-		select {
-		case w.ch <- ev:
-		default:
-			// A watcher that cannot keep up is cut off rather than
-			// allowed to stall the loop; it sees the stream end.
-			close(w.ch)
-			delete(l.watchers, w)
-		}
+		l.emitTo(w, ev)
+	}
+}
+
+func (l *loop) emitTo(w *watcher, ev adminapi.ServiceEvent) {
+	if _, ok := l.watchers[w]; !ok || w.module != "" && w.module != ev.Service.Module {
+		return
+	}
+	select {
+	case w.ch <- ev:
+	default:
+		// A watcher that cannot keep up is cut off rather than allowed
+		// to stall the loop; it sees the stream end.
+		close(w.ch)
+		delete(l.watchers, w)
 	}
 }
 

@@ -327,6 +327,9 @@ func (s *State) emit(typ string, rec lanwire.ServiceRecord) {
 	s.fx.Events = append(s.fx.Events, adminapi.ServiceEvent{Type: typ, Service: rec})
 }
 
+// PendingEvents counts the watch events of the batch so far.
+func (s *State) PendingEvents() int { return len(s.fx.Events) }
+
 // TakeEffects returns what the events since the last call require, with
 // the needs lists that changed, and starts a new batch.
 func (s *State) TakeEffects(now time.Time) Effects {
