@@ -18,8 +18,10 @@ import (
 )
 
 // capacityEvery is how often, at most, a capacity report goes out that
-// does not change whether the machine is full.
-const capacityEvery = 100 * time.Millisecond
+// does not change whether the machine is full. The LAN manager places by
+// its own count of this master's copies; the running count it is sent
+// only shows in its machines list, so it need not follow every start.
+const capacityEvery = time.Second
 
 // Config is what the controller knows of the master.
 type Config struct {

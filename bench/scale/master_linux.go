@@ -24,7 +24,7 @@ const module = "svc"
 
 // capacityEvery is how often, at most, a master reports a capacity change
 // that does not change whether it is full (as agent/needs does).
-const capacityEvery = 100 * time.Millisecond
+const capacityEvery = time.Second
 
 // portRange is the ports per protocol a master announces free, as a
 // default master's port office has.
