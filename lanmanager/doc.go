@@ -31,6 +31,10 @@
 // master has another identity is refused while that machine may run
 // copies.
 //
+// Needs are placed by lanstate (place.go) on masters of link protocol 2
+// (lanwire/frames.go, "Placement"); a declined grant goes elsewhere.
+// Masters of the older claims protocol get needs lists instead.
+//
 // Answers on the link: a claim that cannot be granted (unknown, already
 // granted or satisfied, backing off, wrong module or machine, no capacity)
 // gets a deny with the reason, since losing a race is normal; a frame

@@ -60,6 +60,18 @@ type loop struct {
 	ctx      context.Context
 	// after the batch's commit: admin answers and watch registrations.
 	replies []func(error)
+	// committing is the batch whose commit runs while the next batch is
+	// applied; its effects are carried out once it is on disk.
+	committing *inflight
+	// batchEvents are the events of the batch whose replies run.
+	batchEvents []adminapi.ServiceEvent
+}
+
+// inflight is a batch being committed: what to do once it is stored.
+type inflight struct {
+	fx      lanstate.Effects
+	replies []func(error)
+	done    chan error
 }
 
 type watcher struct {
@@ -90,13 +102,20 @@ func (s *Server) newLoop(now time.Time) (*loop, error) {
 }
 
 // run applies events in batches until ctx is done or a commit fails. A
-// failed commit stops the LAN manager: its memory is then ahead of its
-// disk, and a restart from the disk is the only consistent state (no
-// frame of the failed batch has left).
+// batch is committed (one transaction, one sync) while the next one is
+// applied, and its effects are carried out once it is on disk. A failed
+// commit stops the LAN manager: its memory is then ahead of its disk, and
+// a restart from the disk is the only consistent state (no frame of the
+// failed batch, or of a later one, has left).
 func (l *loop) run(ctx context.Context) (err error) {
 	l.ctx = ctx
 	close(l.s.running)
 	defer func() {
+		if l.committing != nil {
+			if ferr := l.finish(<-l.committing.done); err == nil {
+				err = ferr
+			}
+		}
 		l.s.stopErr = err
 		close(l.s.stopped)
 		l.shutdown()
@@ -106,9 +125,18 @@ func (l *loop) run(ctx context.Context) (err error) {
 	for {
 		l.arm(timer)
 		var batch []event
+		var committed <-chan error
+		if l.committing != nil {
+			committed = l.committing.done
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-committed:
+			if err := l.finish(err); err != nil {
+				return err
+			}
+			continue
 		case e := <-l.s.events:
 			batch = append(batch, e)
 		case <-timer.C:
@@ -137,7 +165,8 @@ func (l *loop) arm(t *time.Timer) {
 	t.Reset(d)
 }
 
-// step applies a batch, commits it and carries out its effects.
+// step applies a batch, waits for the previous batch's commit and starts
+// its own.
 func (l *loop) step(batch []event) error {
 	now := time.Now()
 	if next, ok := l.st.Next(); ok && !now.Before(next) {
@@ -146,20 +175,41 @@ func (l *loop) step(batch []event) error {
 	for _, e := range batch {
 		l.apply(now, e)
 	}
-	fx := l.st.TakeEffects(now)
-	if err := l.s.store.Commit(fx.Store); err != nil {
+	p := &inflight{fx: l.st.TakeEffects(now), replies: l.replies, done: make(chan error, 1)}
+	l.replies = nil
+	if l.committing != nil {
+		if err := l.finish(<-l.committing.done); err != nil {
+			return err
+		}
+	}
+	l.committing = p
+	if p.fx.Store.Empty() {
+		p.done <- nil
+		return nil
+	}
+	// The batch holds copies of the records: the state may move on.
+	go func() { p.done <- l.s.store.Commit(p.fx.Store) }()
+	return nil
+}
+
+// finish carries out the effects of the batch being committed, or stops
+// the LAN manager if its commit failed.
+func (l *loop) finish(err error) error {
+	p := l.committing
+	l.committing = nil
+	if err != nil {
 		l.s.log.Error("cannot store the LAN's state; stopping (a restart resumes from the last commit)", "error", err)
-		for _, r := range l.replies {
+		for _, r := range p.replies {
 			r(err)
 		}
-		l.replies = nil
 		return fmt.Errorf("lanmanager: %w", err)
 	}
-	l.carryOut(fx)
-	for _, r := range l.replies {
+	l.carryOut(p.fx)
+	l.batchEvents = p.fx.Events
+	for _, r := range p.replies {
 		r(nil)
 	}
-	l.replies = l.replies[:0]
+	l.batchEvents = nil
 	return nil
 }
 
@@ -186,11 +236,16 @@ func (l *loop) apply(now time.Time, e event) {
 		})
 	case evWatch:
 		current := l.st.Services(lanstate.ServiceFilter{Module: e.w.module})
+		from := l.st.PendingEvents()
 		l.replies = append(l.replies, func(error) {
-			// Registered after the commit, with the current services, so
-			// it sees each later event once and none twice.
+			// Registered after the commit, with the current services and
+			// the events of its batch that came after them, so it sees
+			// each later event once and none twice.
 			l.watchers[e.w] = struct{}{}
 			e.done <- current
+			for _, ev := range l.batchEvents[min(from, len(l.batchEvents)):] {
+				l.emitTo(e.w, ev)
+			}
 		})
 	case evUnwatch:
 		delete(l.watchers, e.w)
@@ -199,6 +254,14 @@ func (l *loop) apply(now time.Time, e event) {
 
 // carryOut does what a committed batch asks for.
 func (l *loop) carryOut(fx lanstate.Effects) {
+	// A session to close answers no more pings from now, before any frame
+	// of this batch (a replacing session's welcome) leaves; its own
+	// frames are still flushed before its close frame.
+	for _, c := range fx.Closes {
+		if sess := l.sessions[c.Session]; sess != nil {
+			sess.end(lanstate.EndLease)
+		}
+	}
 	for _, sd := range fx.Sends {
 		if sess := l.sessions[sd.Session]; sess != nil {
 			sess.sendFrame(sd.Type, sd.Payload, l.s.log)
@@ -230,17 +293,21 @@ func (l *loop) startCheck(c lanstate.Check) {
 
 func (l *loop) emit(ev adminapi.ServiceEvent) {
 	for w := range l.watchers {
-		if w.module != "" && w.module != ev.Service.Module {
-			continue
-		}
-		select {
-		case w.ch <- ev:
-		default:
-			// A watcher that cannot keep up is cut off rather than
-			// allowed to stall the loop; it sees the stream end.
-			close(w.ch)
-			delete(l.watchers, w)
-		}
+		l.emitTo(w, ev)
+	}
+}
+
+func (l *loop) emitTo(w *watcher, ev adminapi.ServiceEvent) {
+	if _, ok := l.watchers[w]; !ok || w.module != "" && w.module != ev.Service.Module {
+		return
+	}
+	select {
+	case w.ch <- ev:
+	default:
+		// A watcher that cannot keep up is cut off rather than allowed
+		// to stall the loop; it sees the stream end.
+		close(w.ch)
+		delete(l.watchers, w)
 	}
 }
 

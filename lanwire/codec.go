@@ -27,7 +27,15 @@ func Encode(typ string, payload any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %q: %w", typ, err)
 	}
-	return json.Marshal(Envelope{Type: typ, Data: data})
+	// The type is one of the constants (checked above), so it needs no
+	// escaping: the envelope is written around the payload, not encoded
+	// again.
+	b := make([]byte, 0, len(data)+len(typ)+20)
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	return append(b, '}'), nil
 }
 
 // Check reports whether payload is the payload type of typ (e.g. *Down or
@@ -109,6 +117,8 @@ func payloadFor(typ string) (any, bool) {
 		return &Down{}, true
 	case TypeCapacity:
 		return &Capacity{}, true
+	case TypeDecline:
+		return &Decline{}, true
 	case TypeWelcome:
 		return &Welcome{}, true
 	case TypeNeeds:
@@ -276,6 +286,9 @@ func (h *Hello) Validate() error {
 	if h.Capacity.MaxProcesses < 0 || h.Capacity.Running < 0 {
 		return errors.New("capacity: negative count")
 	}
+	if h.Protocol < 0 || h.Protocol > Placement {
+		return fmt.Errorf("protocol %d: this LAN manager speaks link protocols %d and %d; upgrade it", h.Protocol, ProtocolClaims, Placement)
+	}
 	for i, r := range h.Running {
 		if !ValidName(r.Instance) || !ValidName(r.Module) || r.PID < 0 || r.Epoch == 0 {
 			return fmt.Errorf("running[%d]: want instance, module, an epoch and a pid (0: starting)", i)
@@ -326,6 +339,9 @@ func (s *Spawned) Validate() error {
 
 // Validate checks a spawn failure.
 func (s *SpawnFailed) Validate() error { return validCopy(s.Instance, s.Epoch) }
+
+// Validate checks a decline.
+func (d *Decline) Validate() error { return validCopy(d.Instance, d.Epoch) }
 
 // Validate checks a down report.
 func (d *Down) Validate() error { return validCopy(d.Instance, d.Epoch) }

@@ -40,6 +40,10 @@ func TestDecode(t *testing.T) {
 		{"repeated type", `{"type":"claim","type":"down","data":{"instance":"w"}}`, "", true},
 		{"repeated data", `{"type":"claim","data":{"instance":"w"},"data":{"instance":"v"}}`, "", true},
 		{"grant no epoch", `{"type":"grant","data":{"need":{"instance":"w","module":"m"}}}`, TypeGrant, true},
+		{"hello placement", `{"type":"hello","data":{"machine":"m1","identity":"0123456789abcdef","address":"127.0.0.1","capacity":{"maxprocesses":0,"running":0},"protocol":2}}`, TypeHello, false},
+		{"hello newer protocol", `{"type":"hello","data":{"machine":"m1","identity":"0123456789abcdef","address":"127.0.0.1","capacity":{"maxprocesses":0,"running":0},"protocol":3}}`, TypeHello, true},
+		{"decline", `{"type":"decline","data":{"instance":"w","epoch":4,"reason":"full","final":true}}`, TypeDecline, false},
+		{"decline no epoch", `{"type":"decline","data":{"instance":"w","reason":"full"}}`, TypeDecline, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

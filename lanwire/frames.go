@@ -5,11 +5,27 @@
 //
 // Every frame is one WebSocket text message holding an Envelope:
 //
-//	{"type":"claim","data":{"instance":"web1"}}
+//	{"type":"grant","data":{"need":{"instance":"web1","module":"web"},"epoch":7}}
 //
 // Masters authenticate at the upgrade with "Authorization: Bearer <token>".
 // Keep-alive uses WebSocket ping/pong control frames; a master's pings
 // also renew its lease (see fencing.go).
+//
+// # Placement (link protocol 2)
+//
+// A master says which protocol it speaks in Hello.Protocol. With
+// Placement, the LAN manager places needs: its hello (and later capacity
+// frames) say which modules it runs and how many need children it takes;
+// the LAN manager keeps pending needs in arrival order and grants each to
+// the eligible master (module served, room left, machine constraint met,
+// not declined there within the hold) with the fewest copies, ties to the
+// one granted to least recently. The master runs the grant, or answers
+// decline (see Decline) and the need goes elsewhere; spawn_failed, down
+// and stop work as with any copy. It is sent no needs lists and sends no
+// claims. A master that announces no protocol speaks the claims protocol
+// of earlier masters (needs lists, claim, deny), kept so a LAN can be
+// upgraded one machine at a time; a protocol above Placement is refused
+// at hello.
 //
 // # Copies and epochs
 //
@@ -43,19 +59,20 @@ const MaxFrameSize = 1 << 20
 // Frame types sent by a master.
 const (
 	TypeHello       = "hello"        // Hello: first frame of every session
-	TypeClaim       = "claim"        // Claim: bid for a need
+	TypeClaim       = "claim"        // Claim: bid for a need (claims protocol only)
 	TypeSpawned     = "spawned"      // Spawned: child up, please check and publish
 	TypeSpawnFailed = "spawn_failed" // SpawnFailed: a granted need could not start
 	TypeDown        = "down"         // Down: a child of a need died or was stopped
 	TypeCapacity    = "capacity"     // Capacity: free capacity changed
+	TypeDecline     = "decline"      // Decline: a placed grant cannot run here now
 )
 
 // Frame types sent by the LAN manager.
 const (
 	TypeWelcome  = "welcome"  // Welcome: answer to hello
-	TypeNeeds    = "needs"    // Needs: the unsatisfied needs this master may claim
-	TypeGrant    = "grant"    // Grant: the claim won; run the need
-	TypeDeny     = "deny"     // Deny: the claim lost or is not allowed
+	TypeNeeds    = "needs"    // Needs: the needs this master may claim (claims protocol only)
+	TypeGrant    = "grant"    // Grant: run the need (placed here, or the claim won)
+	TypeDeny     = "deny"     // Deny: the claim lost or is not allowed (claims protocol only)
 	TypeApproved = "approved" // Approved: ports reachable, service published
 	TypeRejected = "rejected" // Rejected: port check failed; stop the child
 	TypeStop     = "stop"     // Stop: the need is gone or owned elsewhere
@@ -177,6 +194,35 @@ type Hello struct {
 	Capacity Capacity         `json:"capacity"`
 	Running  []RunningService `json:"running,omitempty"`
 	Version  string           `json:"version,omitempty"`
+	// Protocol is the link protocol the master speaks: Placement (the LAN
+	// manager grants needs without claims) or, when absent, the claims
+	// protocol of earlier masters.
+	Protocol int `json:"protocol,omitempty"`
+}
+
+// Link protocols a master announces in Hello.Protocol.
+const (
+	// ProtocolClaims: the master is sent needs lists and claims from them
+	// (masters that do not announce a protocol).
+	ProtocolClaims = 1
+	// Placement: the LAN manager picks the master and sends the grant; the
+	// master runs it or declines it. No needs lists, claims or denies.
+	Placement = 2
+)
+
+// Decline gives a placed grant back, nothing started: the master cannot
+// run it now (module not here, full, draining, an earlier copy still
+// stopping, a local process has the name), which is no failure, and the
+// LAN manager places the need elsewhere and not on this master for a
+// while; or, with Final, it can never run the need as it is (a protocol
+// its module does not declare here), which counts as a failed attempt,
+// and the need is not placed on this master again until it changes or
+// the master says hello anew.
+type Decline struct {
+	Instance string `json:"instance"`
+	Epoch    uint64 `json:"epoch"`
+	Reason   string `json:"reason"`
+	Final    bool   `json:"final,omitempty"`
 }
 
 // Claim bids for an unsatisfied need.

@@ -250,13 +250,13 @@ func (l *Link) SessionID() string {
 // Link.
 func masterFrame(typ string) bool {
 	switch typ {
-	case lanwire.TypeClaim, lanwire.TypeSpawned, lanwire.TypeSpawnFailed, lanwire.TypeDown, lanwire.TypeCapacity:
+	case lanwire.TypeClaim, lanwire.TypeDecline, lanwire.TypeSpawned, lanwire.TypeSpawnFailed, lanwire.TypeDown, lanwire.TypeCapacity:
 		return true
 	}
 	return false
 }
 
-// Send queues a claim, spawned, spawn_failed, down or capacity frame for the
+// Send queues a claim, decline, spawned, spawn_failed, down or capacity frame for the
 // current session without waiting for the network. The frame is checked
 // the way the LAN manager will check it, so a bad one fails here; it is
 // encoded by the session's writer, so the caller must not change payload

@@ -62,7 +62,6 @@ func (s *State) Child(now time.Duration, ev ChildEvent) {
 			s.send(lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: ev.Instance, Epoch: c.epoch, Error: reason})
 		}
 		s.reportCapacity(now)
-		s.claim(now)
 	}
 }
 

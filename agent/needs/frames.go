@@ -3,7 +3,6 @@ package needs
 import (
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"time"
 
@@ -22,6 +21,7 @@ func (s *State) Hello() lanwire.Hello {
 		Version:   s.cfg.Version,
 		Capacity:  capa,
 		Modules:   slices.Sorted(maps.Keys(s.modules)),
+		Protocol:  lanwire.Placement,
 	}
 	// Frames queued before the link dropped were lost; the hello's
 	// capacity is what the new session knows.
@@ -38,15 +38,8 @@ func (s *State) Hello() lanwire.Hello {
 // Frame handles a frame from the LAN manager.
 func (s *State) Frame(now time.Duration, typ string, payload any) {
 	switch f := payload.(type) {
-	case *lanwire.Needs:
-		s.offered = f.Needs
-		s.claim(now)
 	case *lanwire.Grant:
-		delete(s.claims, f.Need.Instance)
 		s.grant(f)
-	case *lanwire.Deny:
-		delete(s.claims, f.Instance)
-		s.log.Debug("claim denied", "instance", f.Instance, "reason", f.Reason)
 	case *lanwire.Approved:
 		s.log.Info("service published", "instance", f.Service.Instance, "epoch", f.Service.Epoch, "ports", f.Service.Ports)
 	case *lanwire.Rejected:
@@ -76,73 +69,37 @@ func (s *State) stopEpoch(inst string, epoch uint64, why string) {
 	}
 }
 
-// claim bids for the offered needs this master can run, while there is
-// capacity left.
-func (s *State) claim(now time.Duration) {
-	if !s.connected || s.draining || len(s.offered) == 0 {
-		return
-	}
-	capa := s.cfg.Capacity()
-	pending := len(s.claims)
-	for _, n := range s.offered {
-		if s.cfg.MaxProcesses > 0 && capa.Running+pending >= s.cfg.MaxProcesses {
-			break
-		}
-		if !s.modules[n.Module] || s.copies[n.Instance] != nil || s.cfg.Busy(n.Instance) {
-			continue
-		}
-		if _, ok := s.claims[n.Instance]; ok {
-			continue
-		}
-		if r, ok := s.refused[n.Instance]; ok && reflect.DeepEqual(r, n) {
-			continue
-		}
-		s.claims[n.Instance] = now
-		pending++
-		s.send(lanwire.TypeClaim, &lanwire.Claim{Instance: n.Instance})
-	}
-}
-
-// grant starts a copy this master won.
+// grant starts a copy the LAN manager placed here. One this master
+// cannot take now is declined, so it goes elsewhere; one it can never run
+// as it is (Check) is declined as final, with the reason.
 func (s *State) grant(g *lanwire.Grant) {
 	n := g.Need
-	fail := func(why string) {
-		s.log.Warn("cannot take a granted need", "instance", n.Instance, "epoch", g.Epoch, "why", why)
-		s.send(lanwire.TypeSpawnFailed, &lanwire.SpawnFailed{Instance: n.Instance, Epoch: g.Epoch, Error: why})
+	decline := func(why string) {
+		s.log.Info("declining a granted need", "instance", n.Instance, "epoch", g.Epoch, "why", why)
+		s.send(lanwire.TypeDecline, &lanwire.Decline{Instance: n.Instance, Epoch: g.Epoch, Reason: why})
 	}
 	switch c := s.copies[n.Instance]; {
 	case c != nil && c.epoch == g.Epoch:
 		return
 	case c != nil:
-		fail(fmt.Sprintf("an earlier copy (epoch %d) is still stopping here", c.epoch))
+		decline(fmt.Sprintf("an earlier copy (epoch %d) is still stopping here", c.epoch))
 	case s.draining:
-		fail("the master is shutting down")
+		decline("the master is shutting down")
 	case !s.modules[n.Module]:
-		fail(fmt.Sprintf("module %q is not configured on this master", n.Module))
+		decline(fmt.Sprintf("module %q is not configured on this master", n.Module))
 	case s.cfg.Busy(n.Instance):
-		fail("a local process of this master has that instance name")
+		decline("a local process of this master has that instance name")
+	case s.cfg.MaxProcesses > 0 && len(s.copies) >= s.cfg.MaxProcesses:
+		decline(fmt.Sprintf("no free capacity (%d need children)", s.cfg.MaxProcesses))
 	default:
 		if err := s.cfg.Check(n); err != nil {
-			s.refuse(n)
-			fail(err.Error())
+			s.log.Warn("cannot take a granted need", "instance", n.Instance, "epoch", g.Epoch, "why", err)
+			s.send(lanwire.TypeDecline, &lanwire.Decline{Instance: n.Instance, Epoch: g.Epoch, Reason: err.Error(), Final: true})
 			return
 		}
 		s.copies[n.Instance] = &copyState{need: n, epoch: g.Epoch}
 		s.out = append(s.out, Effect{Kind: DoStart, Need: n, Epoch: g.Epoch})
 	}
-}
-
-// maxRefused bounds the needs remembered as refused; past it they are
-// forgotten, and claimed (and refused) once more.
-const maxRefused = 1024
-
-// refuse remembers a need this master cannot run, so it does not claim it
-// again while it is unchanged.
-func (s *State) refuse(n lanwire.Need) {
-	if len(s.refused) >= maxRefused {
-		clear(s.refused)
-	}
-	s.refused[n.Instance] = n
 }
 
 // Started records the ports of a copy's child the agent started.

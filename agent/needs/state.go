@@ -1,5 +1,5 @@
-// Package needs owns a master's side of the LAN's needs: which offered
-// needs it claims, the copies it was granted (each under its epoch), what
+// Package needs owns a master's side of the LAN's needs: the copies the
+// LAN manager placed on it (or that it declined) (each under its epoch), what
 // it reports about them, and its lease: the time until which the LAN
 // manager counts on it, past which it fences itself by stopping every
 // copy (lanwire/fencing.go). State is a pure state machine on a boot-time
@@ -17,13 +17,11 @@ import (
 	"github.com/allex-go/allex/lanwire"
 )
 
-// claimTimeout forgets a claim the LAN manager never answered, so the need
-// can be claimed again.
-const claimTimeout = 10 * time.Second
-
 // capacityEvery is how often, at most, a capacity report goes out that
-// does not change whether the machine is full.
-const capacityEvery = 100 * time.Millisecond
+// does not change whether the machine is full. The LAN manager places by
+// its own count of this master's copies; the running count it is sent
+// only shows in its machines list, so it need not follow every start.
+const capacityEvery = time.Second
 
 // Config is what the controller knows of the master.
 type Config struct {
@@ -87,7 +85,7 @@ type State struct {
 	modules map[string]bool
 
 	connected bool
-	// draining: the master is stopping; it claims and takes nothing more.
+	// draining: the master is stopping; it takes nothing more.
 	draining bool
 	timings  lanwire.Timings
 	// lease is when the LAN manager stops counting on this master (boot
@@ -96,13 +94,7 @@ type State struct {
 	// fencedAt is the lease whose fence ran (its copies were told to stop).
 	fencedAt time.Duration
 
-	copies  map[string]*copyState
-	offered []lanwire.Need
-	claims  map[string]time.Duration
-	// refused are needs Check refused when granted, by instance: they
-	// are not claimed again while unchanged, since they would only fail
-	// again; the LAN manager shows why as their last error.
-	refused map[string]lanwire.Need
+	copies map[string]*copyState
 	// running is the agent's count of live need children, from the last
 	// capacity it reported.
 	capLast  lanwire.Capacity
@@ -127,7 +119,7 @@ func NewState(cfg Config) *State {
 	if cfg.Check == nil {
 		cfg.Check = func(lanwire.Need) error { return nil }
 	}
-	s := &State{cfg: cfg, log: cfg.Logger, modules: map[string]bool{}, copies: map[string]*copyState{}, claims: map[string]time.Duration{}, refused: map[string]lanwire.Need{}}
+	s := &State{cfg: cfg, log: cfg.Logger, modules: map[string]bool{}, copies: map[string]*copyState{}}
 	for _, m := range cfg.Modules {
 		s.modules[m] = true
 	}
@@ -158,7 +150,6 @@ func (s *State) Welcomed(now time.Duration, w *lanwire.Welcome, helloSent time.D
 	s.timings = w.Timings
 	s.out = append(s.out, Effect{Kind: DoExitFence, Duration: w.ExitFence()})
 	s.renew(helloSent)
-	s.claim(now)
 }
 
 // Renewed takes a pong to a ping sent at sent: the LAN manager heard the
@@ -176,19 +167,12 @@ func (s *State) renew(sent time.Duration) {
 	}
 }
 
-// Drain stops claiming: the master is shutting down.
-func (s *State) Drain() {
-	s.draining = true
-	clear(s.claims)
-}
+// Drain declines every later grant: the master is shutting down.
+func (s *State) Drain() { s.draining = true }
 
-// Disconnected ends the session: claims and offers belonged to it. The
-// lease runs on; the copies are fenced when it ends.
-func (s *State) Disconnected() {
-	s.connected = false
-	clear(s.claims)
-	s.offered = nil
-}
+// Disconnected ends the session. The lease runs on; the copies are fenced
+// when it ends.
+func (s *State) Disconnected() { s.connected = false }
 
 // fenceAt is when the copies must start stopping so that they are dead,
 // SIGKILL included, when the lease ends.
@@ -204,29 +188,16 @@ func (s *State) Next() (t time.Duration, ok bool) {
 	if s.lease > 0 && s.fencedAt != s.lease && len(s.copies) > 0 {
 		earliest(s.fenceAt())
 	}
-	for _, at := range s.claims {
-		earliest(at + claimTimeout)
-	}
 	if s.capDue > 0 {
 		earliest(s.capDue)
 	}
 	return t, ok
 }
 
-// Tick does what is due: the fence, forgotten claims, a capacity report.
+// Tick does what is due: the fence, a capacity report.
 func (s *State) Tick(now time.Duration) {
 	if s.lease > 0 && s.fencedAt != s.lease && len(s.copies) > 0 && now >= s.fenceAt() {
 		s.fence()
-	}
-	expired := false
-	for inst, at := range s.claims {
-		if now-at >= claimTimeout {
-			delete(s.claims, inst)
-			expired = true
-		}
-	}
-	if expired {
-		s.claim(now)
 	}
 	if s.capDue > 0 && now >= s.capDue {
 		s.capDue = 0

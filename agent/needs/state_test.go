@@ -211,9 +211,9 @@ func TestStops(t *testing.T) {
 	if s := kinds(fx, DoStop); len(s) != 1 || s[0].Instance != "w1" {
 		t.Fatalf("stop: %+v", fx)
 	}
-	// Granted again to this master while the old copy stops: refused.
+	// Granted again to this master while the old copy stops: declined.
 	fx = x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: web("w1"), Epoch: 9})
-	if f := sends(fx, lanwire.TypeSpawnFailed); len(f) != 1 || !strings.Contains(f[0].(*lanwire.SpawnFailed).Error, "still stopping") {
+	if f := sends(fx, lanwire.TypeDecline); len(f) != 1 || !strings.Contains(f[0].(*lanwire.Decline).Reason, "still stopping") {
 		t.Fatalf("grant during stop: %+v", fx)
 	}
 	fx = x.child(ChildEvent{Kind: ChildEnded, Instance: "w1", Reason: "stopped"})
@@ -226,39 +226,34 @@ func TestStops(t *testing.T) {
 	}
 }
 
-// TestClaims: offered needs of configured modules are claimed while
-// there is room, unless a local child has the name; unanswered claims
-// are forgotten and claimed again; a draining master claims nothing and
-// takes no grant.
-func TestClaims(t *testing.T) {
-	x := newM(t, 2)
+// TestDeclines: a grant this master cannot take now is declined, with
+// the reason, and nothing starts: full, a local child of that name, a
+// module not configured here, an earlier copy still stopping, draining.
+// The hello announces the placement protocol.
+func TestDeclines(t *testing.T) {
+	x := newM(t, 1)
 	x.busy["local"] = true
 	x.welcome()
-	offer := &lanwire.Needs{Needs: []lanwire.Need{web("a"), {Instance: "db", Module: "db"}, web("local"), web("b"), web("c")}}
-	fx := x.frame(lanwire.TypeNeeds, offer)
-	var claimed []string
-	for _, c := range sends(fx, lanwire.TypeClaim) {
-		claimed = append(claimed, c.(*lanwire.Claim).Instance)
+	if h := x.st.Hello(); h.Protocol != lanwire.Placement {
+		t.Fatalf("hello protocol %d, want %d", h.Protocol, lanwire.Placement)
 	}
-	if !slices.Equal(claimed, []string{"a", "b"}) {
-		t.Fatalf("claimed %v, want [a b] (max 2)", claimed)
+	decline := func(n lanwire.Need, epoch uint64, want string) {
+		t.Helper()
+		fx := x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: n, Epoch: epoch})
+		d := sends(fx, lanwire.TypeDecline)
+		if len(d) != 1 || len(kinds(fx, DoStart)) != 0 || d[0].(*lanwire.Decline).Epoch != epoch || !strings.Contains(d[0].(*lanwire.Decline).Reason, want) {
+			t.Fatalf("grant of %s: %+v, want a decline saying %q", n.Instance, fx, want)
+		}
 	}
-	x.frame(lanwire.TypeDeny, &lanwire.Deny{Instance: "a", Reason: "taken"})
-	if fx = x.frame(lanwire.TypeNeeds, offer); len(sends(fx, lanwire.TypeClaim)) != 1 {
-		t.Fatalf("after a deny: %+v", fx)
-	}
-	fx = x.at(claimTimeout)
-	if len(sends(fx, lanwire.TypeClaim)) != 2 {
-		t.Fatalf("after the claim timeout: %+v", fx)
-	}
+	decline(web("local"), 1, "local process")
+	decline(lanwire.Need{Instance: "d", Module: "db"}, 2, `module "db"`)
+	x.grant("a", 3)
+	decline(web("b"), 4, "no free capacity")
+	x.frame(lanwire.TypeStop, &lanwire.Stop{Instance: "a", Epoch: 3})
+	decline(web("a"), 5, "still stopping")
+	x.child(ChildEvent{Kind: ChildEnded, Instance: "a", Reason: "stopped"})
 	x.st.Drain()
-	if fx = x.frame(lanwire.TypeNeeds, offer); len(fx) != 0 {
-		t.Fatalf("draining master claimed: %+v", fx)
-	}
-	fx = x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: web("a"), Epoch: 1})
-	if f := sends(fx, lanwire.TypeSpawnFailed); len(f) != 1 || len(kinds(fx, DoStart)) != 0 {
-		t.Fatalf("draining master took a grant: %+v", fx)
-	}
+	decline(web("c"), 6, "shutting down")
 }
 
 // TestStartFailed: a grant whose child cannot start is given back.
@@ -276,10 +271,10 @@ func TestStartFailed(t *testing.T) {
 	}
 }
 
-// TestRefusedNeedNotClaimedAgain: a granted need the master cannot run
-// (Check) is given back with the reason and not claimed again while it is
-// unchanged, so it is not retried forever; a changed need is claimed.
-func TestRefusedNeedNotClaimedAgain(t *testing.T) {
+// TestCheckFailureDeclined: a granted need the master can never run as
+// it is (Check) is declined as final, with the reason, so the LAN manager
+// does not place it here again; a changed one starts.
+func TestCheckFailureDeclined(t *testing.T) {
 	x := newM(t, 0)
 	x.st.cfg.Check = func(n lanwire.Need) error {
 		if slices.Contains(n.Protocols, "ws") {
@@ -289,23 +284,12 @@ func TestRefusedNeedNotClaimedAgain(t *testing.T) {
 	}
 	x.welcome()
 	bad := lanwire.Need{Instance: "w1", Module: "web", Protocols: []string{"ws"}}
-	offer := &lanwire.Needs{Needs: []lanwire.Need{bad}}
-	if fx := x.frame(lanwire.TypeNeeds, offer); len(sends(fx, lanwire.TypeClaim)) != 1 {
-		t.Fatalf("first offer: %+v, want a claim", fx)
-	}
 	fx := x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: bad, Epoch: 1})
-	f := sends(fx, lanwire.TypeSpawnFailed)
-	if len(f) != 1 || len(kinds(fx, DoStart)) != 0 || !strings.Contains(f[0].(*lanwire.SpawnFailed).Error, "does not declare") {
-		t.Fatalf("grant of a refused need: %+v", fx)
+	d := sends(fx, lanwire.TypeDecline)
+	if len(d) != 1 || len(kinds(fx, DoStart)) != 0 || !d[0].(*lanwire.Decline).Final || !strings.Contains(d[0].(*lanwire.Decline).Reason, "does not declare") {
+		t.Fatalf("grant of a need that cannot run: %+v", fx)
 	}
-	if fx := x.frame(lanwire.TypeNeeds, offer); len(sends(fx, lanwire.TypeClaim)) != 0 {
-		t.Fatalf("refused need claimed again: %+v", fx)
-	}
-	fixed := web("w1")
-	if fx := x.frame(lanwire.TypeNeeds, &lanwire.Needs{Needs: []lanwire.Need{fixed}}); len(sends(fx, lanwire.TypeClaim)) != 1 {
-		t.Fatalf("changed need not claimed: %+v", fx)
-	}
-	if fx := x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: fixed, Epoch: 2}); len(kinds(fx, DoStart)) != 1 {
+	if fx := x.frame(lanwire.TypeGrant, &lanwire.Grant{Need: web("w1"), Epoch: 2}); len(kinds(fx, DoStart)) != 1 {
 		t.Fatalf("grant of the changed need: %+v, want a start", fx)
 	}
 }

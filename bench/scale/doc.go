@@ -13,6 +13,6 @@
 //	go run ./bench/scale -config large -drop      # 1,000 × 100,000, then kill a master
 //
 // Masters run in worker processes (this binary re-executed) so that each
-// stays under the descriptor limit; what a master decides (which offered
-// needs it claims) is the Policy in policy.go. See README.md.
+// stays under the descriptor limit; what a master decides (run or
+// decline a grant) is the Policy in policy.go. See README.md.
 package main

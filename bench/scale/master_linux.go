@@ -24,7 +24,7 @@ const module = "svc"
 
 // capacityEvery is how often, at most, a master reports a capacity change
 // that does not change whether it is full (as agent/needs does).
-const capacityEvery = 100 * time.Millisecond
+const capacityEvery = time.Second
 
 // portRange is the ports per protocol a master announces free, as a
 // default master's port office has.
@@ -32,7 +32,7 @@ const portRange = 1000
 
 // counters are a worker's frame counts, summed over its masters.
 type counters struct {
-	claims, grants, denies, approved, stops, errors, listenErrors, queueFull atomic.Int64
+	declines, grants, approved, stops, errors, listenErrors, queueFull atomic.Int64
 }
 
 // masterAddr is master i's address: 127.(1+i/250).(i%250).1, so that no
@@ -72,7 +72,6 @@ type master struct {
 
 	mu      sync.Mutex
 	copies  map[string]*simCopy
-	claims  map[string]bool
 	ended   bool // dropped or closed: a read error is expected
 	capLast int
 	capSent time.Time
@@ -81,7 +80,7 @@ type master struct {
 
 func newMaster(idx, maxProcs int, p Policy, acc *acceptor, n *counters, lost func(error)) *master {
 	return &master{idx: idx, ip: masterAddr(idx), max: maxProcs, policy: p, acc: acc, n: n, lost: lost,
-		copies: map[string]*simCopy{}, claims: map[string]bool{}, capLast: -1,
+		copies: map[string]*simCopy{}, capLast: -1,
 		out: make(chan []byte, lanlink.QueueSize), done: make(chan struct{})}
 }
 
@@ -117,7 +116,7 @@ func (m *master) handshake() error {
 	_, _ = rand.Read(id)
 	m.mu.Lock()
 	h := lanwire.Hello{MachineID: masterID(m.idx), Identity: hex.EncodeToString(id), Address: m.ip.String(),
-		Modules: []string{module}, Capacity: m.capacity(), Version: "scale-sim"}
+		Modules: []string{module}, Capacity: m.capacity(), Version: "scale-sim", Protocol: lanwire.Placement}
 	m.mu.Unlock()
 	b, err := lanwire.Encode(lanwire.TypeHello, &h)
 	if err == nil {
@@ -182,10 +181,6 @@ func (m *master) readLoop() {
 			m.readFailed(err)
 			return
 		}
-		if names, ok := needsNames(b); ok {
-			m.offered(names)
-			continue
-		}
 		_, p, err := lanwire.Decode(b)
 		if err != nil {
 			m.n.errors.Add(1)
@@ -209,12 +204,13 @@ func (m *master) handle(p any) {
 	defer m.mu.Unlock()
 	switch f := p.(type) {
 	case *lanwire.Grant:
-		delete(m.claims, f.Need.Instance)
 		m.n.grants.Add(1)
+		if why := m.policy.Decline(f.Need, View{MaxProcesses: m.max, Running: len(m.copies)}); why != "" && m.copies[f.Need.Instance] == nil {
+			m.n.declines.Add(1)
+			m.sendLocked(lanwire.TypeDecline, &lanwire.Decline{Instance: f.Need.Instance, Epoch: f.Epoch, Reason: why})
+			return
+		}
 		m.grant(f)
-	case *lanwire.Deny:
-		delete(m.claims, f.Instance)
-		m.n.denies.Add(1)
 	case *lanwire.Approved:
 		m.n.approved.Add(1)
 	case *lanwire.Rejected:
@@ -224,19 +220,6 @@ func (m *master) handle(p any) {
 	case *lanwire.Error:
 		m.n.errors.Add(1)
 		fmt.Fprintf(os.Stderr, "master %d: LAN manager refused a %s frame: %s\n", m.idx, f.Ref, f.Message)
-	}
-}
-
-// offered claims from a needs list what the policy picks.
-func (m *master) offered(needs []lanwire.Need) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v := View{MaxProcesses: m.max, Running: len(m.copies), Pending: len(m.claims),
-		Taken: func(inst string) bool { return m.claims[inst] || m.copies[inst] != nil }}
-	for _, inst := range m.policy.Claims(needs, v) {
-		m.claims[inst] = true
-		m.n.claims.Add(1)
-		m.sendLocked(lanwire.TypeClaim, &lanwire.Claim{Instance: inst})
 	}
 }
 

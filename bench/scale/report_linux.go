@@ -127,7 +127,7 @@ func (r *result) rows() [][2]string {
 		{"LAN manager peak RSS (VmHWM) / RSS at the end", fmt.Sprintf("%.0f / %.0f MiB", float64(r.lmMem.peakKB)/1024, float64(r.lmMem.nowKB)/1024)},
 		{"LAN manager peak descriptors (limit)", fmt.Sprintf("%d (%d)", r.lmPeakFDs, r.fdLimit)},
 		{"masters' CPU (simulation, CPUs " + formatCPUs(r.simCPUs) + ")", pct(r.simCPU) + " of one CPU"},
-		{"claims / denied per placement", fmt.Sprintf("%s / %s", per(c["claims"], r.placedTotal), per(c["denies"], r.placedTotal))},
+		{"grants / declines per placement", fmt.Sprintf("%s / %s", per(c["grants"], r.placedTotal), per(c["declines"], r.placedTotal))},
 	}
 	if f := r.failover; f != nil {
 		v := fmt.Sprintf("%d services of %s elsewhere after %s (bound %s)", f.services, f.machine, ms(f.took), ms(f.bound))

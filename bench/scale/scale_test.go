@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/allex-go/allex/lanwire"
 )
 
 // TestMain lets this test binary be the bench's worker and pinned
@@ -143,17 +141,17 @@ func TestWorkerInputRefused(t *testing.T) {
 	}
 }
 
-// TestClaimAll checks the policy claims what it does not hold, within
-// its capacity, as agent/needs does.
-func TestClaimAll(t *testing.T) {
-	offered := []lanwire.Need{{Instance: "a"}, {Instance: "b"}, {Instance: "c"}, {Instance: "d"}}
-	taken := func(inst string) bool { return inst == "b" }
-	got := ClaimAll{}.Claims(offered, View{MaxProcesses: 5, Running: 2, Pending: 1, Taken: taken})
-	if strings.Join(got, ",") != "a,c" {
-		t.Errorf("claims %q, want a,c: b is taken, and 2 running + 1 pending + 2 fill 5", got)
+// TestTakeAll checks the policy runs what fits its capacity, as
+// agent/needs does.
+func TestTakeAll(t *testing.T) {
+	if why := (TakeAll{}).Decline(need("a"), View{MaxProcesses: 2, Running: 1}); why != "" {
+		t.Errorf("room for one more: declined (%s)", why)
 	}
-	if got := (ClaimAll{}).Claims(offered, View{Taken: taken}); strings.Join(got, ",") != "a,c,d" {
-		t.Errorf("unlimited: claims %q, want a,c,d", got)
+	if why := (TakeAll{}).Decline(need("a"), View{MaxProcesses: 2, Running: 2}); why == "" {
+		t.Error("full: not declined")
+	}
+	if why := (TakeAll{}).Decline(need("a"), View{Running: 1000}); why != "" {
+		t.Errorf("unlimited: declined (%s)", why)
 	}
 }
 
@@ -166,35 +164,6 @@ func TestParseCPUs(t *testing.T) {
 	for _, bad := range []string{"", "a", "1,", "-1", "1-3", "5000"} {
 		if _, err := parseCPUs(bad); err == nil {
 			t.Errorf("%q: no error", bad)
-		}
-	}
-}
-
-// TestNeedsNames checks the simulated masters' quick read of a needs
-// list against the strict decoder, and that other frames are left to it.
-func TestNeedsNames(t *testing.T) {
-	list := &lanwire.Needs{Needs: []lanwire.Need{need("burst-000001"), need("single.x_2-y"), {Instance: "z", Module: module, TimeoutMS: 5}}}
-	b, err := lanwire.Encode(lanwire.TypeNeeds, list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, ok := needsNames(b)
-	if !ok || len(got) != 3 {
-		t.Fatalf("needsNames(%s) = %v, %v", b, got, ok)
-	}
-	for i, n := range got {
-		if n.Instance != list.Needs[i].Instance || n.Module != module {
-			t.Errorf("need %d: got %+v, want instance %s", i, n, list.Needs[i].Instance)
-		}
-	}
-	empty, _ := lanwire.Encode(lanwire.TypeNeeds, &lanwire.Needs{Needs: []lanwire.Need{}})
-	if got, ok := needsNames(empty); !ok || len(got) != 0 {
-		t.Errorf("empty list: got %v, %v", got, ok)
-	}
-	grant, _ := lanwire.Encode(lanwire.TypeGrant, &lanwire.Grant{Need: need("a"), Epoch: 1})
-	for _, b := range [][]byte{grant, []byte(`{"type":"needs","data":{"needs":[{"instance":"cut`)} {
-		if got, ok := needsNames(b); ok {
-			t.Errorf("%s: got %v, want it left to the decoder", b, got)
 		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 //	stdin:  "drop I"                master I dies (its link ends without a close frame)
 //	stdout: "dropped I N"           it held N copies
 //	stdin:  EOF                     close every link, print the counts, exit
-//	stdout: "stats claims=... ..."  the masters' frame counts
+//	stdout: "stats grants=... ..."  the masters' frame counts
 type workerArgs struct {
 	url, token   string
 	first, count int
@@ -77,7 +77,7 @@ func runWorker(w workerArgs, stdin io.Reader, stdout io.Writer) error {
 	masters := make([]*master, w.count)
 	for k := range masters {
 		idx := w.first + k
-		masters[k] = newMaster(idx, w.max, ClaimAll{}, acc, &n, func(err error) {
+		masters[k] = newMaster(idx, w.max, TakeAll{}, acc, &n, func(err error) {
 			say("lost %d %s", idx, strings.ReplaceAll(err.Error(), "\n", " "))
 		})
 	}
@@ -100,8 +100,8 @@ func runWorker(w workerArgs, stdin io.Reader, stdout io.Writer) error {
 	for _, m := range masters {
 		m.drop()
 	}
-	say("stats claims=%d grants=%d denies=%d approved=%d stops=%d errors=%d listenerrors=%d queuefull=%d accepted=%d",
-		n.claims.Load(), n.grants.Load(), n.denies.Load(), n.approved.Load(), n.stops.Load(), n.errors.Load(), n.listenErrors.Load(), n.queueFull.Load(), acc.accepted.Load())
+	say("stats grants=%d declines=%d approved=%d stops=%d errors=%d listenerrors=%d queuefull=%d accepted=%d",
+		n.grants.Load(), n.declines.Load(), n.approved.Load(), n.stops.Load(), n.errors.Load(), n.listenErrors.Load(), n.queueFull.Load(), acc.accepted.Load())
 	return nil
 }
 

@@ -85,8 +85,8 @@ func TestNeedProtocolsFromModule(t *testing.T) {
 	if out, _, _ := ctlAt(t, lan, "needs", "ls"); !strings.Contains(out, why) {
 		t.Errorf("needs ls does not show why:\n%s", out)
 	}
-	// Once p2 may be offered again, a new need makes the LAN manager send
-	// this master a needs list holding both: it takes p3 and leaves p2.
+	// Once p2's backoff is over, a new need is placed on this master, and
+	// p2 is not placed there again.
 	e2e.Eventually(t, wait, func() error {
 		if time.Now().Before(notBefore) {
 			return fmt.Errorf("p2 backs off until %v", notBefore)

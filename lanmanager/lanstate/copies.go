@@ -30,10 +30,12 @@ func (s *State) Frame(now time.Time, sid SessionID, typ string, payload any) {
 		s.down(now, sess, f)
 	case *lanwire.Capacity:
 		m := sess.m
-		if m.capacity.Full() != f.Full() {
+		if m.capacity.Full() != f.Full() || m.capacity.MaxProcesses != f.MaxProcesses {
 			s.offers = true
 		}
 		m.capacity = *f
+	case *lanwire.Decline:
+		s.decline(now, sess, f)
 	case *lanwire.Hello:
 		s.refuseFrame(sess, typ, errors.New("hello already received on this link"))
 	default:
@@ -57,6 +59,10 @@ func (s *State) copyOf(m *machine, instance string, epoch uint64) *inst {
 }
 
 func (s *State) claim(now time.Time, sess *session, c *lanwire.Claim) {
+	if sess.placement {
+		s.refuseFrame(sess, lanwire.TypeClaim, fmt.Errorf("claim %s: a master speaking link protocol %d is granted needs, it does not claim them", c.Instance, lanwire.Placement))
+		return
+	}
 	i := s.insts[c.Instance]
 	reason := ""
 	switch {
@@ -75,19 +81,16 @@ func (s *State) claim(now time.Time, sess *session, c *lanwire.Claim) {
 		s.send(sess, lanwire.TypeDeny, &lanwire.Deny{Instance: c.Instance, Reason: reason})
 		return
 	}
-	s.epoch++
-	s.epochDirty = true
-	s.setCopy(i, &store.Copy{Machine: sess.m.id, Epoch: s.epoch, Phase: store.PhaseGranted, GrantedAt: now})
-	s.log.Debug("need granted", "instance", c.Instance, "machine", sess.m.id, "epoch", s.epoch)
-	s.send(sess, lanwire.TypeGrant, &lanwire.Grant{Need: i.rec.Need, Epoch: s.epoch})
-	s.offers = true
+	s.grant(now, sess, i)
 }
 
 // setCopy gives an instance its copy and keeps the machine's index.
 func (s *State) setCopy(i *inst, c *store.Copy) {
 	i.rec.Copy = c
 	i.checking = 0
-	s.machineFor(c.Machine).copies[i.name()] = i
+	m := s.machineFor(c.Machine)
+	m.copies[i.name()] = i
+	s.loadChanged(m)
 	s.touch(i)
 }
 
@@ -279,6 +282,7 @@ func (s *State) endCopy(i *inst) {
 	s.unpublish(i)
 	if m := s.machines[c.Machine]; m != nil {
 		delete(m.copies, i.name())
+		s.loadChanged(m)
 	}
 	i.rec.Copy = nil
 	i.checking = 0
@@ -287,6 +291,7 @@ func (s *State) endCopy(i *inst) {
 		s.deleteInst(i)
 		return
 	}
+	s.enqueue(i)
 	s.touch(i)
 }
 

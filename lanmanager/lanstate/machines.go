@@ -28,9 +28,10 @@ func (s *State) Hello(now time.Time, sid SessionID, h *lanwire.Hello) {
 	if old := m.sess; old != nil {
 		s.log.Info("new session replaces the old one", "machine", m.id)
 		delete(s.sessions, old.id)
+		s.leavePlacement(old)
 		s.fx.Closes = append(s.fx.Closes, Close{Session: old.id, Code: lanwire.CloseReplaced, Reason: "replaced by a new session of this master"})
 	}
-	sess := &session{id: sid, m: m, modules: map[string]bool{}}
+	sess := &session{id: sid, m: m, modules: map[string]bool{}, placement: h.Protocol >= lanwire.Placement}
 	for _, mod := range h.Modules {
 		sess.modules[mod] = true
 	}
@@ -43,6 +44,11 @@ func (s *State) Hello(now time.Time, sid SessionID, h *lanwire.Hello) {
 	s.log.Info("master connected", "machine", m.id, "address", h.Address, "modules", h.Modules, "running", len(h.Running))
 	s.send(sess, lanwire.TypeWelcome, &lanwire.Welcome{SessionID: string(sid), Timings: s.cfg.Timings})
 	s.reconcile(now, m, h.Running)
+	for _, i := range m.copies {
+		// Their grant deadlines run again while the master is connected.
+		s.schedule(i)
+	}
+	s.joinPlacement(sess)
 	s.offers = true
 }
 
@@ -166,6 +172,7 @@ func (s *State) Ended(now time.Time, sid SessionID, how End, lastHeard, at time.
 		return
 	}
 	delete(s.sessions, sid)
+	s.leavePlacement(sess)
 	m := sess.m
 	if m.sess != sess {
 		return

@@ -45,11 +45,15 @@ func (s *State) putNeed(now time.Time, n lanwire.Need, origin string) {
 	if i := s.insts[n.Instance]; i != nil {
 		i.rec.Need, i.rec.Removed, i.rec.Origin, i.rec.CreatedAt = n, false, origin, now
 		i.rec.Attempts, i.rec.NotBefore, i.rec.LastError = 0, time.Time{}, ""
+		i.declined = nil
 		s.touch(i)
+		s.enqueue(i)
 		s.offers = true
 		return
 	}
-	s.addInst(&inst{rec: store.Instance{Need: n, Origin: origin, CreatedAt: now}})
+	i := &inst{rec: store.Instance{Need: n, Origin: origin, CreatedAt: now}}
+	s.addInst(i)
+	s.enqueue(i)
 	s.offers = true
 }
 
@@ -123,6 +127,9 @@ func (s *State) offerable(i *inst, sess *session, now time.Time) string {
 // OfferWindow needs it may claim, when it changed since its last one.
 func (s *State) sendOffers(now time.Time) {
 	for _, sess := range s.sessions {
+		if sess.placement {
+			continue
+		}
 		list := []lanwire.Need{}
 		if !sess.m.capacity.Full() {
 			for _, i := range s.sorted {

@@ -40,6 +40,9 @@ type Config struct {
 	CrashLoopWindow time.Duration
 	// OfferWindow caps the needs one needs list carries (default 64).
 	OfferWindow int
+	// DeclineHold is how long a need is not placed again on a master that
+	// declined it (default DefaultDeclineHold).
+	DeclineHold time.Duration
 	// Jitter returns a delay in [d/2, d]; default random.
 	Jitter func(d time.Duration) time.Duration
 	Logger hclog.Logger
@@ -63,6 +66,7 @@ func (c *Config) setDefaults() {
 	def(&c.RetryBackoffInitial, time.Second)
 	def(&c.RetryBackoffMax, time.Minute)
 	def(&c.CrashLoopWindow, time.Minute)
+	def(&c.DeclineHold, DefaultDeclineHold)
 	c.RetryBackoffMax = max(c.RetryBackoffMax, c.RetryBackoffInitial)
 	if c.CrashLoopLimit == 0 {
 		c.CrashLoopLimit = 10
@@ -151,7 +155,14 @@ type State struct {
 	dirty      map[string]bool // instances to store (deleted when gone)
 	dirtyMach  map[string]bool
 	epochDirty bool
-	offers     bool // needs lists may have changed
+	offers     bool // needs lists or placements may have changed
+
+	// queue holds the needs waiting for placement, oldest first;
+	// byModule the placing sessions by module (place.go).
+	queue    []*inst
+	byModule map[string]*placeHeap
+	grants   uint64
+	timers   timerHeap
 }
 
 // inst is an instance: its stored record and what is in flight.
@@ -161,6 +172,15 @@ type inst struct {
 	// spawn the report it checks.
 	checking uint64
 	spawn    lanwire.Spawned
+	// queued: in State.queue. declined holds, by machine, until when it
+	// declined this need.
+	queued   bool
+	declined map[string]time.Time
+	// waited is the NotBefore whose end Tick has seen; sched the
+	// deadline in the timer heap, if scheduled.
+	waited    time.Time
+	sched     time.Time
+	scheduled bool
 }
 
 func (i *inst) name() string { return i.rec.Need.Instance }
@@ -183,6 +203,11 @@ type session struct {
 	modules   map[string]bool
 	lastOffer string
 	offered   bool
+	// placement: the master speaks lanwire.Placement and is granted
+	// needs without needs lists; idx is its place in each module heap.
+	placement bool
+	idx       map[string]int
+	lastGrant uint64
 }
 
 // FileNeed is a need from a needs file, with its origin ("file:<path>").
@@ -200,7 +225,7 @@ func New(cfg Config, snap store.Snapshot, files []FileNeed, now time.Time) *Stat
 	s := &State{
 		cfg: cfg, log: cfg.Logger,
 		insts: map[string]*inst{}, machines: map[string]*machine{}, sessions: map[SessionID]*session{},
-		downs: map[string][]time.Time{}, dirty: map[string]bool{}, dirtyMach: map[string]bool{},
+		downs: map[string][]time.Time{}, dirty: map[string]bool{}, dirtyMach: map[string]bool{}, byModule: map[string]*placeHeap{},
 		epoch: snap.Epoch,
 	}
 	for _, m := range snap.Machines {
@@ -215,6 +240,12 @@ func New(cfg Config, snap store.Snapshot, files []FileNeed, now time.Time) *Stat
 		}
 	}
 	s.rebuildSorted()
+	for _, i := range s.sorted {
+		if i.rec.Copy == nil && !i.rec.Removed {
+			s.enqueue(i)
+		}
+		s.schedule(i)
+	}
 	for _, m := range s.machines {
 		if len(m.copies) == 0 {
 			s.dropMachine(m)
@@ -273,8 +304,12 @@ func (s *State) deleteInst(i *inst) {
 	s.offers = true
 }
 
-// touch marks an instance for the next store batch.
-func (s *State) touch(i *inst) { s.dirty[i.name()] = true }
+// touch marks an instance for the next store batch; its timer may have
+// changed too.
+func (s *State) touch(i *inst) {
+	s.dirty[i.name()] = true
+	s.schedule(i)
+}
 
 func (s *State) send(sess *session, typ string, payload any) {
 	if sess != nil {
@@ -292,10 +327,14 @@ func (s *State) emit(typ string, rec lanwire.ServiceRecord) {
 	s.fx.Events = append(s.fx.Events, adminapi.ServiceEvent{Type: typ, Service: rec})
 }
 
+// PendingEvents counts the watch events of the batch so far.
+func (s *State) PendingEvents() int { return len(s.fx.Events) }
+
 // TakeEffects returns what the events since the last call require, with
 // the needs lists that changed, and starts a new batch.
 func (s *State) TakeEffects(now time.Time) Effects {
 	if s.offers {
+		s.place(now)
 		s.sendOffers(now)
 		s.offers = false
 	}
@@ -345,13 +384,8 @@ func (s *State) Next() (t time.Time, ok bool) {
 			earliest(m.endsAt)
 		}
 	}
-	for _, i := range s.insts {
-		if d, has := s.grantDeadline(i); has {
-			earliest(d)
-		}
-		if i.rec.Copy == nil && !i.rec.Removed && !i.rec.NotBefore.IsZero() {
-			earliest(i.rec.NotBefore)
-		}
+	if d, has := s.nextTimer(); has {
+		earliest(d)
 	}
 	return t, ok
 }
@@ -377,16 +411,8 @@ func (s *State) Tick(now time.Time) {
 			s.fence(m, now, "its master was lost and is fenced")
 		}
 	}
-	for _, i := range s.insts {
-		if d, ok := s.grantDeadline(i); ok && !now.Before(d) {
-			c := i.rec.Copy
-			reason := "grant to " + c.Machine + " expired: no spawned within " + i.rec.Need.Timeout().String()
-			s.fail(i, now, reason)
-			s.stopCopy(i, reason)
-		}
-		if !i.rec.NotBefore.IsZero() && !now.Before(i.rec.NotBefore) && i.rec.Copy == nil {
-			s.offers = true
-		}
+	for _, i := range s.dueTimers(now) {
+		s.tickInst(i, now)
 	}
 }
 
