@@ -245,8 +245,8 @@ func (in *allexInstance) timeAccept(ctx context.Context, n int) (time.Duration, 
 func (in *allexInstance) startServices(ctx context.Context, n int) (timing, error) {
 	var t timing
 	// CPU each daemon burns during the start says which one limits it.
-	masterCPU, _ := cpuTicks(in.master.pid())
-	lmCPU, _ := cpuTicks(in.lm.pid())
+	masterCPU, _ := procfs.CPUTicks(in.master.pid())
+	lmCPU, _ := procfs.CPUTicks(in.lm.pid())
 	start := time.Now()
 	addErr := make(chan error, 1)
 	go func() { addErr <- in.addNeeds(ctx, n) }()
@@ -270,8 +270,8 @@ func (in *allexInstance) startServices(ctx context.Context, n int) (timing, erro
 		}
 	}
 	t.ready = time.Since(start)
-	masterCPU2, _ := cpuTicks(in.master.pid())
-	lmCPU2, _ := cpuTicks(in.lm.pid())
+	masterCPU2, _ := procfs.CPUTicks(in.master.pid())
+	lmCPU2, _ := procfs.CPUTicks(in.lm.pid())
 	var spawned, published []time.Duration
 	for _, rec := range in.up {
 		spawned = append(spawned, rec.StartedAt.Sub(start))
@@ -280,7 +280,7 @@ func (in *allexInstance) startServices(ctx context.Context, n int) (timing, erro
 	in.startNotes = append(in.startNotes, fmt.Sprintf("allex start N=%d breakdown, p50/max ms: start → child spawned %.0f/%.0f; "+
 		"spawned → published %.0f/%.0f; CPU used meanwhile: allexmaster %.2fs, allexlanmanager %.2fs", n,
 		ms(percentile(spawned, 50)), ms(percentile(spawned, 100)), ms(percentile(published, 50)), ms(percentile(published, 100)),
-		float64(masterCPU2-masterCPU)/clockTicks, float64(lmCPU2-lmCPU)/clockTicks))
+		float64(masterCPU2-masterCPU)/procfs.ClockTicks, float64(lmCPU2-lmCPU)/procfs.ClockTicks))
 	for inst, rec := range in.up {
 		if p := int(rec.Ports["tcp"]); p < in.base || p >= in.base+n {
 			return t, fmt.Errorf("published %s on port %d, outside the first %d ports of the range from %d", inst, p, n, in.base)

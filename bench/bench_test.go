@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 // TestQuickAllex runs the allex part of the command in -quick mode, so CI
@@ -170,7 +172,7 @@ func TestProcStats(t *testing.T) {
 	if kb, err := rssKB(pid); err != nil || kb <= 0 {
 		t.Errorf("rssKB = %d, %v", kb, err)
 	}
-	if _, err := cpuTicks(pid); err != nil {
+	if _, err := procfs.CPUTicks(pid); err != nil {
 		t.Errorf("cpuTicks: %v", err)
 	}
 }
@@ -255,26 +257,6 @@ func TestSlowestKills(t *testing.T) {
 	r.killAt[1].note, r.killAt[4].note = "spawned at 7.0 ms", "x"
 	if got, want := r.slowestKills(3), "9.2 ms (round 1, kill 2; spawned at 7.0 ms), 3.1 ms (round 2, kill 2), 3.1 ms (round 3, kill 1; x)"; got != want {
 		t.Errorf("with notes: slowestKills(3) = %q, want %q", got, want)
-	}
-}
-
-func TestParseSteal(t *testing.T) {
-	for _, tc := range []struct {
-		stat string
-		want uint64
-		bad  bool
-	}{
-		{stat: "cpu  1257555 0 940699 7271271 40647 0 31653 40820 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n", want: 40820},
-		{stat: "cpu 1 2 3 4 5 6 7 0\n", want: 0},
-		{stat: "cpu 1 2 3 4 5 6 7\n", bad: true},
-		{stat: "cpu0 1 2 3 4 5 6 7 8 9\n", bad: true},
-		{stat: "cpu 1 2 3 4 5 6 7 x\n", bad: true},
-		{stat: "", bad: true},
-	} {
-		got, err := parseSteal(tc.stat)
-		if (err != nil) != tc.bad || got != tc.want {
-			t.Errorf("parseSteal(%q) = %d, %v", tc.stat, got, err)
-		}
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/allex-go/allex/agent/spawner"
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 // proc is a daemon the bench started, in its own process group so a
@@ -443,9 +444,6 @@ type usage struct {
 	CPUPercent float64 // of one core
 }
 
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
 func rssKB(pid int) (int, error) {
 	return procKB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
 }
@@ -474,35 +472,11 @@ func procKB(path, key string) (int, error) {
 	return 0, fmt.Errorf("%s: no %s line", path, key)
 }
 
-// cpuTicks is utime+stime of pid in clock ticks.
-func cpuTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("cpu: %w", err)
-	}
-	// The command name may hold spaces and parentheses; fields are
-	// counted after its closing parenthesis (field 3 is the first).
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("cpu of %d: malformed stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("cpu of %d: short stat", pid)
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	s, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
-	}
-	return u + s, nil
-}
-
 // measureIdle samples CPU of every pid over window and memory at its end.
 func measureIdle(ctx context.Context, window time.Duration, pids ...int) ([]usage, error) {
 	before := make([]uint64, len(pids))
 	for i, pid := range pids {
-		t, err := cpuTicks(pid)
+		t, err := procfs.CPUTicks(pid)
 		if err != nil {
 			return nil, err
 		}
@@ -517,7 +491,7 @@ func measureIdle(ctx context.Context, window time.Duration, pids ...int) ([]usag
 	elapsed := time.Since(start).Seconds()
 	out := make([]usage, len(pids))
 	for i, pid := range pids {
-		t, err := cpuTicks(pid)
+		t, err := procfs.CPUTicks(pid)
 		if err != nil {
 			return nil, err
 		}
@@ -529,7 +503,7 @@ func measureIdle(ctx context.Context, window time.Duration, pids ...int) ([]usag
 		if err != nil {
 			return nil, err
 		}
-		out[i] = usage{RSSKB: rss, PSSKB: pss, CPUPercent: float64(t-before[i]) / clockTicks / elapsed * 100}
+		out[i] = usage{RSSKB: rss, PSSKB: pss, CPUPercent: float64(t-before[i]) / procfs.ClockTicks / elapsed * 100}
 	}
 	return out, nil
 }
@@ -543,29 +517,4 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	rank := int(p/100*float64(len(s))+0.999999) - 1
 	return s[max(0, min(rank, len(s)-1))]
-}
-
-// stealTicks is the time, in clock ticks summed over the CPUs, the
-// hypervisor ran something else while this VM's CPUs had work (the steal
-// column of /proc/stat's cpu line); 0 and an error where there is none.
-func stealTicks() (uint64, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, fmt.Errorf("steal: %w", err)
-	}
-	return parseSteal(string(b))
-}
-
-func parseSteal(stat string) (uint64, error) {
-	line, _, _ := strings.Cut(stat, "\n")
-	f := strings.Fields(line)
-	// cpu user nice system idle iowait irq softirq steal ...
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, fmt.Errorf("steal: unexpected /proc/stat line %q", line)
-	}
-	v, err := strconv.ParseUint(f[8], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("steal: %w", err)
-	}
-	return v, nil
 }

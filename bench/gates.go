@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 // The targets a run is checked against. On a noisy VM an absolute time
@@ -241,10 +243,10 @@ func stealText(r *result) string {
 	parts := make([]string, len(r.killSteal))
 	for i, t := range r.killSteal {
 		total += t
-		parts[i] = fmt.Sprintf("%.0f", float64(t)*1000/clockTicks)
+		parts[i] = fmt.Sprintf("%.0f", float64(t)*1000/procfs.ClockTicks)
 	}
 	if len(parts) == 1 {
-		return fmt.Sprintf("%.0f ms", float64(total)*1000/clockTicks)
+		return fmt.Sprintf("%.0f ms", float64(total)*1000/procfs.ClockTicks)
 	}
-	return fmt.Sprintf("%.0f ms: %s by round", float64(total)*1000/clockTicks, strings.Join(parts, ", "))
+	return fmt.Sprintf("%.0f ms: %s by round", float64(total)*1000/procfs.ClockTicks, strings.Join(parts, ", "))
 }

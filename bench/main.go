@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 func main() {
@@ -365,7 +367,7 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 			return err
 		}
 	}
-	steal0, stealErr := stealTicks()
+	steal0, stealErr := procfs.StealTicks()
 	for k := range o.killsIn(round) {
 		// Round-robin over the services, across rounds too.
 		d, err := in.kill(ctx, o.prober, len(r.kills)%n)
@@ -381,7 +383,7 @@ func launchOnce(ctx context.Context, o *options, sys system, n int, r *result, r
 		// Let the supervisor finish its bookkeeping (outside the timing).
 		time.Sleep(50 * time.Millisecond)
 	}
-	if steal1, err := stealTicks(); err == nil && stealErr == nil && o.killsIn(round) > 0 {
+	if steal1, err := procfs.StealTicks(); err == nil && stealErr == nil && o.killsIn(round) > 0 {
 		r.killSteal = append(r.killSteal, steal1-steal0)
 	}
 	if len(r.kills) > 0 {

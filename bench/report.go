@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/allex-go/allex/internal/procfs"
 )
 
 // machineInfo describes where the numbers were measured.
@@ -209,7 +211,7 @@ func report(o *options, results []*result, info []string) string {
 			if len(r.killSteal) > 0 {
 				var parts []string
 				for _, t := range r.killSteal {
-					parts = append(parts, fmt.Sprintf("%.0f", float64(t)*1000/clockTicks))
+					parts = append(parts, fmt.Sprintf("%.0f", float64(t)*1000/procfs.ClockTicks))
 				}
 				line += "; CPU time the hypervisor took (steal) during each round's kills, ms: " + strings.Join(parts, ", ")
 			}

@@ -7,10 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// clockTick is USER_HZ, the unit of /proc/<pid>/stat's times.
-const clockTick = 100
+	"github.com/allex-go/allex/internal/procfs"
+)
 
 // statFields are the fields of /proc/<pid>/stat after the command name,
 // which may hold spaces: field N of the line is statFields[N-3].
@@ -37,21 +36,12 @@ func niceOf(pid int) (int, error) {
 
 // cpuTime is the CPU (user and system) pid has used.
 func cpuTime(pid int) (time.Duration, error) {
-	f, err := statFields(pid)
-	if err != nil {
-		return 0, err
-	}
-	// utime and stime: fields 14 and 15.
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(string(s), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTick, nil
+	t, err := procfs.CPUTicks(pid)
+	return ticks(t), err
 }
+
+// ticks converts clock ticks to a duration.
+func ticks(n uint64) time.Duration { return time.Duration(n) * time.Second / procfs.ClockTicks }
 
 // memory is what /proc/<pid>/status says of a process's resident memory.
 type memory struct{ peakKB, nowKB int64 }
@@ -106,19 +96,10 @@ func loadAvg() string {
 }
 
 // stealTime is the CPU time the hypervisor took from this machine, over
-// all CPUs (the 8th number of /proc/stat's cpu line).
+// all CPUs; 0 where /proc/stat has no steal column.
 func stealTime() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	n, _ := strconv.ParseInt(f[8], 10, 64)
-	return time.Duration(n) * time.Second / clockTick
+	n, _ := procfs.StealTicks()
+	return ticks(n)
 }
 
 // cpusAllowed is /proc/<pid>/status's Cpus_allowed_list, e.g. "1" or "0-3".

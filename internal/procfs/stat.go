@@ -17,6 +17,9 @@ type Stat struct {
 	// names one process, since pids are recycled. 0 when the line is too
 	// short to hold it.
 	StartTime uint64
+	// CPUTicks is utime+stime (fields 14 and 15), in clock ticks.
+	CPUTicks uint64
+	hasCPU   bool
 }
 
 // Live reports whether the process has not finished dying. A zombie has:
@@ -45,6 +48,11 @@ func ParseStat(b []byte) (Stat, bool) {
 		return Stat{}, false
 	}
 	st := Stat{State: f[0][0], Ppid: ppid, Pgrp: pgrp}
+	if len(f) >= 13 {
+		u, err1 := strconv.ParseUint(string(f[11]), 10, 64)
+		s, err2 := strconv.ParseUint(string(f[12]), 10, 64)
+		st.CPUTicks, st.hasCPU = u+s, err1 == nil && err2 == nil
+	}
 	if len(f) >= 20 {
 		st.StartTime, _ = strconv.ParseUint(string(f[19]), 10, 64)
 	}
