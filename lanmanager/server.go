@@ -253,20 +253,16 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}()
 	s.log.Info("LAN manager listening", "addr", s.ln.Addr().String(), "lease", s.cfg.Lease, "exitfence", s.cfg.ExitFence)
 
-	var fresh newConns
 	hs := &http.Server{
-		Handler: s.routes(),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			fresh.connState(c, st)
-			s.guard.ConnState(c, st)
-		},
+		Handler:           s.routes(),
+		ConnState:         s.guard.ConnState,
 		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       idleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	hs.RegisterOnShutdown(fresh.closeAll)
+	hs.RegisterOnShutdown(s.guard.CloseFresh)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(s.ln) }()
 	select {

@@ -1,7 +1,8 @@
 // Package connguard owns the LAN manager's connections that have not yet
 // presented the token: how many there are from each source address and in
 // all, which one to close when a cap is reached, and closing those that
-// sit too long without authenticating. A stranger can then hold only a
+// sit too long without authenticating, and, at shutdown, those that never
+// began a request. A stranger can then hold only a
 // bounded share of the process's descriptors, and an admin call or a
 // master's link always finds one (sshd's MaxStartups, PerSourceMaxStartups
 // and LoginGraceTime do the same for logins).
@@ -59,6 +60,7 @@ type Guard struct {
 	conns    map[net.Conn]*entry
 	bySource map[netip.Addr]int
 	seq      uint64
+	closing  bool // CloseFresh ran: new connections are closed at once
 }
 
 type entry struct {
@@ -66,6 +68,7 @@ type entry struct {
 	src    netip.Addr
 	seq    uint64 // accept order: lower is older
 	active bool   // a request is being read or answered
+	fresh  bool   // no request has begun on it yet
 	timer  *time.Timer
 	gen    uint64 // which state the timer is for
 }
@@ -88,10 +91,16 @@ func (g *Guard) ConnState(c net.Conn, st http.ConnState) {
 	g.mu.Lock()
 	switch st {
 	case http.StateNew:
+		if g.closing {
+			g.mu.Unlock()
+			_ = c.Close()
+			return
+		}
 		out = g.admit(c)
 	case http.StateActive, http.StateIdle:
 		if e := g.conns[c]; e != nil {
 			e.active = st == http.StateActive
+			e.fresh = e.fresh && !e.active
 			g.arm(e)
 		}
 	case http.StateHijacked, http.StateClosed:
@@ -101,6 +110,28 @@ func (g *Guard) ConnState(c net.Conn, st http.ConnState) {
 	}
 	g.mu.Unlock()
 	g.close(out)
+}
+
+// CloseFresh closes every connection that has not begun a request, and
+// any accepted later: http.Server.Shutdown would wait up to five seconds
+// for such a connection before it counts it as idle, and Go's HTTP client
+// leaves one behind whenever a dial it started loses the race to a
+// connection freed by another request. A request still on its way would
+// have been refused by the closed listener a moment later anyway.
+func (g *Guard) CloseFresh() {
+	g.mu.Lock()
+	g.closing = true
+	var out []net.Conn
+	for c, e := range g.conns {
+		if e.fresh {
+			g.forget(e)
+			out = append(out, c)
+		}
+	}
+	g.mu.Unlock()
+	for _, c := range out {
+		_ = c.Close()
+	}
 }
 
 // Authenticated says a request on c carried the token: c is trusted from
@@ -143,7 +174,7 @@ func (g *Guard) admit(c net.Conn) []shed {
 		out = append(out, shed{v.c, v.src, Evicted})
 	}
 	g.seq++
-	e := &entry{c: c, src: src, seq: g.seq}
+	e := &entry{c: c, src: src, seq: g.seq, fresh: true}
 	g.conns[c] = e
 	g.bySource[src]++
 	g.arm(e)

@@ -174,6 +174,26 @@ func TestAuthenticatedLeaveTheGuard(t *testing.T) {
 	})
 }
 
+// TestCloseFresh: at shutdown the connections that never began a request
+// are closed, and so is any announced later; those that had a request are
+// left to http.Server.Shutdown, and no closing is reported as shed.
+func TestCloseFresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, 10, 100)
+		fresh := f.open("10.0.0.1")
+		served := f.open("10.0.0.1")
+		f.g.ConnState(served, http.StateActive)
+		f.g.ConnState(served, http.StateIdle)
+		busy := f.open("10.0.0.2")
+		f.g.ConnState(busy, http.StateActive)
+		f.g.CloseFresh()
+		late := f.open("10.0.0.3")
+		f.closed([]bool{true, false, false, true}, fresh, served, busy, late)
+		f.count("10.0.0.1", 1, 2)
+		f.shed()
+	})
+}
+
 // TestTimeout: an unauthenticated connection is closed once it has spent
 // Timeout in one state; every state change starts the time over.
 func TestTimeout(t *testing.T) {
