@@ -26,11 +26,15 @@ func TestLinkWithoutHelloClosed(t *testing.T) {
 	if err := r.conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
 		t.Fatal(err)
 	}
-	// The default handler answers the close frame, and when the LAN
-	// manager has already closed the socket ReadMessage returns that
-	// write's broken pipe instead of the close.
+	// The default handlers answer pings and the close frame, and when the
+	// LAN manager has already closed the socket ReadMessage returns that
+	// write's broken pipe or reset instead of the close.
 	r.conn.SetCloseHandler(func(code int, text string) error {
 		return &websocket.CloseError{Code: code, Text: text}
+	})
+	r.conn.SetPingHandler(func(data string) error {
+		_ = r.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		return nil
 	})
 	for {
 		_, _, err := r.conn.ReadMessage()
