@@ -25,6 +25,13 @@ const DefaultAddr = "127.0.0.1:23552"
 // DefaultOfferWindow is Config.OfferWindow's default.
 const DefaultOfferWindow = lanstate.DefaultOfferWindow
 
+// DefaultMaxPlacing and DefaultDeclineHold are Config.MaxPlacing's and
+// Config.DeclineHold's defaults.
+const (
+	DefaultMaxPlacing  = lanstate.DefaultMaxPlacing
+	DefaultDeclineHold = lanstate.DefaultDeclineHold
+)
+
 // Config configures a Server. Zero durations take the defaults.
 type Config struct {
 	// Addr to listen on; default DefaultAddr. "127.0.0.1:0" picks a port.
@@ -60,6 +67,13 @@ type Config struct {
 	CrashLoopWindow time.Duration
 	// OfferWindow caps how many needs one needs list carries (default 64).
 	OfferWindow int
+	// MaxPlacing caps the copies granted and not yet published; the other
+	// needs wait, fairly between requests (0: DefaultMaxPlacing; negative:
+	// no cap).
+	MaxPlacing int
+	// DeclineHold is how long a need is not placed again on a master that
+	// declined it (0: DefaultDeclineHold).
+	DeclineHold time.Duration
 	// MaxUnauthPerIP and MaxUnauth cap the connections that have not
 	// presented the token, from one address (default 64) and in all
 	// (default a quarter of the descriptor limit, at most 1024); the
@@ -129,7 +143,11 @@ type Server struct {
 	store store.Store
 	files []lanstate.FileNeed
 
-	events  chan event
+	events chan event
+	// calls carries admin calls and watch registrations: they pass the
+	// links' frames queued in events, so an operator's request is not
+	// answered only after a burst's reports.
+	calls   chan event
 	running chan struct{} // closed when the loop runs
 	stopped chan struct{} // closed when the loop has ended
 	stopErr error         // why; set before stopped is closed
@@ -188,6 +206,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, store: st, files: files,
 		events:  make(chan event, 1024),
+		calls:   make(chan event, 64),
 		running: make(chan struct{}),
 		stopped: make(chan struct{}),
 		ready:   make(chan struct{}),
@@ -302,7 +321,7 @@ func (s *Server) track(n int) bool {
 func (s *Server) call(fn func(now time.Time, st *lanstate.State) error) error {
 	done := make(chan error, 1)
 	select {
-	case s.events <- evCall{fn: fn, done: done}:
+	case s.calls <- evCall{fn: fn, done: done}:
 	case <-s.stopped:
 		return s.stopError()
 	}
@@ -327,9 +346,14 @@ func (s *Server) stopError() error {
 }
 
 // post hands an event to the loop unless it has ended.
-func (s *Server) post(e event) bool {
+func (s *Server) post(e event) bool { return s.postTo(s.events, e) }
+
+// postCall hands an admin call or watch registration to the loop.
+func (s *Server) postCall(e event) bool { return s.postTo(s.calls, e) }
+
+func (s *Server) postTo(ch chan<- event, e event) bool {
 	select {
-	case s.events <- e:
+	case ch <- e:
 		return true
 	case <-s.stopped:
 		return false

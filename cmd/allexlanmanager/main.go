@@ -62,6 +62,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.IntVar(&cfg.CrashLoopLimit, "crashloop-limit", 10, "downs of one service within -crashloop-window before its need backs off (-1: never)")
 	fset.DurationVar(&cfg.CrashLoopWindow, "crashloop-window", time.Minute, "window of -crashloop-limit")
 	fset.IntVar(&cfg.OfferWindow, "offer-window", lanmanager.DefaultOfferWindow, "most needs offered to a master in one needs list")
+	fset.IntVar(&cfg.MaxPlacing, "max-placing", lanmanager.DefaultMaxPlacing, "most needs granted and not yet published at once; the others wait, taken from each request in turn (-1: no limit)")
+	fset.DurationVar(&cfg.DeclineHold, "decline-hold", lanmanager.DefaultDeclineHold, "a need a master declined is not placed on that master again for this long")
 	fset.IntVar(&cfg.MaxUnauthPerIP, "max-unauth-per-ip", lanmanager.DefaultMaxUnauthPerIP, "most connections without the token from one IP address; the oldest waiting one makes room for a new one")
 	fset.IntVar(&cfg.MaxUnauth, "max-unauth", lanmanager.DefaultMaxUnauth(), "most connections without the token in all (default: a quarter of the descriptor limit, at most 1024)")
 	fset.DurationVar(&cfg.UnauthTimeout, "unauth-timeout", lanmanager.DefaultUnauthTimeout, "a connection without the token is closed after this long waiting for, reading or answering one request")
@@ -80,7 +82,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments: %q", fset.Args())
 	}
 	for name, d := range map[string]time.Duration{"-heartbeat": cfg.Heartbeat, "-lease": cfg.Lease, "-fence-grace": cfg.FenceGrace, "-exit-fence": cfg.ExitFence, "-margin": cfg.Margin,
-		"-unauth-timeout": cfg.UnauthTimeout, "-hello-timeout": cfg.HelloTimeout} {
+		"-unauth-timeout": cfg.UnauthTimeout, "-hello-timeout": cfg.HelloTimeout, "-decline-hold": cfg.DeclineHold} {
 		if d <= 0 {
 			return fmt.Errorf("%s %v: want more than 0", name, d)
 		}
@@ -89,6 +91,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if n <= 0 {
 			return fmt.Errorf("%s %d: want at least 1", name, n)
 		}
+	}
+	if cfg.MaxPlacing == 0 || cfg.MaxPlacing < -1 {
+		return fmt.Errorf("-max-placing %d: want at least 1, or -1 for no limit", cfg.MaxPlacing)
 	}
 	level := hclog.LevelFromString(logLevel)
 	if level == hclog.NoLevel {

@@ -134,6 +134,9 @@ func TestRunErrors(t *testing.T) {
 		{"negative total cap", []string{"-max-unauth", "-5"}, "-max-unauth -5: want at least 1"},
 		{"zero unauth timeout", []string{"-unauth-timeout", "0s"}, "-unauth-timeout 0s: want more than 0"},
 		{"negative hello timeout", []string{"-hello-timeout", "-1s"}, "-hello-timeout -1s: want more than 0"},
+		{"zero placing cap", []string{"-max-placing", "0"}, "-max-placing 0: want at least 1, or -1 for no limit"},
+		{"negative placing cap", []string{"-max-placing", "-2"}, "-max-placing -2: want at least 1"},
+		{"zero decline hold", []string{"-decline-hold", "0s"}, "-decline-hold 0s: want more than 0"},
 		{"bad addr", []string{"-token", "a", "-addr", "nope"}, "addr"},
 	}
 	for _, tt := range tests {

@@ -129,6 +129,7 @@ func (s *State) CheckDone(now time.Time, instance string, id uint64, checkErr er
 		return
 	}
 	i.checking = 0
+	s.settled(i)
 	c := i.rec.Copy
 	m := s.machines[c.Machine]
 	if checkErr != nil {
@@ -154,7 +155,7 @@ func (s *State) CheckDone(now time.Time, instance string, id uint64, checkErr er
 	c.Phase, c.Service = store.PhasePublished, &rec
 	i.rec.Attempts, i.rec.NotBefore, i.rec.LastError = 0, time.Time{}, ""
 	s.touch(i)
-	s.log.Info("service published", "instance", instance, "machine", c.Machine, "epoch", c.Epoch, "ports", sp.Ports)
+	s.log.Debug("service published", "instance", instance, "machine", c.Machine, "epoch", c.Epoch, "ports", sp.Ports)
 	s.sendTo(m, lanwire.TypeApproved, &lanwire.Approved{Service: rec})
 	s.emit(adminapi.EventUp, rec)
 }
@@ -268,6 +269,7 @@ func (s *State) stopCopy(i *inst, reason string) {
 	s.unpublish(i)
 	c.Phase = store.PhaseStopping
 	i.checking = 0
+	s.settled(i)
 	s.touch(i)
 	s.sendTo(s.machines[c.Machine], lanwire.TypeStop, &lanwire.Stop{Instance: i.name(), Epoch: c.Epoch, Reason: reason})
 }
@@ -286,6 +288,7 @@ func (s *State) endCopy(i *inst) {
 	}
 	i.rec.Copy = nil
 	i.checking = 0
+	s.settled(i)
 	s.offers = true
 	if i.rec.Removed {
 		s.deleteInst(i)

@@ -29,6 +29,8 @@ func testConfig() Config {
 		RetryBackoffMax:     4 * time.Second,
 		// No jitter: backoffs are exact.
 		Jitter: func(d time.Duration) time.Duration { return d },
+		// A window no test fills, so every test checks its bookkeeping.
+		MaxPlacing: 1 << 30,
 	}
 }
 
@@ -53,7 +55,20 @@ func (x *h) step() Effects {
 	if err := x.store.Commit(fx.Store); err != nil {
 		x.t.Fatal(err)
 	}
+	x.checkWindow()
 	return fx
+}
+
+// checkWindow fails the test if the placement window holds a copy that
+// is not granted and unpublished on a connected master.
+func (x *h) checkWindow() {
+	x.t.Helper()
+	for i, epoch := range x.st.placing {
+		c := i.rec.Copy
+		if x.st.insts[i.name()] != i || c == nil || c.Epoch != epoch || c.Phase != store.PhaseGranted || x.st.machines[c.Machine] == nil || x.st.machines[c.Machine].sess == nil {
+			x.t.Fatalf("placement window holds %s (copy %+v)", i.name(), c)
+		}
+	}
 }
 
 // at moves the clock to t0+d and runs what is due.

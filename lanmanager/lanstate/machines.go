@@ -179,6 +179,9 @@ func (s *State) Ended(now time.Time, sid SessionID, how End, lastHeard, at time.
 	}
 	m.sess, m.lastSeen = nil, lastHeard
 	s.offers = true
+	for _, i := range m.copies {
+		s.settled(i)
+	}
 	if len(m.copies) == 0 {
 		s.log.Info("master disconnected", "machine", m.id)
 		s.dropMachine(m)

@@ -33,9 +33,18 @@ func (s *State) AddNeeds(now time.Time, needs []lanwire.Need, origin string) err
 			return fmt.Errorf("%w: need %s already exists", adminapi.ErrConflict, n.Instance)
 		}
 	}
+	s.newGroup()
+	defer s.endGroup()
 	for _, n := range needs {
 		s.putNeed(now, n, origin)
-		s.log.Info("need added", "instance", n.Instance, "module", n.Module)
+		s.log.Debug("need added", "instance", n.Instance, "module", n.Module)
+	}
+	switch len(needs) {
+	case 0:
+	case 1:
+		s.log.Info("need added", "instance", needs[0].Instance, "module", needs[0].Module)
+	default:
+		s.log.Info("needs added", "count", len(needs), "first", needs[0].Instance, "last", needs[len(needs)-1].Instance)
 	}
 	return nil
 }

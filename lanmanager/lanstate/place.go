@@ -3,6 +3,7 @@ package lanstate
 import (
 	"container/heap"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/allex-go/allex/lanmanager/store"
@@ -95,46 +96,67 @@ func (s *State) loadChanged(m *machine) {
 	}
 }
 
-// enqueue makes an instance wait for placement, once.
-func (s *State) enqueue(i *inst) {
-	if !i.queued {
-		i.queued = true
-		s.queue = append(s.queue, i)
+// place grants waiting needs to eligible masters while there is room,
+// one need from each group in turn (queue.go); within a group, in order.
+// Needs without an eligible master keep their place. A need with no
+// constraint and no declines that finds no master means none of its
+// module has room, so the rest of that module's plain needs are skipped
+// in this pass.
+func (s *State) place(now time.Time) {
+	s.blocked = false
+	if len(s.byModule) == 0 || len(s.groups) == 0 {
+		return
+	}
+	room := s.room()
+	exhausted := map[string]bool{}
+	t := max(slices.Index(s.groups, s.turn), 0)
+	active := append(slices.Clone(s.groups[t:]), s.groups[:t]...)
+	var after *group
+	for room > 0 && len(active) > 0 {
+		left := active[:0]
+		for k, g := range active {
+			if room == 0 {
+				left = append(left, active[k:]...)
+				break
+			}
+			if s.placeOne(now, g, exhausted) {
+				room--
+				after = active[(k+1)%len(active)]
+			}
+			if g.pos < len(g.q) {
+				left = append(left, g)
+			}
+		}
+		active = left
+	}
+	s.blocked = room == 0 && len(active) > 0
+	s.dropEmpty()
+	if after != nil {
+		s.turn = after
 	}
 }
 
-// place grants the queued needs that have an eligible master, in queue
-// order; the others keep their place. A need with no constraint and no
-// declines that finds no master means none of its module has room, so
-// the rest of that module's plain needs are skipped in this pass.
-func (s *State) place(now time.Time) {
-	if len(s.byModule) == 0 || len(s.queue) == 0 {
-		return
-	}
-	exhausted := map[string]bool{}
-	kept := s.queue[:0]
-	for _, i := range s.queue {
-		if i.rec.Copy != nil || i.rec.Removed || s.insts[i.name()] != i {
-			i.queued = false
-			continue
-		}
+// placeOne looks at g's needs in order until one is granted; false when
+// none of them could be.
+func (s *State) placeOne(now time.Time, g *group, exhausted map[string]bool) bool {
+	for i := s.next(g); i != nil; i = s.next(g) {
 		mod := i.rec.Need.Module
 		plain := i.rec.Need.Machine == nil && len(i.declined) == 0
 		if now.Before(i.rec.NotBefore) || plain && exhausted[mod] {
-			kept = append(kept, i)
+			g.keep(i)
 			continue
 		}
 		sess := s.pick(i, now)
 		if sess == nil {
 			exhausted[mod] = exhausted[mod] || plain
-			kept = append(kept, i)
+			g.keep(i)
 			continue
 		}
 		i.queued = false
 		s.grant(now, sess, i)
+		return true
 	}
-	clear(s.queue[len(kept):])
-	s.queue = kept
+	return false
 }
 
 // pick returns the least loaded eligible master for i, or nil.
@@ -181,6 +203,9 @@ func (s *State) grant(now time.Time, sess *session, i *inst) {
 	s.setCopy(i, &store.Copy{Machine: sess.m.id, Epoch: s.epoch, Phase: store.PhaseGranted, GrantedAt: now})
 	s.log.Debug("need granted", "instance", i.name(), "machine", sess.m.id, "epoch", s.epoch)
 	s.send(sess, lanwire.TypeGrant, &lanwire.Grant{Need: i.rec.Need, Epoch: s.epoch})
+	if s.cfg.MaxPlacing >= 0 {
+		s.placing[i] = s.epoch
+	}
 	s.offers = true
 }
 
@@ -217,7 +242,5 @@ func (s *State) decline(now time.Time, sess *session, d *lanwire.Decline) {
 // forgetDeclines lets a master that says hello anew be placed the needs
 // it declined: its modules or configuration may have changed.
 func (s *State) forgetDeclines(m *machine) {
-	for _, i := range s.queue {
-		delete(i.declined, m.id)
-	}
+	s.eachQueued(func(i *inst) { delete(i.declined, m.id) })
 }

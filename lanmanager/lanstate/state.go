@@ -40,6 +40,9 @@ type Config struct {
 	CrashLoopWindow time.Duration
 	// OfferWindow caps the needs one needs list carries (default 64).
 	OfferWindow int
+	// MaxPlacing caps the copies granted and not yet published (0:
+	// DefaultMaxPlacing; negative: no cap).
+	MaxPlacing int
 	// DeclineHold is how long a need is not placed again on a master that
 	// declined it (default DefaultDeclineHold).
 	DeclineHold time.Duration
@@ -70,6 +73,9 @@ func (c *Config) setDefaults() {
 	c.RetryBackoffMax = max(c.RetryBackoffMax, c.RetryBackoffInitial)
 	if c.CrashLoopLimit == 0 {
 		c.CrashLoopLimit = 10
+	}
+	if c.MaxPlacing == 0 {
+		c.MaxPlacing = DefaultMaxPlacing
 	}
 	if c.OfferWindow <= 0 {
 		c.OfferWindow = DefaultOfferWindow
@@ -157,12 +163,20 @@ type State struct {
 	epochDirty bool
 	offers     bool // needs lists or placements may have changed
 
-	// queue holds the needs waiting for placement, oldest first;
-	// byModule the placing sessions by module (place.go).
-	queue    []*inst
-	byModule map[string]*placeHeap
-	grants   uint64
-	timers   timerHeap
+	// groups hold the needs waiting for placement (queue.go): into is
+	// the current request's, background the others'; turn is the group
+	// the next pass starts with. placing holds the granted copies not yet
+	// published, with their epochs; blocked says the last pass ran out of
+	// room. byModule holds the placing sessions by module (place.go).
+	groups     []*group
+	into       *group
+	background *group
+	turn       *group
+	placing    map[*inst]uint64
+	blocked    bool
+	byModule   map[string]*placeHeap
+	grants     uint64
+	timers     timerHeap
 }
 
 // inst is an instance: its stored record and what is in flight.
@@ -226,7 +240,7 @@ func New(cfg Config, snap store.Snapshot, files []FileNeed, now time.Time) *Stat
 		cfg: cfg, log: cfg.Logger,
 		insts: map[string]*inst{}, machines: map[string]*machine{}, sessions: map[SessionID]*session{},
 		downs: map[string][]time.Time{}, dirty: map[string]bool{}, dirtyMach: map[string]bool{}, byModule: map[string]*placeHeap{},
-		epoch: snap.Epoch,
+		placing: map[*inst]uint64{}, epoch: snap.Epoch,
 	}
 	for _, m := range snap.Machines {
 		s.machines[m.ID] = &machine{id: m.ID, identity: m.Identity, address: m.Address, stored: m, copies: map[string]*inst{}}
@@ -333,7 +347,7 @@ func (s *State) PendingEvents() int { return len(s.fx.Events) }
 // TakeEffects returns what the events since the last call require, with
 // the needs lists that changed, and starts a new batch.
 func (s *State) TakeEffects(now time.Time) Effects {
-	if s.offers {
+	if s.offers || s.blocked {
 		s.place(now)
 		s.sendOffers(now)
 		s.offers = false
