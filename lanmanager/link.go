@@ -35,6 +35,7 @@ const writeTimeout = 10 * time.Second
 type session struct {
 	id        lanstate.SessionID
 	conn      *websocket.Conn
+	batch     *batchConn
 	out       chan []byte
 	done      chan struct{}
 	closeOnce sync.Once
@@ -102,7 +103,11 @@ func (sess *session) sendFrame(typ string, payload any, log hclog.Logger) {
 	}
 }
 
+// maxWriteBatch bounds the frames written in one system call.
+const maxWriteBatch = 256
+
 // writeLoop owns all data writes to the connection and the server pings.
+// The frames queued together leave together (batchConn).
 func (s *Server) writeLoop(sess *session) {
 	defer s.wg.Done()
 	defer sess.conn.Close()
@@ -115,7 +120,21 @@ func (s *Server) writeLoop(sess *session) {
 	for {
 		select {
 		case b := <-sess.out:
-			if write(b) != nil {
+			sess.batch.cork()
+			err := write(b)
+		more:
+			for n := 1; err == nil && n < maxWriteBatch; n++ {
+				select {
+				case b = <-sess.out:
+					err = write(b)
+				default:
+					break more
+				}
+			}
+			if ferr := sess.batch.flush(); err == nil {
+				err = ferr
+			}
+			if err != nil {
 				// A failed write says nothing sure about the master's
 				// process: count its lease.
 				sess.kill(websocket.CloseAbnormalClosure, "")
@@ -184,14 +203,15 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "LAN manager stopping")
 		return
 	}
-	conn, err := up.Upgrade(w, r, nil)
+	bw := &batchingWriter{ResponseWriter: w}
+	conn, err := up.Upgrade(bw, r, nil)
 	if err != nil {
 		s.wg.Add(-2)
 		return // Upgrade has answered the client.
 	}
 	conn.SetReadLimit(lanwire.MaxFrameSize)
 	sess := &session{
-		id: lanstate.SessionID(newID()), conn: conn, out: make(chan []byte, sendQueue), done: make(chan struct{}),
+		id: lanstate.SessionID(newID()), conn: conn, batch: bw.conn, out: make(chan []byte, sendQueue), done: make(chan struct{}),
 		live: true, lastHeard: time.Now(), helloBy: time.Now().Add(s.cfg.HelloTimeout),
 	}
 	go s.writeLoop(sess)
