@@ -16,7 +16,8 @@ import (
 
 const maxBody = 1 << 20
 
-// watchQueue bounds the events buffered for one watch stream.
+// watchQueue is the channel of one watch stream; the loop holds more
+// (watchBacklog).
 const watchQueue = 1024
 
 // ServiceFilter selects services; empty fields match everything.
@@ -100,7 +101,8 @@ func (s *Server) Machines() ([]adminapi.MachineInfo, error) {
 
 // Watch subscribes to service events for module ("" for all). It returns
 // the current services, a channel of later events, and a cancel func. The
-// channel is closed when the watcher falls behind or the server stops.
+// channel is closed when the watcher falls watchBacklog events behind or
+// the server stops.
 func (s *Server) Watch(module string) ([]lanwire.ServiceRecord, <-chan adminapi.ServiceEvent, func()) {
 	w := &watcher{module: module, ch: make(chan adminapi.ServiceEvent, watchQueue)}
 	done := make(chan []lanwire.ServiceRecord, 1)
@@ -109,12 +111,12 @@ func (s *Server) Watch(module string) ([]lanwire.ServiceRecord, <-chan adminapi.
 		close(ch)
 		return nil, ch, func() {}
 	}
-	if !s.post(evWatch{w: w, done: done}) {
+	if !s.postCall(evWatch{w: w, done: done}) {
 		return closed()
 	}
 	select {
 	case current := <-done:
-		return current, w.ch, func() { s.post(evUnwatch{w: w}) }
+		return current, w.ch, func() { s.postCall(evUnwatch{w: w}) }
 	case <-s.stopped:
 		return closed()
 	}
@@ -254,7 +256,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // watchBatch bounds how many events encodeQueued writes before a flush.
-const watchBatch = 64
+const watchBatch = 256
 
 // encodeQueued encodes ev and the events already queued behind it, up to
 // watchBatch, so that a burst (hundreds of services published while a

@@ -49,7 +49,7 @@ type (
 )
 
 // maxBatch bounds the events applied before one commit.
-const maxBatch = 256
+const maxBatch = 2048
 
 // loop owns the state, the sessions and the watchers.
 type loop struct {
@@ -65,6 +65,11 @@ type loop struct {
 	committing *inflight
 	// batchEvents are the events of the batch whose replies run.
 	batchEvents []adminapi.ServiceEvent
+	// backlogCap overrides watchBacklog in tests.
+	backlogCap int
+	// applied counts the events applied since the last commit started.
+	applied    int
+	lastCommit time.Time
 }
 
 // inflight is a batch being committed: what to do once it is stored.
@@ -74,10 +79,23 @@ type inflight struct {
 	done    chan error
 }
 
+// watcher is one watch stream. Events that do not fit its channel wait
+// in backlog, in the loop, up to watchBacklog: a burst (a batch that
+// publishes thousands of services) is absorbed, a stream that stays
+// behind is cut off.
 type watcher struct {
-	module string
-	ch     chan adminapi.ServiceEvent
+	module  string
+	ch      chan adminapi.ServiceEvent
+	backlog []adminapi.ServiceEvent // from head on
+	head    int
 }
+
+// watchBacklog bounds the events held for one watcher beyond its channel.
+const watchBacklog = 1 << 16
+
+// backlogRetry is how soon the loop tries again to move a backlog into
+// its channel when no event wakes it sooner.
+const backlogRetry = 5 * time.Millisecond
 
 // newLoop restores the state and commits what the needs files changed.
 func (s *Server) newLoop(now time.Time) (*loop, error) {
@@ -93,6 +111,8 @@ func (s *Server) newLoop(now time.Time) (*loop, error) {
 		CrashLoopLimit:      s.cfg.CrashLoopLimit,
 		CrashLoopWindow:     s.cfg.CrashLoopWindow,
 		OfferWindow:         s.cfg.OfferWindow,
+		MaxPlacing:          s.cfg.MaxPlacing,
+		DeclineHold:         s.cfg.DeclineHold,
 		Logger:              s.log,
 	}, snap, s.files, now)
 	if err := s.store.Commit(st.TakeEffects(now).Store); err != nil {
@@ -101,12 +121,13 @@ func (s *Server) newLoop(now time.Time) (*loop, error) {
 	return &loop{s: s, st: st, sessions: map[lanstate.SessionID]*session{}, watchers: map[*watcher]struct{}{}}, nil
 }
 
-// run applies events in batches until ctx is done or a commit fails. A
-// batch is committed (one transaction, one sync) while the next one is
-// applied, and its effects are carried out once it is on disk. A failed
-// commit stops the LAN manager: its memory is then ahead of its disk, and
-// a restart from the disk is the only consistent state (no frame of the
-// failed batch, or of a later one, has left).
+// run applies events as they come until ctx is done or a commit fails.
+// What they change is committed (one transaction, one sync) while the
+// next events are applied, at most once per commitEvery unless maxBatch
+// events wait, and its effects are carried out once it is on disk. A
+// failed commit stops the LAN manager: its memory is then ahead of its
+// disk, and a restart from the disk is the only consistent state (no
+// frame of the failed batch, or of a later one, has left).
 func (l *loop) run(ctx context.Context) (err error) {
 	l.ctx = ctx
 	close(l.s.running)
@@ -136,24 +157,63 @@ func (l *loop) run(ctx context.Context) (err error) {
 			if err := l.finish(err); err != nil {
 				return err
 			}
-			continue
+		case e := <-l.s.calls:
+			batch = append(batch, e)
 		case e := <-l.s.events:
 			batch = append(batch, e)
 		case <-timer.C:
 		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case e := <-l.s.events:
-				batch = append(batch, e)
-			default:
-				break drain
-			}
-		}
-		if err := l.step(batch); err != nil {
-			return err
+		batch = drain(batch, l.s.calls)
+		batch = drain(batch, l.s.events)
+		l.step(batch)
+		if l.committing == nil && l.applied > 0 && (l.applied >= maxBatch || !time.Now().Before(l.lastCommit.Add(commitEvery))) {
+			l.commit()
 		}
 	}
+}
+
+// commitEvery spaces commits out, so that a commit's fixed cost (its
+// sync above all) is shared by the events of a few milliseconds.
+const commitEvery = 2 * time.Millisecond
+
+// step applies a batch, and what is due.
+func (l *loop) step(batch []event) {
+	now := time.Now()
+	if next, ok := l.st.Next(); ok && !now.Before(next) {
+		l.st.Tick(now)
+		l.applied++
+	}
+	for _, e := range batch {
+		l.apply(now, e)
+	}
+	l.applied += len(batch)
+}
+
+// commit takes what the applied events require and starts committing it.
+func (l *loop) commit() {
+	now := time.Now()
+	p := &inflight{fx: l.st.TakeEffects(now), replies: l.replies, done: make(chan error, 1)}
+	l.replies, l.applied, l.lastCommit = nil, 0, now
+	l.committing = p
+	if p.fx.Store.Empty() {
+		p.done <- nil
+		return
+	}
+	// The batch holds copies of the records: the state may move on.
+	go func() { p.done <- l.s.store.Commit(p.fx.Store) }()
+}
+
+// drain adds the events waiting in ch to batch, up to maxBatch.
+func drain(batch []event, ch <-chan event) []event {
+	for len(batch) < maxBatch {
+		select {
+		case e := <-ch:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (l *loop) arm(t *time.Timer) {
@@ -162,34 +222,13 @@ func (l *loop) arm(t *time.Timer) {
 	if ok {
 		d = max(time.Until(next), 0)
 	}
+	if l.flushWatchers() {
+		d = min(d, backlogRetry)
+	}
+	if l.applied > 0 && l.committing == nil {
+		d = min(d, max(time.Until(l.lastCommit.Add(commitEvery)), 0))
+	}
 	t.Reset(d)
-}
-
-// step applies a batch, waits for the previous batch's commit and starts
-// its own.
-func (l *loop) step(batch []event) error {
-	now := time.Now()
-	if next, ok := l.st.Next(); ok && !now.Before(next) {
-		l.st.Tick(now)
-	}
-	for _, e := range batch {
-		l.apply(now, e)
-	}
-	p := &inflight{fx: l.st.TakeEffects(now), replies: l.replies, done: make(chan error, 1)}
-	l.replies = nil
-	if l.committing != nil {
-		if err := l.finish(<-l.committing.done); err != nil {
-			return err
-		}
-	}
-	l.committing = p
-	if p.fx.Store.Empty() {
-		p.done <- nil
-		return nil
-	}
-	// The batch holds copies of the records: the state may move on.
-	go func() { p.done <- l.s.store.Commit(p.fx.Store) }()
-	return nil
 }
 
 // finish carries out the effects of the batch being committed, or stops
@@ -301,14 +340,55 @@ func (l *loop) emitTo(w *watcher, ev adminapi.ServiceEvent) {
 	if _, ok := l.watchers[w]; !ok || w.module != "" && w.module != ev.Service.Module {
 		return
 	}
-	select {
-	case w.ch <- ev:
-	default:
+	if w.head == len(w.backlog) {
+		select {
+		case w.ch <- ev:
+			return
+		default:
+		}
+	}
+	if len(w.backlog)-w.head >= l.maxBacklog() {
 		// A watcher that cannot keep up is cut off rather than allowed
-		// to stall the loop; it sees the stream end.
+		// to grow the loop's memory; it sees the stream end.
 		close(w.ch)
 		delete(l.watchers, w)
+		return
 	}
+	if w.head > 0 && len(w.backlog) == cap(w.backlog) {
+		n := copy(w.backlog, w.backlog[w.head:])
+		clear(w.backlog[n:])
+		w.backlog, w.head = w.backlog[:n], 0
+	}
+	w.backlog = append(w.backlog, ev)
+}
+
+func (l *loop) maxBacklog() int {
+	if l.backlogCap > 0 {
+		return l.backlogCap
+	}
+	return watchBacklog
+}
+
+// flushWatchers moves what fits of each backlog into its channel, and
+// says whether some backlog is left.
+func (l *loop) flushWatchers() (left bool) {
+	for w := range l.watchers {
+	fill:
+		for w.head < len(w.backlog) {
+			select {
+			case w.ch <- w.backlog[w.head]:
+				w.backlog[w.head] = adminapi.ServiceEvent{}
+				w.head++
+			default:
+				break fill
+			}
+		}
+		if w.head == len(w.backlog) {
+			w.backlog, w.head = nil, 0
+		}
+		left = left || len(w.backlog) > 0
+	}
+	return left
 }
 
 // shutdown closes every link and watcher once the loop has ended.

@@ -60,3 +60,61 @@ func TestEncodeQueued(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchBacklog: events that do not fit a watcher's channel wait in
+// the loop and reach it in order; a watcher further behind than the
+// backlog allows is cut off, and the others are not.
+func TestWatchBacklog(t *testing.T) {
+	l := &loop{watchers: map[*watcher]struct{}{}, backlogCap: 16}
+	slow := &watcher{ch: make(chan adminapi.ServiceEvent, 2)}
+	stuck := &watcher{ch: make(chan adminapi.ServiceEvent, 2)}
+	l.watchers[slow], l.watchers[stuck] = struct{}{}, struct{}{}
+	ev := func(i int) adminapi.ServiceEvent {
+		return adminapi.ServiceEvent{Type: adminapi.EventUp, Service: lanwire.ServiceRecord{Instance: fmt.Sprintf("s%03d", i)}}
+	}
+	var got []string
+	for i := range 30 {
+		l.emit(ev(i))
+		if i%3 == 2 {
+			// slow reads two events for every three emitted.
+			for range 2 {
+				got = append(got, (<-slow.ch).Service.Instance)
+			}
+			l.flushWatchers()
+		}
+	}
+	for {
+		l.flushWatchers()
+		select {
+		case e, ok := <-slow.ch:
+			if !ok {
+				t.Fatalf("slow watcher cut off after %d events", len(got))
+			}
+			got = append(got, e.Service.Instance)
+			continue
+		default:
+		}
+		break
+	}
+	if len(got) != 30 {
+		t.Fatalf("slow watcher got %d events, want 30", len(got))
+	}
+	for i, inst := range got {
+		if inst != ev(i).Service.Instance {
+			t.Fatalf("event %d is %s, want %s", i, inst, ev(i).Service.Instance)
+		}
+	}
+	if _, ok := l.watchers[stuck]; ok {
+		t.Fatal("a watcher 28 events behind with room for 16 was not cut off")
+	}
+	n := 0
+	for range stuck.ch {
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("cut-off watcher's channel held %d events, want 2 before its end", n)
+	}
+	if _, ok := l.watchers[slow]; !ok || slow.backlog != nil {
+		t.Fatalf("slow watcher: kept %v, backlog %d", ok, len(slow.backlog))
+	}
+}
