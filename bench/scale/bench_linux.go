@@ -105,7 +105,7 @@ func (b *bench) start(ctx context.Context, dir string) error {
 		}
 	}
 	b.res.commit = gitDescribe()
-	if b.lm, err = startLanManager(bin, dir, lmCPUs, b.o.nice, 30*time.Second); err != nil {
+	if b.lm, err = startLanManager(bin, dir, lmCPUs, b.o.nice, b.o.lmFlags, 30*time.Second); err != nil {
 		return err
 	}
 	b.client = adminclient.New(b.lm.url, b.lm.token)

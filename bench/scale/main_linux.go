@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -39,6 +40,7 @@ type options struct {
 	drop       bool
 	out        string
 	lanmanager string
+	lmFlags    []string
 	keep       bool
 	nice       int
 }
@@ -63,6 +65,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.drop, "drop", false, "then kill the master with the most services and time their move")
 	fs.StringVar(&o.out, "out", "", "also write the result as Markdown to this file")
 	fs.StringVar(&o.lanmanager, "lanmanager", "", "allexlanmanager binary to run (default: build ./cmd/allexlanmanager)")
+	fs.Func("lanmanager-flags", "more flags for the LAN manager, split at spaces (e.g. \"-max-placing 512\")", func(v string) error {
+		o.lmFlags = append(o.lmFlags, strings.Fields(v)...)
+		return nil
+	})
 	fs.IntVar(&o.nice, "nice", 0, "the LAN manager's nice value, -20 to 19 (negative needs root): on a shared machine, -10 keeps its CPU mostly its own")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work dir (LAN manager log and data)")
 	if err := fs.Parse(args); err != nil {

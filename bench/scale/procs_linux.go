@@ -48,9 +48,9 @@ func (l *lanManager) linkURL() string { return "ws" + strings.TrimPrefix(l.url, 
 
 // startLanManager starts bin on a free loopback port with a fresh data
 // dir in dir, a new token and the default fencing flags, pinned to cpus;
-// its log goes to dir/lanmanager.log. A negative nice lets it win its
+// its log goes to dir/lanmanager.log. flags are added to its command line. A negative nice lets it win its
 // CPU from other processes on a shared machine.
-func startLanManager(bin, dir string, cpus []int, nice int, within time.Duration) (*lanManager, error) {
+func startLanManager(bin, dir string, cpus []int, nice int, flags []string, within time.Duration) (*lanManager, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -64,8 +64,9 @@ func startLanManager(bin, dir string, cpus []int, nice int, within time.Duration
 		return nil, err
 	}
 	defer logf.Close()
-	cmd, err := pinned(cpus, nice, "exec", bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"-data", filepath.Join(dir, "data"), "-token", l.token)
+	args := append([]string{bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"-data", filepath.Join(dir, "data"), "-token", l.token}, flags...)
+	cmd, err := pinned(cpus, nice, "exec", args...)
 	if err != nil {
 		return nil, err
 	}
