@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"net"
 	"testing"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/allex-go/allex/lanwire"
 )
 
 // TestBatchConn: writes while corked leave in one write at the flush, in
@@ -57,5 +62,29 @@ func TestBatchConn(t *testing.T) {
 	_, _ = c.Write([]byte("lost"))
 	if err := c.flush(); err == nil {
 		t.Fatal("flush to a closed peer succeeded")
+	}
+}
+
+// TestSendQueueBound: a master whose writer falls sendQueue frames behind
+// is disconnected with CloseTryAgainLater; the frames before stay queued.
+func TestSendQueueBound(t *testing.T) {
+	sess := &session{wake: make(chan struct{}, 1), done: make(chan struct{}), live: true}
+	log := hclog.NewNullLogger()
+	for range sendQueue {
+		sess.sendFrame(lanwire.TypeError, &lanwire.Error{Message: "x"}, log)
+	}
+	select {
+	case <-sess.done:
+		t.Fatal("disconnected at the bound, not past it")
+	default:
+	}
+	sess.sendFrame(lanwire.TypeError, &lanwire.Error{Message: "one too many"}, log)
+	select {
+	case <-sess.done:
+	default:
+		t.Fatal("not disconnected past the bound")
+	}
+	if sess.closeCode != websocket.CloseTryAgainLater || len(sess.take()) != sendQueue {
+		t.Fatalf("close code %d, %d frames queued", sess.closeCode, len(sess.queue))
 	}
 }

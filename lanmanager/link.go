@@ -33,10 +33,14 @@ const writeTimeout = 10 * time.Second
 // session is one master link. Its reader posts the hello, the frames and
 // the end to the loop; its writer sends what the loop queues, and pings.
 type session struct {
-	id        lanstate.SessionID
-	conn      *websocket.Conn
-	batch     *batchConn
-	out       chan []byte
+	id    lanstate.SessionID
+	conn  *websocket.Conn
+	batch *batchConn
+	// queue holds the encoded frames for the writer, which wake tells
+	// of; it grows only as far as a burst needs.
+	qmu       sync.Mutex
+	queue     [][]byte
+	wake      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 
@@ -94,17 +98,57 @@ func (sess *session) sendFrame(typ string, payload any, log hclog.Logger) {
 		log.Error("cannot encode frame", "type", typ, "error", err)
 		return
 	}
-	select {
-	case <-sess.done:
-	case sess.out <- b:
-	default:
+	sess.qmu.Lock()
+	full := len(sess.queue) >= sendQueue
+	if !full {
+		sess.queue = append(sess.queue, b)
+	}
+	sess.qmu.Unlock()
+	if full {
 		log.Warn("master is not reading its link; disconnecting", "session", sess.id)
 		sess.kill(websocket.CloseTryAgainLater, "not reading its link")
+		return
 	}
+	select {
+	case sess.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the queued frames and empties the queue.
+func (sess *session) take() [][]byte {
+	sess.qmu.Lock()
+	defer sess.qmu.Unlock()
+	q := sess.queue
+	sess.queue = nil
+	return q
 }
 
 // maxWriteBatch bounds the frames written in one system call.
 const maxWriteBatch = 256
+
+// writeFrames writes frames, maxWriteBatch to a system call.
+func (sess *session) writeFrames(frames [][]byte) error {
+	for len(frames) > 0 {
+		n := min(len(frames), maxWriteBatch)
+		sess.batch.cork()
+		var err error
+		for _, b := range frames[:n] {
+			_ = sess.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if err = sess.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+				break
+			}
+		}
+		if ferr := sess.batch.flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			return err
+		}
+		frames = frames[n:]
+	}
+	return nil
+}
 
 // writeLoop owns all data writes to the connection and the server pings.
 // The frames queued together leave together (batchConn).
@@ -113,28 +157,10 @@ func (s *Server) writeLoop(sess *session) {
 	defer sess.conn.Close()
 	tick := time.NewTicker(s.cfg.Heartbeat)
 	defer tick.Stop()
-	write := func(b []byte) error {
-		_ = sess.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		return sess.conn.WriteMessage(websocket.TextMessage, b)
-	}
 	for {
 		select {
-		case b := <-sess.out:
-			sess.batch.cork()
-			err := write(b)
-		more:
-			for n := 1; err == nil && n < maxWriteBatch; n++ {
-				select {
-				case b = <-sess.out:
-					err = write(b)
-				default:
-					break more
-				}
-			}
-			if ferr := sess.batch.flush(); err == nil {
-				err = ferr
-			}
-			if err != nil {
+		case <-sess.wake:
+			if sess.writeFrames(sess.take()) != nil {
 				// A failed write says nothing sure about the master's
 				// process: count its lease.
 				sess.kill(websocket.CloseAbnormalClosure, "")
@@ -146,16 +172,8 @@ func (s *Server) writeLoop(sess *session) {
 				return
 			}
 		case <-sess.done:
-			for {
-				select {
-				case b := <-sess.out:
-					if write(b) != nil {
-						return
-					}
-					continue
-				default:
-				}
-				break
+			if sess.writeFrames(sess.take()) != nil {
+				return
 			}
 			sess.mu.Lock()
 			code, text := sess.closeCode, sess.closeText
@@ -211,7 +229,7 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request) {
 	}
 	conn.SetReadLimit(lanwire.MaxFrameSize)
 	sess := &session{
-		id: lanstate.SessionID(newID()), conn: conn, batch: bw.conn, out: make(chan []byte, sendQueue), done: make(chan struct{}),
+		id: lanstate.SessionID(newID()), conn: conn, batch: bw.conn, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		live: true, lastHeard: time.Now(), helloBy: time.Now().Add(s.cfg.HelloTimeout),
 	}
 	go s.writeLoop(sess)

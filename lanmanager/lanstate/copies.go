@@ -109,6 +109,7 @@ func (s *State) spawned(sess *session, sp *lanwire.Spawned) {
 	case i.checking != 0:
 		s.refuseFrame(sess, lanwire.TypeSpawned, fmt.Errorf("spawned %s: already being checked", sp.Instance))
 	default:
+		s.log.Debug("copy spawned; checking its ports", "instance", sp.Instance, "machine", sess.m.id, "epoch", sp.Epoch)
 		s.startCheck(i, sess.m, *sp)
 	}
 }
@@ -128,7 +129,8 @@ func (s *State) CheckDone(now time.Time, instance string, id uint64, checkErr er
 	if i == nil || i.checking != id || i.rec.Copy == nil || i.rec.Copy.Phase != store.PhaseGranted {
 		return
 	}
-	i.checking = 0
+	sp := i.spawn
+	i.checking, i.spawn = 0, lanwire.Spawned{}
 	s.settled(i)
 	c := i.rec.Copy
 	m := s.machines[c.Machine]
@@ -138,7 +140,6 @@ func (s *State) CheckDone(now time.Time, instance string, id uint64, checkErr er
 		s.sendTo(m, lanwire.TypeRejected, &lanwire.Rejected{Instance: instance, Epoch: c.Epoch, Reason: checkErr.Error()})
 		return
 	}
-	sp := i.spawn
 	started := sp.StartedAt
 	if started.IsZero() {
 		started = now

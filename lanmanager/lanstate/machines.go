@@ -196,6 +196,7 @@ func (s *State) Ended(now time.Time, sid SessionID, how End, lastHeard, at time.
 	default:
 		m.endsAt = lastHeard.Add(t.Lease() + s.cfg.Margin)
 	}
+	s.away[m] = true
 	s.log.Warn("master disconnected; its copies are its own until its fence", "machine", m.id, "copies", len(m.copies), "until", m.endsAt, "how", how)
 	if !now.Before(m.endsAt) {
 		s.fence(m, now, "its master stopped them")

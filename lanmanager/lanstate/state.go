@@ -151,7 +151,10 @@ type State struct {
 	sorted   []*inst // by name, for needs lists
 	machines map[string]*machine
 	sessions map[SessionID]*session
-	epoch    uint64
+	// away holds the machines that may be away with copies; see
+	// awayMachines.
+	away  map[*machine]bool
+	epoch uint64
 	// downs holds, per instance, when its service went down within the
 	// crash-loop window.
 	downs   map[string][]time.Time
@@ -204,7 +207,7 @@ type machine struct {
 	id, identity, address string
 	stored                store.Machine // what the store has; zero: nothing
 	sess                  *session
-	// endsAt is when the copies of an away machine end.
+	// endsAt is when the copies of an away machine end (State.away).
 	endsAt   time.Time
 	lastSeen time.Time
 	capacity lanwire.Capacity
@@ -240,7 +243,7 @@ func New(cfg Config, snap store.Snapshot, files []FileNeed, now time.Time) *Stat
 		cfg: cfg, log: cfg.Logger,
 		insts: map[string]*inst{}, machines: map[string]*machine{}, sessions: map[SessionID]*session{},
 		downs: map[string][]time.Time{}, dirty: map[string]bool{}, dirtyMach: map[string]bool{}, byModule: map[string]*placeHeap{},
-		placing: map[*inst]uint64{}, epoch: snap.Epoch,
+		placing: map[*inst]uint64{}, away: map[*machine]bool{}, epoch: snap.Epoch,
 	}
 	for _, m := range snap.Machines {
 		s.machines[m.ID] = &machine{id: m.ID, identity: m.Identity, address: m.Address, stored: m, copies: map[string]*inst{}}
@@ -266,6 +269,7 @@ func New(cfg Config, snap store.Snapshot, files []FileNeed, now time.Time) *Stat
 			continue
 		}
 		m.endsAt = now.Add(cfg.Timings.Lease() + cfg.Margin)
+		s.away[m] = true
 	}
 	s.mergeFiles(files, now)
 	s.offers = true
@@ -393,15 +397,29 @@ func (s *State) Next() (t time.Time, ok bool) {
 			t, ok = d, true
 		}
 	}
-	for _, m := range s.machines {
-		if m.sess == nil && !m.endsAt.IsZero() {
-			earliest(m.endsAt)
-		}
+	for _, m := range s.awayMachines() {
+		earliest(m.endsAt)
 	}
 	if d, has := s.nextTimer(); has {
 		earliest(d)
 	}
 	return t, ok
+}
+
+// awayMachines returns the machines without a session whose copies end
+// at their endsAt. Machines join s.away when they get an endsAt and leave
+// it here once they came back or were dropped, so that Next and Tick do
+// not look at every machine.
+func (s *State) awayMachines() []*machine {
+	var out []*machine
+	for m := range s.away {
+		if m.sess != nil || m.endsAt.IsZero() || s.machines[m.id] != m {
+			delete(s.away, m)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // grantDeadline is when a granted copy must have been reported spawned,
@@ -420,8 +438,8 @@ func (s *State) grantDeadline(i *inst) (time.Time, bool) {
 // Tick does what is due at now: fences machines whose copies end, stops
 // copies whose grant expired, and offers needs whose backoff ended.
 func (s *State) Tick(now time.Time) {
-	for _, m := range s.machines {
-		if m.sess == nil && !m.endsAt.IsZero() && !now.Before(m.endsAt) {
+	for _, m := range s.awayMachines() {
+		if !now.Before(m.endsAt) {
 			s.fence(m, now, "its master was lost and is fenced")
 		}
 	}
