@@ -174,7 +174,7 @@ func (l *loop) run(ctx context.Context) (err error) {
 
 // commitEvery spaces commits out, so that a commit's fixed cost (its
 // sync above all) is shared by the events of a few milliseconds.
-const commitEvery = 2 * time.Millisecond
+const commitEvery = 10 * time.Millisecond
 
 // step applies a batch, and what is due.
 func (l *loop) step(batch []event) {

@@ -112,7 +112,7 @@ func (r *result) rows() [][2]string {
 	}
 	perPlacement := "?"
 	if r.placedTotal > 0 {
-		perPlacement = ms(r.lmCPU / time.Duration(r.placedTotal))
+		perPlacement = fmt.Sprintf("%.0f µs", float64(r.lmCPU/time.Duration(r.placedTotal))/float64(time.Microsecond))
 	}
 	c := r.counts()
 	rows := [][2]string{
