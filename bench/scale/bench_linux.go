@@ -254,13 +254,23 @@ func (b *bench) record(added map[string]time.Time, singles *singles, complete bo
 	}
 }
 
-// addBurst posts the needs in batches, one request after the other, and
-// returns when each need was added (its request's start).
+// addBurst posts the needs in batches, one request after the other (with
+// -burst-rate, no faster than that), and returns when each need was added
+// (its request's start).
 func (b *bench) addBurst(ctx context.Context, deadline time.Time) (map[string]time.Time, error) {
 	added := make(map[string]time.Time, b.o.needs)
 	actx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	start := time.Now()
 	for first := 0; first < b.o.needs; first += b.o.batch {
+		if b.o.burstRate > 0 {
+			due := start.Add(time.Duration(float64(first) / b.o.burstRate * float64(time.Second)))
+			select {
+			case <-time.After(time.Until(due)):
+			case <-actx.Done():
+				return added, actx.Err()
+			}
+		}
 		batch := make([]lanwire.Need, 0, b.o.batch)
 		for i := first; i < min(first+b.o.batch, b.o.needs); i++ {
 			batch = append(batch, need(fmt.Sprintf("%s%06d", burstPrefix, i)))

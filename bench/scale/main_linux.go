@@ -35,6 +35,7 @@ type options struct {
 	needs      int
 	batch      int
 	singleRate float64
+	burstRate  float64
 	timeout    time.Duration
 	maxProcs   int
 	drop       bool
@@ -60,6 +61,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.needs, "needs", 0, "needs added in batches")
 	fs.IntVar(&o.batch, "batch", 1000, "needs per POST /v1/needs")
 	fs.Float64Var(&o.singleRate, "single-rate", 20, "single needs added per second meanwhile (0: none)")
+	fs.Float64Var(&o.burstRate, "burst-rate", 0, "add the batch needs no faster than this many per second (0: as fast as they are accepted)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "bound on connecting the masters, and on placing the needs")
 	fs.IntVar(&o.maxProcs, "max-processes", 0, "each master's maxprocesses (0: twice its share of the needs, plus its share of the most single needs)")
 	fs.BoolVar(&o.drop, "drop", false, "then kill the master with the most services and time their move")
@@ -105,6 +107,8 @@ func (o options) check() error {
 		return fmt.Errorf("-batch %d: want 1 to 10000", o.batch)
 	case o.singleRate < 0 || o.singleRate > 1000:
 		return fmt.Errorf("-single-rate %v: want 0 to 1000 per second", o.singleRate)
+	case o.burstRate < 0:
+		return fmt.Errorf("-burst-rate %v: want 0 (no limit) or more", o.burstRate)
 	case o.timeout <= 0:
 		return fmt.Errorf("-timeout %v: want more than 0", o.timeout)
 	case o.nice < -20 || o.nice > 19:

@@ -76,6 +76,7 @@ func TestOptionsRefused(t *testing.T) {
 		{[]string{"-batch", "0"}, "-batch 0: want 1 to 10000"},
 		{[]string{"-batch", "10001"}, "-batch 10001: want 1 to 10000"},
 		{[]string{"-single-rate", "-1"}, "-single-rate -1: want 0 to 1000"},
+		{[]string{"-burst-rate", "-5"}, "-burst-rate -5: want 0 (no limit) or more"},
 		{[]string{"-timeout", "0s"}, "-timeout 0s: want more than 0"},
 		{[]string{"-max-processes", "-2"}, "-max-processes -2: want 0"},
 		{[]string{"-nice", "-21"}, "-nice -21: want -20 to 19"},

@@ -12,7 +12,7 @@ package lanstate
 // other, where every need waits for all those ahead of it.
 
 // DefaultMaxPlacing is Config.MaxPlacing's default.
-const DefaultMaxPlacing = 512
+const DefaultMaxPlacing = 256
 
 // group is one request's needs waiting for placement, oldest first.
 type group struct {
