@@ -11,13 +11,15 @@
 // have not presented the token are capped and timed out (connguard), so
 // strangers cannot take the descriptors admin calls and links need.
 // Each link's reader decodes its frames and hands them to one loop, which
-// owns the state (package lanstate): it applies a batch of events, commits
-// the batch's store writes in one transaction, and only then sends the
-// batch's frames, answers its admin calls and notifies watchers. A grant
-// is therefore on disk before its master hears of it. Port checks run
-// outside the loop. If a commit fails the LAN manager stops (Run returns
-// the error): a restart resumes from the last commit, and nothing of the
-// failed batch has left.
+// owns the state (package lanstate): it applies events as they come
+// (admin calls first), commits what they changed in one transaction (at
+// most every 10 ms under load, while the next events are applied), and
+// only then sends the batch's frames, answers its admin calls and
+// notifies watchers. A grant is therefore on disk before its master hears
+// of it. A link's writer sends the frames queued for it in one write.
+// Port checks run outside the loop. If a commit fails the LAN manager
+// stops (Run returns the error): a restart resumes from the last commit,
+// and nothing of the failed batch has left.
 //
 // Each instance has at most one copy: the grant of its need to one master,
 // with an epoch that only grows, until that master reports it gone or is
@@ -32,7 +34,10 @@
 // copies.
 //
 // Needs are placed by lanstate (place.go) on masters of link protocol 2
-// (lanwire/frames.go, "Placement"); a declined grant goes elsewhere.
+// (lanwire/frames.go, "Placement"); a declined grant goes elsewhere, and
+// not back to that master for Config.DeclineHold. At most
+// Config.MaxPlacing copies are granted and unpublished at once, and
+// waiting needs are taken from each admin request in turn (queue.go).
 // Masters of the older claims protocol get needs lists instead.
 //
 // Answers on the link: a claim that cannot be granted (unknown, already

@@ -110,9 +110,11 @@ func (r *result) rows() [][2]string {
 	if !r.complete {
 		done = fmt.Sprintf("%d of %d published when it stopped, after %s", r.placed, o.needs, ms(r.elapsed))
 	}
-	perPlacement := "?"
-	if r.placedTotal > 0 {
-		perPlacement = fmt.Sprintf("%.0f µs", float64(r.lmCPU/time.Duration(r.placedTotal))/float64(time.Microsecond))
+	perPlacement := func(cpu time.Duration) string {
+		if r.placedTotal == 0 {
+			return "?"
+		}
+		return fmt.Sprintf("%.0f µs", float64(cpu/time.Duration(r.placedTotal))/float64(time.Microsecond))
 	}
 	c := r.counts()
 	rows := [][2]string{
@@ -122,11 +124,11 @@ func (r *result) rows() [][2]string {
 		{"all batches accepted after", ms(r.addTook)},
 		{"batch need → published p50 / p99", p50p99(r.burstLat)},
 		{fmt.Sprintf("single need (%.0f/s meanwhile) → published p50 / p99", o.singleRate), p50p99(r.singleLat) + fmt.Sprintf(", %d added, %d failed", r.singlesAdded, r.singlesFailed)},
-		{"LAN manager CPU per placement", fmt.Sprintf("%s (%s of its CPU)", perPlacement, pct(r.lmCPU))},
+		{"LAN manager CPU per placement", fmt.Sprintf("%s (%s of its CPU)", perPlacement(r.lmCPU), pct(r.lmCPU))},
 		{"LAN manager threads waiting for its CPU (run queue, its own threads included)", pct(r.lmWait) + " of the time"},
 		{"LAN manager peak RSS (VmHWM) / RSS at the end", fmt.Sprintf("%.0f / %.0f MiB", float64(r.lmMem.peakKB)/1024, float64(r.lmMem.nowKB)/1024)},
 		{"LAN manager peak descriptors (limit)", fmt.Sprintf("%d (%d)", r.lmPeakFDs, r.fdLimit)},
-		{"masters' CPU (simulation, CPUs " + formatCPUs(r.simCPUs) + ")", pct(r.simCPU) + " of one CPU"},
+		{"masters' CPU (simulation, CPUs " + formatCPUs(r.simCPUs) + ")", pct(r.simCPU) + " of one CPU, " + perPlacement(r.simCPU) + " per placement"},
 		{"grants / declines per placement", fmt.Sprintf("%s / %s", per(c["grants"], r.placedTotal), per(c["declines"], r.placedTotal))},
 	}
 	if f := r.failover; f != nil {
