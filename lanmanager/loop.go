@@ -48,7 +48,10 @@ type (
 	evUnwatch struct{ w *watcher }
 )
 
-// maxBatch bounds the events applied before one commit.
+// maxBatch events applied start a commit without waiting for
+// commitEvery; while a commit is in flight, the loop applies no more than
+// maxBatch events before waiting for it, so a slow disk slows the links
+// and admin calls down instead of growing the loop's memory.
 const maxBatch = 2048
 
 // loop owns the state, the sessions and the watchers.
@@ -147,8 +150,12 @@ func (l *loop) run(ctx context.Context) (err error) {
 		l.arm(timer)
 		var batch []event
 		var committed <-chan error
+		calls, events := l.s.calls, l.s.events
 		if l.committing != nil {
 			committed = l.committing.done
+			if l.applied >= maxBatch {
+				calls, events = nil, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -157,14 +164,14 @@ func (l *loop) run(ctx context.Context) (err error) {
 			if err := l.finish(err); err != nil {
 				return err
 			}
-		case e := <-l.s.calls:
+		case e := <-calls:
 			batch = append(batch, e)
-		case e := <-l.s.events:
+		case e := <-events:
 			batch = append(batch, e)
 		case <-timer.C:
 		}
-		batch = drain(batch, l.s.calls)
-		batch = drain(batch, l.s.events)
+		batch = drain(batch, calls)
+		batch = drain(batch, events)
 		l.step(batch)
 		if l.committing == nil && l.applied > 0 && (l.applied >= maxBatch || !time.Now().Before(l.lastCommit.Add(commitEvery))) {
 			l.commit()

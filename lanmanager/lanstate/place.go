@@ -111,9 +111,10 @@ func (s *State) place(now time.Time) {
 	exhausted := map[string]bool{}
 	t := max(slices.Index(s.groups, s.turn), 0)
 	active := append(slices.Clone(s.groups[t:]), s.groups[:t]...)
+	spare := make([]*group, 0, len(active))
 	var after *group
 	for room > 0 && len(active) > 0 {
-		left := active[:0]
+		left := spare[:0]
 		for k, g := range active {
 			if room == 0 {
 				left = append(left, active[k:]...)
@@ -127,7 +128,7 @@ func (s *State) place(now time.Time) {
 				left = append(left, g)
 			}
 		}
-		active = left
+		active, spare = left, active
 	}
 	s.blocked = room == 0 && len(active) > 0
 	s.dropEmpty()
