@@ -70,6 +70,13 @@ func (sess *session) heard() bool {
 	return sess.live
 }
 
+// heardWithin says whether the master spoke within d.
+func (sess *session) heardWithin(d time.Duration) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.live && time.Since(sess.lastHeard) < d
+}
+
 // end fixes how the session ended; the first call wins.
 func (sess *session) end(how lanstate.End) {
 	sess.mu.Lock()
@@ -167,6 +174,11 @@ func (s *Server) writeLoop(sess *session) {
 				return
 			}
 		case <-tick.C:
+			if sess.heardWithin(s.cfg.Heartbeat) {
+				// The master's own pings keep the link checked; a
+				// thousand masters need not be pinged back as well.
+				continue
+			}
 			if sess.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)) != nil {
 				sess.kill(websocket.CloseAbnormalClosure, "")
 				return
