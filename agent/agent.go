@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/allex-go/allex/agent/config"
@@ -263,7 +265,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // specFor completes a start request from the module definitions in the
 // config: a request naming only module and instance runs the module as
-// configured, with the request's properties, fixed ports and protocols.
+// configured; every other field the request sets overrides the module's
+// (env is merged, the request's keys winning).
 func (a *Agent) specFor(req *allexv1.ModuleSpec) (*allexv1.ModuleSpec, error) {
 	if req.GetCommand() != "" {
 		return req, nil
@@ -279,8 +282,32 @@ func (a *Agent) specFor(req *allexv1.ModuleSpec) (*allexv1.ModuleSpec, error) {
 	if len(req.GetFixedPorts()) > 0 {
 		spec.FixedPorts = req.GetFixedPorts()
 	}
+	if req.GetDir() != "" {
+		spec.Dir = req.GetDir()
+	}
+	if len(req.GetEnv()) > 0 {
+		spec.Env = maps.Clone(spec.GetEnv())
+		if spec.Env == nil {
+			spec.Env = map[string]string{}
+		}
+		maps.Copy(spec.Env, req.GetEnv())
+	}
 	if req.GetRestart() != allexv1.RestartPolicy_RESTART_POLICY_UNSPECIFIED {
 		spec.Restart = req.GetRestart()
+	}
+	if req.GetReadiness() != allexv1.Readiness_READINESS_UNSPECIFIED {
+		spec.Readiness = req.GetReadiness()
+	}
+	if req.GetMaxRestarts() != 0 {
+		spec.MaxRestarts = req.GetMaxRestarts()
+	}
+	for _, d := range []struct{ from, to **durationpb.Duration }{
+		{&req.RestartWindow, &spec.RestartWindow}, {&req.BackoffInitial, &spec.BackoffInitial},
+		{&req.BackoffMax, &spec.BackoffMax}, {&req.StopTimeout, &spec.StopTimeout}, {&req.StartTimeout, &spec.StartTimeout},
+	} {
+		if *d.from != nil {
+			*d.to = *d.from
+		}
 	}
 	if req.GetLogMaxSize() != 0 {
 		spec.LogMaxSize = req.GetLogMaxSize()
