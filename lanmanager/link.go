@@ -270,7 +270,7 @@ func (s *Server) readLoop(sess *session, remote string) {
 		return nil
 	})
 	conn.SetPingHandler(func(data string) error {
-		if sess.heard() {
+		if sess.heard() && (s.cfg.Leading == nil || s.cfg.Leading()) {
 			s.extendDeadline(sess)
 			// The pong renews the master's lease; it only leaves while the
 			// session is live, after its heard time moved.

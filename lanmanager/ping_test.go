@@ -35,3 +35,24 @@ func TestPingsOnlySilentMasters(t *testing.T) {
 		t.Errorf("pinging master pinged back %d times in 15 heartbeats, want at most 2", n)
 	}
 }
+
+// TestNoPongWhileNotLeading: a LAN manager that no longer surely leads
+// renews no master's lease.
+func TestNoPongWhileNotLeading(t *testing.T) {
+	var leading atomic.Bool
+	leading.Store(true)
+	cfg := testConfig()
+	cfg.Leading = leading.Load
+	e := start(t, cfg)
+	m := e.connect(t, hello("m1", "web"))
+	m.expectPong(m.ping())
+	leading.Store(false)
+	m.ping()
+	select {
+	case p := <-m.pongs:
+		t.Fatalf("pong %x while not leading", p)
+	case <-time.After(500 * time.Millisecond):
+	}
+	leading.Store(true)
+	m.expectPong(m.ping())
+}

@@ -74,6 +74,10 @@ type Config struct {
 	// DeclineHold is how long a need is not placed again on a master that
 	// declined it (0: DefaultDeclineHold).
 	DeclineHold time.Duration
+	// Leading, when set, says whether this LAN manager still surely leads
+	// (package leadership); while it does not, no master's ping is
+	// answered, so no master's lease is renewed by it.
+	Leading func() bool
 	// MaxUnauthPerIP and MaxUnauth cap the connections that have not
 	// presented the token, from one address (default 64) and in all
 	// (default a quarter of the descriptor limit, at most 1024); the

@@ -1,0 +1,85 @@
+package leadership
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/allex-go/allex/internal/etcdtest"
+)
+
+// The lease is valid until the send time of its last renewal plus the
+// granted TTL, never longer than a later renewal allows, and never again
+// once etcd says it is gone.
+func TestValidity(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	var v validity
+	if v.valid(t0) {
+		t.Fatal("valid before any renewal")
+	}
+	v.renewed(t0, 2*time.Second)
+	if !v.valid(t0.Add(1999*time.Millisecond)) || v.valid(t0.Add(2*time.Second)) {
+		t.Fatal("want valid for exactly the TTL from the send time")
+	}
+	// A late answer to an older renewal does not shorten it.
+	v.renewed(t0.Add(-time.Second), 2*time.Second)
+	if !v.valid(t0.Add(1500 * time.Millisecond)) {
+		t.Fatal("an older renewal shortened the validity")
+	}
+	v.renewed(t0.Add(time.Second), 0)
+	if v.valid(t0.Add(1100 * time.Millisecond)) {
+		t.Fatal("valid after etcd said the lease is gone")
+	}
+}
+
+// TestCampaign: one of two candidates leads; the other leads once the
+// first resigns, and Leader names each in turn.
+func TestCampaign(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Endpoints(etcdtest.Cluster(t, 1)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := Campaign(ctx, cli, "/allex", "http://a", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Valid() {
+		t.Fatal("new leader not valid")
+	}
+	if got, err := Leader(ctx, cli, "/allex"); got != "http://a" || err != nil {
+		t.Fatalf("Leader = %q, %v", got, err)
+	}
+	bc := make(chan *Lead, 1)
+	go func() {
+		b, err := Campaign(ctx, cli, "/allex", "http://b", 2*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		bc <- b
+	}()
+	select {
+	case <-bc:
+		t.Fatal("second candidate elected while the first leads")
+	case <-time.After(3 * time.Second):
+	}
+	resigned := time.Now()
+	if err := a.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := <-bc
+	if b == nil {
+		t.FailNow()
+	}
+	t.Logf("second elected %v after the first resigned", time.Since(resigned))
+	if got, _ := Leader(ctx, cli, "/allex"); got != "http://b" {
+		t.Fatalf("Leader = %q, want http://b", got)
+	}
+	select {
+	case <-a.Done():
+	default:
+		t.Fatal("resigned lead not done")
+	}
+	if a.Valid() {
+		t.Fatal("resigned lead still valid")
+	}
+	_ = b.Resign(ctx)
+}
