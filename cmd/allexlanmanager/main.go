@@ -69,7 +69,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.DurationVar(&cfg.UnauthTimeout, "unauth-timeout", lanmanager.DefaultUnauthTimeout, "a connection without the token is closed after this long waiting for, reading or answering one request")
 	fset.DurationVar(&cfg.HelloTimeout, "hello-timeout", lanmanager.DefaultHelloTimeout, "a master's link must say hello within this")
 	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
-	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data) or memory (state lost on exit)")
+	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data), memory (state lost on exit), or etcd://host:port[,host:port...][/prefix] (shared by several LAN managers, one leading; needs -token or -token-file)")
+	leaderTTL := fset.Duration("leader-ttl", 2*time.Second, "with -store etcd: the leader's etcd lease; a standby takes over this long after the leader dies")
+	advertise := fset.String("advertise", "", "with -store etcd: the address standbys name as the leader's (default: http://<-addr>)")
 	showVersion := fset.Bool("version", false, "print the version and exit")
 	if err := fset.Parse(args); err != nil {
 		return err
@@ -102,18 +104,38 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "allexlanmanager", Level: level, Output: stderr})
 	cfg.Logger = log
 	cfg.NeedsFiles = needs
-	switch storeKind {
-	case "bolt":
-	case "memory":
+	var es *etcdStore
+	switch {
+	case storeKind == "bolt":
+	case storeKind == "memory":
 		cfg.Store = store.NewMemory()
+	case strings.HasPrefix(storeKind, "etcd:"):
+		p, err := parseEtcdStore(storeKind)
+		if err != nil {
+			return err
+		}
+		if cfg.Token == "" && tokenFile == "" {
+			return errors.New("-store etcd: give -token or -token-file, the same to every LAN manager of the LAN")
+		}
+		if *leaderTTL < time.Second {
+			return fmt.Errorf("-leader-ttl %v: want at least 1s (etcd leases count whole seconds)", *leaderTTL)
+		}
+		es = &p
 	default:
-		return fmt.Errorf("-store %q: want bolt or memory", storeKind)
+		return fmt.Errorf("-store %q: want bolt, memory or etcd://host:port[,...][/prefix]", storeKind)
 	}
 	tok, err := resolveToken(cfg.Token, tokenFile, cfg.DataDir, log)
 	if err != nil {
 		return err
 	}
 	cfg.Token = tok
+	if es != nil {
+		adv := *advertise
+		if adv == "" {
+			adv = "http://" + cfg.Addr
+		}
+		return runEtcd(ctx, cfg, *es, *leaderTTL, adv, log)
+	}
 	srv, err := lanmanager.New(cfg)
 	if err != nil {
 		return err

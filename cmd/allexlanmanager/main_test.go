@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -137,6 +138,11 @@ func TestRunErrors(t *testing.T) {
 		{"zero placing cap", []string{"-max-placing", "0"}, "-max-placing 0: want at least 1, or -1 for no limit"},
 		{"negative placing cap", []string{"-max-placing", "-2"}, "-max-placing -2: want at least 1"},
 		{"zero decline hold", []string{"-decline-hold", "0s"}, "-decline-hold 0s: want more than 0"},
+		{"etcd store without a token", []string{"-store", "etcd://127.0.0.1:2379"}, "-store etcd: give -token or -token-file"},
+		{"etcd store without endpoints", []string{"-token", "a", "-store", "etcd:///allex"}, "want etcd://host:port"},
+		{"etcd endpoint without a port", []string{"-token", "a", "-store", "etcd://a:1,b/allex"}, `endpoint "b": want host:port`},
+		{"etcd store with a query", []string{"-token", "a", "-store", "etcd://a:1/allex?x=1"}, "want etcd://host:port"},
+		{"short leader ttl", []string{"-token", "a", "-store", "etcd://a:1", "-leader-ttl", "500ms"}, "-leader-ttl 500ms: want at least 1s"},
 		{"bad addr", []string{"-token", "a", "-addr", "nope"}, "addr"},
 	}
 	for _, tt := range tests {
@@ -147,5 +153,19 @@ func TestRunErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.err)
 			}
 		})
+	}
+}
+
+func TestParseEtcdStore(t *testing.T) {
+	for in, want := range map[string]etcdStore{
+		"etcd://a:2379":                  {endpoints: []string{"http://a:2379"}, prefix: "/allex"},
+		"etcd://a:1,b:2/lan1":            {endpoints: []string{"http://a:1", "http://b:2"}, prefix: "/lan1"},
+		"etcd://127.0.0.1:2379/x/y/":     {endpoints: []string{"http://127.0.0.1:2379"}, prefix: "/x/y"},
+		"etcd://[::1]:2379,[::1]:2380/p": {endpoints: []string{"http://[::1]:2379", "http://[::1]:2380"}, prefix: "/p"},
+	} {
+		got, err := parseEtcdStore(in)
+		if err != nil || !slices.Equal(got.endpoints, want.endpoints) || got.prefix != want.prefix {
+			t.Errorf("%s: %+v, %v; want %+v", in, got, err, want)
+		}
 	}
 }

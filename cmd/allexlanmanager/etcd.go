@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/allex-go/allex/lanmanager"
+	"github.com/allex-go/allex/lanmanager/leadership"
+	"github.com/allex-go/allex/lanmanager/store"
+)
+
+// etcdStore is a parsed -store etcd://host:port[,host:port...][/prefix].
+type etcdStore struct {
+	endpoints []string
+	prefix    string
+}
+
+func parseEtcdStore(v string) (etcdStore, error) {
+	bad := fmt.Errorf("-store %q: want etcd://host:port[,host:port...][/prefix]", v)
+	rest, ok := strings.CutPrefix(v, "etcd://")
+	if !ok || strings.ContainsAny(rest, "?#@") {
+		return etcdStore{}, bad
+	}
+	hosts, path, _ := strings.Cut(rest, "/")
+	if hosts == "" {
+		return etcdStore{}, bad
+	}
+	var s etcdStore
+	for _, h := range strings.Split(hosts, ",") {
+		if host, port, err := net.SplitHostPort(h); err != nil || host == "" || port == "" {
+			return etcdStore{}, fmt.Errorf("-store %q: endpoint %q: want host:port", v, h)
+		}
+		s.endpoints = append(s.endpoints, "http://"+h)
+	}
+	s.prefix = "/" + strings.Trim(path, "/")
+	if s.prefix == "/" {
+		s.prefix = "/allex"
+	}
+	return s, nil
+}
+
+// runEtcd runs a LAN manager whose state lives in etcd: it serves as a
+// standby (every call but /healthz answered 503 with the leader's
+// address) until it is elected, then leads until ctx ends (it resigns)
+// or its leadership is lost (it stops with an error, and its supervisor
+// starts it again as a standby).
+func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.Duration, advertise string, log hclog.Logger) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: es.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer cli.Close()
+	stopStandby, err := serveStandby(cfg.Addr, cli, es.prefix)
+	if err != nil {
+		return err
+	}
+	log.Info("standing by for the leadership", "etcd", es.endpoints, "prefix", es.prefix, "advertise", advertise)
+	lead, err := leadership.Campaign(ctx, cli, es.prefix, advertise, ttl)
+	stopStandby()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	log.Info("elected: leading the LAN")
+	st := store.NewEtcd(cli, es.prefix)
+	st.Guard(lead.Guard())
+	cfg.Store, cfg.Leading = st, lead.Valid
+	srv, err := lanmanager.New(cfg)
+	if err != nil {
+		_ = lead.Resign(context.Background())
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lead.Done():
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	err = srv.Run(rctx)
+	select {
+	case <-lead.Done():
+		if ctx.Err() == nil {
+			return errors.Join(errors.New("lost the leadership of the LAN (another LAN manager leads now)"), err)
+		}
+	default:
+	}
+	rctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if rerr := lead.Resign(rctx2); rerr != nil {
+		log.Warn("cannot resign the leadership; a standby takes over once the lease expires", "error", rerr)
+	}
+	return err
+}
+
+// serveStandby answers on addr while this LAN manager is not the leader:
+// /healthz says so, everything else is 503 naming the leader, so masters
+// and allexctl move on to it.
+func serveStandby(addr string, cli *clientv3.Client, prefix string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("standby\n"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		leader, _ := leadership.Leader(ctx, cli, prefix)
+		msg := "standby LAN manager; no leader yet"
+		if leader != "" {
+			msg = "standby LAN manager; the leader is " + leader
+			w.Header().Set("X-Allex-Leader", leader)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "leader": leader})
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+	}, nil
+}

@@ -1,0 +1,163 @@
+//go:build !windows
+
+package lanetcd_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/allex-go/allex/internal/e2e"
+	"github.com/allex-go/allex/internal/etcdtest"
+	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanwire"
+)
+
+const token = "etcd-test-token"
+
+// lm is one allexlanmanager on the shared etcd.
+type lm struct {
+	*e2e.Proc
+	url string
+}
+
+func startLM(t *testing.T, store, name string) *lm {
+	t.Helper()
+	dir := e2e.ShortDir(t)
+	port := e2e.FreeBlock(t, 1)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p := e2e.Start(t, dir, e2e.Bins.LAN, "-addr", addr, "-data", filepath.Join(dir, name), "-token", token,
+		"-store", store, "-leader-ttl", "1s", "-log-level", "debug")
+	p.WaitOutput("standing by for the leadership", 30*time.Second)
+	return &lm{Proc: p, url: "http://" + addr}
+}
+
+func (l *lm) client() *adminclient.Client { return adminclient.New(l.url, token) }
+
+func (l *lm) needs(t *testing.T) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ns, err := l.client().Needs(ctx)
+	if err != nil {
+		t.Fatalf("needs from %s: %v", l.url, err)
+	}
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.Need.Instance)
+	}
+	return out
+}
+
+// standby checks that l answers as a standby naming leader.
+func (l *lm) standby(t *testing.T, leader string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", l.url+"/v1/needs", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Error, Leader string }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Leader != leader || resp.Header.Get("X-Allex-Leader") != leader {
+		t.Fatalf("standby answered %d %+v, want 503 naming %s", resp.StatusCode, body, leader)
+	}
+}
+
+func addNeeds(t *testing.T, l *lm, prefix string, n int) {
+	t.Helper()
+	var needs []lanwire.Need
+	for k := range n {
+		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("%s%03d", prefix, k), Module: "web", Protocols: []string{"tcp"}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.client().AddNeeds(ctx, needs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLeaderKilled: the leader is killed (-9); the standby leads within
+// the leader's lease, with every acknowledged need, and one etcd member
+// down changes nothing.
+func TestLeaderKilled(t *testing.T) {
+	members := etcdtest.Cluster(t, 3)
+	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan1"
+	a := startLM(t, store, "a")
+	a.WaitOutput("elected: leading the LAN", 30*time.Second)
+	b := startLM(t, store, "b")
+	b.standby(t, a.url)
+	addNeeds(t, a, "n", 150) // more than one etcd transaction
+	members[0].Kill()
+	addNeeds(t, a, "m", 5)
+	killed := time.Now()
+	if err := a.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitOutput("elected: leading the LAN", 30*time.Second)
+	took := time.Since(killed)
+	t.Logf("standby led %v after the leader was killed (lease 1s)", took)
+	if took > 5*time.Second {
+		t.Errorf("takeover took %v", took)
+	}
+	e2e.Eventually(t, 10*time.Second, func() error {
+		if got := len(b.needs(t)); got != 155 {
+			return fmt.Errorf("new leader has %d needs, want 155", got)
+		}
+		return nil
+	})
+}
+
+// TestPausedLeaderCannotWrite: a leader stopped (SIGSTOP) past its lease
+// is replaced; when it runs again it writes nothing and stops, and the
+// new leader's state is what it committed.
+func TestPausedLeaderCannotWrite(t *testing.T) {
+	members := etcdtest.Cluster(t, 3)
+	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan2"
+	a := startLM(t, store, "a")
+	a.WaitOutput("elected: leading the LAN", 30*time.Second)
+	b := startLM(t, store, "b")
+	addNeeds(t, a, "n", 3)
+	// A request to the paused leader is taken in before the pause and
+	// waits in its socket.
+	if err := a.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	late := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		late <- a.client().AddNeed(ctx, lanwire.Need{Instance: "late", Module: "web", Protocols: []string{"tcp"}})
+	}()
+	b.WaitOutput("elected: leading the LAN", 30*time.Second)
+	addNeeds(t, b, "b", 2)
+	if err := a.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Wait(20 * time.Second); err == nil || !strings.Contains(a.Output(), "lost the leadership") {
+		t.Fatalf("paused leader after SIGCONT: exit %v\n%s", err, a.Output())
+	}
+	if err := <-late; err == nil {
+		t.Fatal("the paused leader acknowledged a need after it was replaced")
+	}
+	want := "b000,b001,n000,n001,n002"
+	if got := strings.Join(b.needs(t), ","); got != want {
+		t.Fatalf("new leader's needs %s, want %s", got, want)
+	}
+}
+
+func trimScheme(urls []string) []string {
+	var out []string
+	for _, u := range urls {
+		out = append(out, strings.TrimPrefix(u, "http://"))
+	}
+	return out
+}
