@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -815,8 +816,5 @@ func (a *Agent) Status() *allexv1.StatusResponse {
 }
 
 func (a *Agent) lanAddress() string {
-	if a.opts.Config.LanManagerAddress == "" {
-		return ""
-	}
-	return fmt.Sprintf("%s:%d", a.opts.Config.LanManagerAddress, a.opts.Config.LanManagerPort)
+	return strings.Join(a.opts.Config.LanManagers(), ",")
 }

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/allex-go/allex/agent/logfile"
@@ -47,7 +49,9 @@ func (p PortRanges) byProtocol() [3]struct {
 
 // Config is the content of allexmasterconfig.json.
 type Config struct {
-	// LanManagerAddress is a host name or IP; "" disables the LAN link.
+	// LanManagerAddress is a host name or IP, with an optional :port, or
+	// several comma-separated (LAN managers sharing etcd: the link tries
+	// the next when one fails or stands by); "" disables the LAN link.
 	LanManagerAddress string `json:"lanmanageraddress"`
 	// LanManagerPort defaults to DefaultLanManagerPort.
 	LanManagerPort int        `json:"lanmanagerport,omitempty"`
@@ -131,7 +135,7 @@ const nameWant = "want 1-128 of [A-Za-z0-9_.-], starting alphanumeric"
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if err := validHost(c.LanManagerAddress); err != nil {
+	if err := validLanManagers(c.LanManagerAddress); err != nil {
 		add("lanmanageraddress: %w", err)
 	}
 	if c.LanManagerPort != 0 && (c.LanManagerPort < 1 || c.LanManagerPort > 65535) {
@@ -322,6 +326,60 @@ func validLogLimits(prefix string, size ByteSize, files int) error {
 }
 
 // validHost accepts "", an IP address or a DNS host name.
+// LanManagers returns the LAN managers' host:port addresses ("" none).
+func (c Config) LanManagers() []string {
+	if c.LanManagerAddress == "" {
+		return nil
+	}
+	port := c.LanManagerPort
+	if port == 0 {
+		port = DefaultLanManagerPort
+	}
+	var out []string
+	for _, a := range strings.Split(c.LanManagerAddress, ",") {
+		a = strings.TrimSpace(a)
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			a = net.JoinHostPort(strings.Trim(a, "[]"), strconv.Itoa(port))
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// validLanManagers checks a comma-separated list of host[:port].
+func validLanManagers(list string) error {
+	if list == "" {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, a := range strings.Split(list, ",") {
+		a = strings.TrimSpace(a)
+		h := strings.Trim(a, "[]")
+		if host, port, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("%q: port %q is out of range 1-65535", a, port)
+			}
+			h = host
+		}
+		if h == "" {
+			return fmt.Errorf("%q: empty entry in the list", list)
+		}
+		if err := validHost(h); err != nil {
+			if errors.Is(err, errNotHost) {
+				return fmt.Errorf("%q is neither an IP address nor a host name (host[:port], no scheme)", a)
+			}
+			return err
+		}
+		if seen[a] {
+			return fmt.Errorf("%q is listed twice", a)
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
+var errNotHost = errors.New("neither an IP address nor a host name")
+
 func validHost(h string) error {
 	if h == "" {
 		return nil
@@ -338,7 +396,7 @@ func validHost(h string) error {
 			ok = ok && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_')
 		}
 		if !ok {
-			return fmt.Errorf("%q is neither an IP address nor a host name (no port or scheme here; see lanmanagerport)", h)
+			return fmt.Errorf("%q: %w", h, errNotHost)
 		}
 	}
 	return nil

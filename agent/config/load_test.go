@@ -67,6 +67,9 @@ func TestLoadBadFiles(t *testing.T) {
 		{"lanmanagerport out of range", withFields(`"lanmanagerport": 70000`), []string{"lanmanagerport: 70000 is out of range 1-65535"}},
 		{"lanmanagerport huge", withFields(`"lanmanagerport": 99999999999999999999`), []string{"lanmanagerport: 99999999999999999999 is out of range"}},
 		{"lanmanageraddress with scheme", strings.Replace(valid, "127.0.0.1", "ws://lan:23552", 1), []string{`lanmanageraddress: "ws://lan:23552" is neither an IP address nor a host name`}},
+		{"lanmanageraddress list with a bad port", strings.Replace(valid, "127.0.0.1", "a,b:0", 1), []string{`lanmanageraddress: "b:0": port "0" is out of range 1-65535`}},
+		{"lanmanageraddress listed twice", strings.Replace(valid, "127.0.0.1", "a:1,b,a:1", 1), []string{`lanmanageraddress: "a:1" is listed twice`}},
+		{"lanmanageraddress empty entry", strings.Replace(valid, "127.0.0.1", "a,,b", 1), []string{`lanmanageraddress: "a,,b": empty entry in the list`}},
 		{"address not an IP", withFields(`"address": "host.example"`), []string{`address: "host.example" is not an IP address`}},
 		{"bad machineid", withFields(`"machineid": "my machine"`), []string{`machineid: "my machine"`}},
 		{"token and tokenfile", withFields(`"token": "t", "tokenfile": "f"`), []string{"token, tokenfile: set one, not both"}},
@@ -569,5 +572,22 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	lines := strings.Split(fmt.Sprint(err), "\n")
 	if len(lines) != maxProblems+1 || lines[maxProblems] != "c.json: and 5 more problems" {
 		t.Fatalf("25 problems reported as %d lines, the last %q", len(lines), lines[len(lines)-1])
+	}
+}
+
+// A list of LAN managers gives each its port, the default where it names
+// none.
+func TestLanManagers(t *testing.T) {
+	c := Default()
+	c.LanManagerAddress, c.LanManagerPort = "a, b:9,[::1],[::1]:7", 5
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.LanManagers(), " "); got != "a:5 b:9 [::1]:5 [::1]:7" {
+		t.Fatalf("LanManagers = %s", got)
+	}
+	c.LanManagerAddress = ""
+	if got := c.LanManagers(); got != nil {
+		t.Fatalf("no LAN: %v", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,9 +96,12 @@ type Handler interface {
 
 // Config configures a Link. Zero durations and port take the defaults.
 type Config struct {
-	// Address is the LAN manager's host name or IP.
+	// Address is the LAN manager's host name or IP, or several LAN
+	// managers' (one leads, the others stand by), comma-separated, each
+	// with an optional :port.
 	Address string
-	// Port is the LAN manager's port; 0 means lanwire.DefaultPort.
+	// Port is the LAN managers' port where an address gives none; 0
+	// means lanwire.DefaultPort.
 	Port int
 	// Token is sent as "Authorization: Bearer <token>".
 	Token   string
@@ -117,8 +121,11 @@ type Config struct {
 
 // Link is the master's connection to the LAN manager.
 type Link struct {
-	cfg    Config
-	log    hclog.Logger
+	cfg Config
+	log hclog.Logger
+	// urls are the LAN managers' link URLs; the link tries them in turn
+	// from url, the last one that worked or is being tried.
+	urls   []string
 	url    string
 	header http.Header
 	dialer *websocket.Dialer
@@ -150,15 +157,15 @@ func New(cfg Config) (*Link, error) {
 	if cfg.Handler == nil {
 		return nil, errors.New("lanlink: config: no handler")
 	}
-	host, err := checkAddress(cfg.Address)
-	if err != nil {
-		return nil, fmt.Errorf("lanlink: config: address: %w", err)
-	}
 	if cfg.Port == 0 {
 		cfg.Port = lanwire.DefaultPort
 	}
 	if cfg.Port < 1 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("lanlink: config: port %d: want 1-65535", cfg.Port)
+	}
+	urls, err := linkURLs(cfg.Address, cfg.Port)
+	if err != nil {
+		return nil, fmt.Errorf("lanlink: config: address: %w", err)
 	}
 	if err := checkToken(cfg.Token); err != nil {
 		return nil, fmt.Errorf("lanlink: config: token: %w", err)
@@ -193,15 +200,42 @@ func New(cfg Config) (*Link, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = boottime.Now
 	}
-	u := url.URL{Scheme: "ws", Host: net.JoinHostPort(host, strconv.Itoa(cfg.Port)), Path: lanwire.Path}
 	return &Link{
 		cfg:    cfg,
 		log:    cfg.Logger,
-		url:    u.String(),
+		urls:   urls,
+		url:    urls[0],
 		header: http.Header{"Authorization": {"Bearer " + cfg.Token}},
 		dialer: &websocket.Dialer{HandshakeTimeout: cfg.DialTimeout},
 		state:  StateDisconnected,
 	}, nil
+}
+
+// linkURLs makes the link URL of each comma-separated address, port
+// being the port of those that give none.
+func linkURLs(addresses string, port int) ([]string, error) {
+	var urls []string
+	for _, a := range strings.Split(addresses, ",") {
+		a = strings.TrimSpace(a)
+		p := port
+		if h, ps, err := net.SplitHostPort(a); err == nil {
+			n, err := strconv.Atoi(ps)
+			if err != nil || n < 1 || n > 65535 {
+				return nil, fmt.Errorf("%q: port %q: want 1-65535", a, ps)
+			}
+			a, p = h, n
+		}
+		host, err := checkAddress(a)
+		if err != nil {
+			return nil, err
+		}
+		u := url.URL{Scheme: "ws", Host: net.JoinHostPort(host, strconv.Itoa(p)), Path: lanwire.Path}
+		if slices.Contains(urls, u.String()) {
+			return nil, fmt.Errorf("%s given twice", u.Host)
+		}
+		urls = append(urls, u.String())
+	}
+	return urls, nil
 }
 
 func checkAddress(a string) (string, error) {
@@ -304,6 +338,7 @@ func (l *Link) Run(ctx context.Context) error {
 	}()
 
 	backoff := time.Duration(0)
+	tried := 0 // addresses that failed since a session lasted
 	for {
 		l.setState(StateConnecting, nil)
 		lasted, err := l.session(ctx)
@@ -332,8 +367,21 @@ func (l *Link) Run(ctx context.Context) error {
 				backoff = min(backoff, l.timings().Heartbeat())
 			}
 		}
+		if lasted > backoffResetAfter {
+			tried = 0
+		}
 		wait := jitter(backoff)
-		l.log.Debug("LAN link reconnecting", "in", wait)
+		if tried++; len(l.urls) > 1 {
+			// Another LAN manager may lead now: try each address at
+			// once, and back off only once all have failed.
+			l.url = l.urls[(slices.Index(l.urls, l.url)+1)%len(l.urls)]
+			if tried < len(l.urls) {
+				wait = 0
+			} else {
+				tried = 0
+			}
+		}
+		l.log.Debug("LAN link reconnecting", "url", l.url, "in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

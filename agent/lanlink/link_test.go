@@ -335,7 +335,12 @@ func TestNew(t *testing.T) {
 		{"host name", func(c *Config) { c.Address = "lan.example" }, "", "ws://lan.example:23552/v1/link"},
 		{"no handler", func(c *Config) { c.Handler = nil }, "no handler", ""},
 		{"no address", func(c *Config) { c.Address = "" }, "address: empty", ""},
-		{"address with port", func(c *Config) { c.Address = "host:80" }, "neither an IP nor a host name", ""},
+		{"address with port", func(c *Config) { c.Address = "host:80" }, "", "ws://host:80/v1/link"},
+		{"several addresses", func(c *Config) { c.Address = "a, b:80,[::1]:81" }, "", "ws://a:23552/v1/link"},
+		{"address with port 0", func(c *Config) { c.Address = "host:0" }, `"host:0": port "0": want 1-65535`, ""},
+		{"address twice", func(c *Config) { c.Address = "a,a:23552" }, "a:23552 given twice", ""},
+		{"empty address in a list", func(c *Config) { c.Address = "a,,b" }, "address: empty", ""},
+		{"address with scheme", func(c *Config) { c.Address = "ws://a:1" }, "neither an IP nor a host name", ""},
 		{"address with path", func(c *Config) { c.Address = "host/x" }, "neither an IP nor a host name", ""},
 		{"negative port", func(c *Config) { c.Port = -1 }, "port -1", ""},
 		{"big port", func(c *Config) { c.Port = 70000 }, "port 70000", ""},
@@ -891,5 +896,41 @@ func TestBackoff(t *testing.T) {
 				t.Fatalf("jitter(%v) = %v, want within [%v, %v]", d, got, d/2, d)
 			}
 		}
+	}
+}
+
+// TestFailover: with several LAN managers, the link skips one that
+// stands by (503) and one that is down, and moves on at once, with no
+// backoff, when the one it used goes away.
+func TestFailover(t *testing.T) {
+	checkLeaks(t)
+	standby := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":"standby"}`, http.StatusServiceUnavailable)
+	}))
+	defer standby.Close()
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downAddr := down.Addr().String()
+	down.Close()
+	first := newLAN(t, func(n int, c *websocket.Conn) {
+		welcome(t, c, n, 0)
+		c.NetConn().Close() // the leader dies
+	})
+	second := newLAN(t, func(n int, c *websocket.Conn) {
+		welcome(t, c, 100+n, 0)
+		_ = drain(c, nil)
+	})
+	addr := func(s *lanServer) string { return s.srv.Listener.Addr().String() }
+	l, _ := newLink(t, first, func(c *Config) {
+		c.Address = strings.Join([]string{addr(first), standby.Listener.Addr().String(), downAddr, addr(second)}, ",")
+		// A backoff the test would notice.
+		c.BackoffInitial, c.BackoffMax = time.Minute, time.Minute
+	})
+	start(t, l)
+	eventually(t, "a session with the second LAN manager", func() bool { return l.SessionID() == "s-101" })
+	if a, _ := first.counts(); a != 1 {
+		t.Errorf("the dead leader was tried %d times, want 1", a)
 	}
 }

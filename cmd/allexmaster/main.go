@@ -65,7 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, map[string]bool, error
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "config", config.FileName, "config file (written with defaults when missing)")
 	fs.StringVar(&f.socket, "socket", "", "machine socket path (overrides the config's socket)")
-	fs.StringVar(&f.lanAddr, "lanmanager", "", "LAN manager host (overrides lanmanageraddress)")
+	fs.StringVar(&f.lanAddr, "lanmanager", "", "LAN manager host[:port], or several comma-separated (overrides lanmanageraddress)")
 	fs.IntVar(&f.lanPort, "lanmanager-port", 0, "LAN manager port (overrides lanmanagerport)")
 	fs.BoolVar(&f.noLAN, "no-lan", false, "run without a LAN manager")
 	fs.StringVar(&f.address, "address", "", "IP announced to the LAN manager (overrides address)")

@@ -161,3 +161,78 @@ func trimScheme(urls []string) []string {
 	}
 	return out
 }
+
+// TestMasterFollowsTheLeader: a master given both LAN managers' addresses
+// (the standby's first) links to the leader; when the leader is killed it
+// links to the new one, which takes its services over as they are: every
+// child keeps its pid and every service stays published.
+func TestMasterFollowsTheLeader(t *testing.T) {
+	members := etcdtest.Cluster(t, 3)
+	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan3"
+	a := startLM(t, store, "a")
+	a.WaitOutput("elected: leading the LAN", 30*time.Second)
+	b := startLM(t, store, "b")
+	dir := e2e.ShortDir(t)
+	const size = 20
+	base := e2e.FreeBlock(t, 3*size)
+	e2e.WriteFile(t, dir, "allexmasterconfig.json", fmt.Sprintf(
+		`{"lanmanageraddress":%q,"token":%q,"machineid":"m1","address":"127.0.0.1",`+
+			`"portrangestart":{"tcp":%d,"http":%d,"ws":%d},"portrangesize":%d,"socket":%q,"statedir":%q,"modules":{%s}}`,
+		strings.TrimPrefix(b.url, "http://")+","+strings.TrimPrefix(a.url, "http://"), token,
+		base, base+size, base+2*size, size, filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
+	m := e2e.Start(t, dir, e2e.Bins.Master, "-log-level", "debug")
+	m.WaitOutput("allexmaster running", 30*time.Second)
+	var needs []lanwire.Need
+	for k := range 4 {
+		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("d%d", k), Module: "demo"})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := a.client().AddNeeds(ctx, needs); err != nil {
+		t.Fatal(err)
+	}
+	pids := func(l *lm) (map[string]int, error) {
+		svcs, err := l.client().Services(ctx, "", "")
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]int{}
+		for _, s := range svcs {
+			out[s.Instance] = s.PID
+		}
+		if len(out) != 4 {
+			return out, fmt.Errorf("%d services published", len(out))
+		}
+		return out, nil
+	}
+	var before map[string]int
+	e2e.Eventually(t, 30*time.Second, func() (err error) { before, err = pids(a); return err })
+	if err := a.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	b.WaitOutput("elected: leading the LAN", 30*time.Second)
+	e2e.Eventually(t, 30*time.Second, func() error {
+		ms, err := b.client().Machines(ctx)
+		if err != nil {
+			return err
+		}
+		if len(ms) != 1 || !ms[0].Connected || ms[0].Copies != 4 {
+			return fmt.Errorf("machines on the new leader: %+v", ms)
+		}
+		after, err := pids(b)
+		if err != nil {
+			return err
+		}
+		for inst, pid := range before {
+			if after[inst] != pid {
+				return fmt.Errorf("%s: pid %d, was %d", inst, after[inst], pid)
+			}
+		}
+		return nil
+	})
+	t.Logf("the master is linked to the new leader, which lists every service with its pid, %v after the kill", time.Since(killed))
+	if strings.Contains(m.Output(), "LAN lease running out") {
+		t.Fatalf("the master fenced its children:\n%s", m.Output())
+	}
+}
