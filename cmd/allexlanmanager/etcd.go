@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/leadership"
@@ -55,7 +56,8 @@ func parseEtcdStore(v string) (etcdStore, error) {
 // or its leadership is lost (it stops with an error, and its supervisor
 // starts it again as a standby).
 func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.Duration, advertise string, log hclog.Logger) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: es.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: es.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{leadership.Reconnect}})
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
@@ -75,7 +77,7 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 	}
 	log.Info("elected: leading the LAN")
 	st := store.NewEtcd(cli, es.prefix)
-	st.Guard(lead.Guard())
+	st.Guard(lead.Valid, lead.Guard())
 	cfg.Store, cfg.Leading = st, lead.Valid
 	srv, err := lanmanager.New(cfg)
 	if err != nil {

@@ -29,11 +29,16 @@ type lm struct {
 
 func startLM(t *testing.T, store, name string) *lm {
 	t.Helper()
+	return startLMTTL(t, store, name, 2*time.Second) // the default
+}
+
+func startLMTTL(t *testing.T, store, name string, ttl time.Duration) *lm {
+	t.Helper()
 	dir := e2e.ShortDir(t)
 	port := e2e.FreeBlock(t, 1)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	p := e2e.Start(t, dir, e2e.Bins.LAN, "-addr", addr, "-data", filepath.Join(dir, name), "-token", token,
-		"-store", store, "-leader-ttl", "1s", "-log-level", "debug")
+		"-store", store, "-leader-ttl", ttl.String(), "-log-level", "debug")
 	p.WaitOutput("standing by for the leadership", 30*time.Second)
 	return &lm{Proc: p, url: "http://" + addr}
 }
@@ -104,7 +109,7 @@ func TestLeaderKilled(t *testing.T) {
 	}
 	b.WaitOutput("elected: leading the LAN", 30*time.Second)
 	took := time.Since(killed)
-	t.Logf("standby led %v after the leader was killed (lease 1s)", took)
+	t.Logf("standby led %v after the leader was killed (lease 2s)", took)
 	if took > 5*time.Second {
 		t.Errorf("takeover took %v", took)
 	}
@@ -172,16 +177,7 @@ func TestMasterFollowsTheLeader(t *testing.T) {
 	a := startLM(t, store, "a")
 	a.WaitOutput("elected: leading the LAN", 30*time.Second)
 	b := startLM(t, store, "b")
-	dir := e2e.ShortDir(t)
-	const size = 20
-	base := e2e.FreeBlock(t, 3*size)
-	e2e.WriteFile(t, dir, "allexmasterconfig.json", fmt.Sprintf(
-		`{"lanmanageraddress":%q,"token":%q,"machineid":"m1","address":"127.0.0.1",`+
-			`"portrangestart":{"tcp":%d,"http":%d,"ws":%d},"portrangesize":%d,"socket":%q,"statedir":%q,"modules":{%s}}`,
-		strings.TrimPrefix(b.url, "http://")+","+strings.TrimPrefix(a.url, "http://"), token,
-		base, base+size, base+2*size, size, filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
-	m := e2e.Start(t, dir, e2e.Bins.Master, "-log-level", "debug")
-	m.WaitOutput("allexmaster running", 30*time.Second)
+	m := startMaster(t, b, a)
 	var needs []lanwire.Need
 	for k := range 4 {
 		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("d%d", k), Module: "demo"})
@@ -234,5 +230,95 @@ func TestMasterFollowsTheLeader(t *testing.T) {
 	t.Logf("the master is linked to the new leader, which lists every service with its pid, %v after the kill", time.Since(killed))
 	if strings.Contains(m.Output(), "LAN lease running out") {
 		t.Fatalf("the master fenced its children:\n%s", m.Output())
+	}
+}
+
+// startMaster starts an allexmaster linked to the LAN managers ls, in
+// that order, with the demo module.
+func startMaster(t *testing.T, ls ...*lm) *e2e.Proc {
+	t.Helper()
+	var addrs []string
+	for _, l := range ls {
+		addrs = append(addrs, strings.TrimPrefix(l.url, "http://"))
+	}
+	dir := e2e.ShortDir(t)
+	const size = 20
+	base := e2e.FreeBlock(t, 3*size)
+	e2e.WriteFile(t, dir, "allexmasterconfig.json", fmt.Sprintf(
+		`{"lanmanageraddress":%q,"token":%q,"machineid":"m1","address":"127.0.0.1",`+
+			`"portrangestart":{"tcp":%d,"http":%d,"ws":%d},"portrangesize":%d,"socket":%q,"statedir":%q,"modules":{%s}}`,
+		strings.Join(addrs, ","), token, base, base+size, base+2*size, size,
+		filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
+	m := e2e.Start(t, dir, e2e.Bins.Master, "-log-level", "debug")
+	m.WaitOutput("allexmaster running", 30*time.Second)
+	return m
+}
+
+// published waits until l lists want services and returns their pids.
+func published(t *testing.T, l *lm, want int) map[string]int {
+	t.Helper()
+	var out map[string]int
+	e2e.Eventually(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		svcs, err := l.client().Services(ctx, "", "")
+		if err != nil {
+			return err
+		}
+		out = map[string]int{}
+		for _, s := range svcs {
+			out[s.Instance] = s.PID
+		}
+		if len(out) != want {
+			return fmt.Errorf("%d services published, want %d", len(out), want)
+		}
+		return nil
+	})
+	return out
+}
+
+// TestEtcdOutage: all of etcd is down for 10 s under a leader whose
+// lease (-leader-ttl 15s) outlasts it: the leader stays, no master
+// fences, every child keeps running, and the LAN places needs again
+// once etcd is back.
+func TestEtcdOutage(t *testing.T) {
+	members := etcdtest.Cluster(t, 3)
+	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan4"
+	a := startLMTTL(t, store, "a", 15*time.Second)
+	a.WaitOutput("elected: leading the LAN", 30*time.Second)
+	m := startMaster(t, a)
+	addNeedsOf(t, a, "demo", "d", 2)
+	before := published(t, a, 2)
+	for _, mb := range members {
+		mb.Kill()
+	}
+	time.Sleep(10 * time.Second)
+	for _, mb := range members {
+		mb.Restart()
+	}
+	addNeedsOf(t, a, "demo", "e", 1)
+	after := published(t, a, 3)
+	for inst, pid := range before {
+		if after[inst] != pid {
+			t.Errorf("%s: pid %d after the outage, was %d", inst, after[inst], pid)
+		}
+	}
+	for _, out := range []string{m.Output(), a.Output()} {
+		if strings.Contains(out, "LAN lease running out") || strings.Contains(out, "lost the leadership") {
+			t.Fatalf("fenced or deposed during the outage:\n%s", out)
+		}
+	}
+}
+
+func addNeedsOf(t *testing.T, l *lm, module, prefix string, n int) {
+	t.Helper()
+	var needs []lanwire.Need
+	for k := range n {
+		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("%s%d", prefix, k), Module: module})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := l.client().AddNeeds(ctx, needs); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,7 +3,7 @@
 // still is one.
 //
 // The leader holds an etcd lease of TTL. It renews the lease itself
-// (every TTL/3), and counts it valid until the send time of the last
+// (every 500 ms, or TTL/3 if shorter), and counts it valid until the send time of the last
 // successful renewal plus the TTL the server granted: etcd cannot have
 // expired the lease before then, so no other LAN manager can have been
 // elected before then. Past that moment (a pause, a partition, a slow
@@ -22,6 +22,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Lead is this LAN manager's candidacy, and then leadership.
@@ -34,6 +36,14 @@ type Lead struct {
 	done   chan struct{}
 	cancel context.CancelFunc
 }
+
+// Reconnect is the etcd client's dial option for a leader: it reconnects
+// to etcd at most a second after etcd is back, not after gRPC's default
+// backoff (up to two minutes), which would outlast the leader's lease.
+var Reconnect = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+})
 
 // ElectionKey is the election's prefix under a LAN's key prefix.
 func ElectionKey(prefix string) string { return prefix + "/leader" }
@@ -73,7 +83,7 @@ func Campaign(ctx context.Context, cli *clientv3.Client, prefix, value string, t
 // lost or has lapsed.
 func (l *Lead) renew(ctx context.Context) {
 	defer close(l.done)
-	t := time.NewTicker(l.ttl / 3)
+	t := time.NewTicker(renewEvery(l.ttl))
 	defer t.Stop()
 	for {
 		select {
@@ -85,7 +95,7 @@ func (l *Lead) renew(ctx context.Context) {
 			return
 		}
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+		rctx, cancel := context.WithTimeout(ctx, renewEvery(l.ttl))
 		resp, err := l.cli.KeepAliveOnce(rctx, l.lease)
 		cancel()
 		switch {
@@ -99,6 +109,11 @@ func (l *Lead) renew(ctx context.Context) {
 		// the next tick sees it lapse.
 	}
 }
+
+// renewEvery is how often the lease is renewed: often enough that an
+// etcd outage starting right after a renewal finds nearly all of the TTL
+// left, since the validity counts from the last renewal.
+func renewEvery(ttl time.Duration) time.Duration { return min(ttl/3, 500*time.Millisecond) }
 
 // Valid says whether this LAN manager surely still leads.
 func (l *Lead) Valid() bool { return l.v.valid(time.Now()) }

@@ -33,6 +33,9 @@ type Etcd struct {
 	cli    *clientv3.Client
 	prefix string
 	guard  []clientv3.Cmp
+	// retry says whether a transaction that failed for want of etcd may
+	// be tried again (the leadership is still sure).
+	retry func() bool
 	// Timeout bounds one request to etcd.
 	Timeout time.Duration
 }
@@ -49,8 +52,14 @@ func NewEtcd(cli *clientv3.Client, prefix string) *Etcd {
 }
 
 // Guard makes every later Commit conditional on cmps (the leader's
-// election key still being its own).
-func (e *Etcd) Guard(cmps ...clientv3.Cmp) { e.guard = cmps }
+// election key still being its own). While retry says so, Commit tries a
+// transaction that failed for want of etcd (an outage, a lost member)
+// again instead of failing: the leader then holds its batch, answers
+// nothing of it, and goes on once etcd is back.
+func (e *Etcd) Guard(retry func() bool, cmps ...clientv3.Cmp) { e.retry, e.guard = retry, cmps }
+
+// retryEvery spaces the attempts of a transaction etcd did not take.
+const retryEvery = 250 * time.Millisecond
 
 func (e *Etcd) key(parts ...string) string {
 	return e.prefix + "/" + strings.Join(parts, "/")
@@ -132,17 +141,33 @@ func (e *Etcd) Commit(b Batch) error {
 		return err
 	}
 	for chunk := range slices.Chunk(ops, txnOps) {
-		ctx, cancel := context.WithTimeout(context.Background(), e.Timeout)
-		resp, err := e.cli.Txn(ctx).If(e.guard...).Then(chunk...).Commit()
-		cancel()
-		if err != nil {
+		if err := e.txn(chunk); err != nil {
 			return fmt.Errorf("store commit: %w", err)
-		}
-		if !resp.Succeeded {
-			return fmt.Errorf("store commit: %w", ErrNotLeader)
 		}
 	}
 	return nil
+}
+
+// txn runs one guarded transaction, again while e.retry allows.
+func (e *Etcd) txn(ops []clientv3.Op) error {
+	for {
+		timeout := e.Timeout
+		if e.retry != nil {
+			timeout = min(timeout, time.Second)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		resp, err := e.cli.Txn(ctx).If(e.guard...).Then(ops...).Commit()
+		cancel()
+		switch {
+		case err == nil && !resp.Succeeded:
+			return ErrNotLeader
+		case err == nil:
+			return nil
+		case e.retry == nil || !e.retry():
+			return err
+		}
+		time.Sleep(retryEvery)
+	}
 }
 
 // ops lists a batch's writes in the order Commit makes them.

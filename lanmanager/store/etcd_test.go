@@ -76,7 +76,7 @@ func TestEtcdDeposedLeaderWritesNothing(t *testing.T) {
 	}
 	sess1, e1 := campaign()
 	old := store.NewEtcd(cli, "/allex")
-	old.Guard(guard(e1))
+	old.Guard(nil, guard(e1))
 	if err := old.Commit(store.Batch{Instances: map[string]*store.Instance{"a": inst("a", 1)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestEtcdDeposedLeaderWritesNothing(t *testing.T) {
 		t.Fatalf("deposed commit: %v, want ErrNotLeader", err)
 	}
 	cur := store.NewEtcd(cli, "/allex")
-	cur.Guard(guard(e2))
+	cur.Guard(nil, guard(e2))
 	snap, err := cur.Load()
 	if err != nil || len(snap.Instances) != 1 || snap.Instances[0].Need.Instance != "a" {
 		t.Fatalf("after the deposed commit: %d instances (%v)", len(snap.Instances), err)
