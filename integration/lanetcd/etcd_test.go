@@ -24,23 +24,34 @@ const token = "etcd-test-token"
 // lm is one allexlanmanager on the shared etcd.
 type lm struct {
 	*e2e.Proc
-	url string
+	url  string
+	dir  string
+	args []string
 }
 
-func startLM(t *testing.T, store, name string) *lm {
+func startLM(t testing.TB, store, name string) *lm {
 	t.Helper()
 	return startLMTTL(t, store, name, 2*time.Second) // the default
 }
 
-func startLMTTL(t *testing.T, store, name string, ttl time.Duration) *lm {
+func startLMTTL(t testing.TB, store, name string, ttl time.Duration) *lm {
 	t.Helper()
 	dir := e2e.ShortDir(t)
 	port := e2e.FreeBlock(t, 1)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p := e2e.Start(t, dir, e2e.Bins.LAN, "-addr", addr, "-data", filepath.Join(dir, name), "-token", token,
-		"-store", store, "-leader-ttl", ttl.String(), "-log-level", "debug")
-	p.WaitOutput("standing by for the leadership", 30*time.Second)
-	return &lm{Proc: p, url: "http://" + addr}
+	args := []string{"-addr", addr, "-data", filepath.Join(dir, name), "-token", token,
+		"-store", store, "-leader-ttl", ttl.String(), "-log-level", "debug"}
+	l := &lm{url: "http://" + addr, dir: dir, args: args}
+	l.start(t)
+	return l
+}
+
+// start runs the LAN manager (again, on the same address) and waits
+// until it stands by.
+func (l *lm) start(t testing.TB) {
+	t.Helper()
+	l.Proc = e2e.Start(t, l.dir, e2e.Bins.LAN, l.args...)
+	l.WaitOutput("standing by for the leadership", 30*time.Second)
 }
 
 func (l *lm) client() *adminclient.Client { return adminclient.New(l.url, token) }
@@ -235,7 +246,7 @@ func TestMasterFollowsTheLeader(t *testing.T) {
 
 // startMaster starts an allexmaster linked to the LAN managers ls, in
 // that order, with the demo module.
-func startMaster(t *testing.T, ls ...*lm) *e2e.Proc {
+func startMaster(t testing.TB, ls ...*lm) *e2e.Proc {
 	t.Helper()
 	var addrs []string
 	for _, l := range ls {
