@@ -30,6 +30,8 @@ var (
 type HTTPError struct {
 	Status  int
 	Message string
+	// leader is the leader a standby named.
+	leader string
 }
 
 func (e *HTTPError) Error() string {
@@ -64,12 +66,27 @@ func New(baseURL, token string) *Client {
 	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, HTTP: &http.Client{}}
 }
 
+// LeaderHeader names, on a standby's 503, the LAN manager that leads
+// (LAN managers sharing etcd).
+const LeaderHeader = "X-Allex-Leader"
+
+// do sends one request; a standby's 503 naming the leader is followed
+// once, to the leader.
 func (c *Client) do(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	resp, err := c.send(ctx, c.base, method, path, body)
+	var he *HTTPError
+	if errors.As(err, &he) && he.leader != "" && he.leader != c.base {
+		return c.send(ctx, he.leader, method, path, body)
+	}
+	return resp, err
+}
+
+func (c *Client) send(ctx context.Context, base, method, path string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("LAN manager %s %s: %w", method, path, err)
 	}
@@ -89,9 +106,22 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (*htt
 		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
 			msg = eb.Error
 		}
-		return nil, &HTTPError{Status: resp.StatusCode, Message: msg}
+		he := &HTTPError{Status: resp.StatusCode, Message: msg}
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			he.leader = leaderURL(resp.Header.Get(LeaderHeader))
+		}
+		return nil, he
 	}
 	return resp, nil
+}
+
+// leaderURL returns h if it is a plain http(s)://host:port, else "".
+func leaderURL(h string) string {
+	u, err := url.Parse(h)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, v any) error {

@@ -3,6 +3,8 @@ package adminclient_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -129,5 +131,36 @@ func TestWatchEndsWithServer(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFollowsTheLeader: a standby's 503 naming the leader is followed
+// once, with the request's body; a 503 naming no usable leader, or a
+// chain of standbys, is an error.
+func TestFollowsTheLeader(t *testing.T) {
+	leader := startServer(t)
+	standby := func(names string) string {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set(adminclient.LeaderHeader, names)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"standby LAN manager"}`))
+		}))
+		t.Cleanup(s.Close)
+		return s.URL
+	}
+	ctx := context.Background()
+	c := adminclient.New(standby(leader), "tok")
+	if err := c.AddNeed(ctx, lanwire.Need{Instance: "a", Module: "web", Protocols: []string{"tcp"}}); err != nil {
+		t.Fatalf("through a standby: %v", err)
+	}
+	if ns, err := adminclient.New(leader, "tok").Needs(ctx); err != nil || len(ns) != 1 {
+		t.Fatalf("the leader has %d needs (%v), want the one added through the standby", len(ns), err)
+	}
+	for _, bad := range []string{"", "ftp://x:1", leader + "/path", standby(standby(leader))} {
+		_, err := adminclient.New(standby(bad), "tok").Needs(ctx)
+		var he *adminclient.HTTPError
+		if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable {
+			t.Errorf("standby naming %q: %v, want the 503", bad, err)
+		}
 	}
 }
