@@ -248,17 +248,23 @@ func TestMasterFollowsTheLeader(t *testing.T) {
 // that order, with the demo module.
 func startMaster(t testing.TB, ls ...*lm) *e2e.Proc {
 	t.Helper()
+	return startMasterAs(t, "m1", ls...)
+}
+
+// startMasterAs is startMaster with machine id id.
+func startMasterAs(t testing.TB, id string, ls ...*lm) *e2e.Proc {
+	t.Helper()
 	var addrs []string
 	for _, l := range ls {
 		addrs = append(addrs, strings.TrimPrefix(l.url, "http://"))
 	}
 	dir := e2e.ShortDir(t)
-	const size = 20
+	const size = 100
 	base := e2e.FreeBlock(t, 3*size)
 	e2e.WriteFile(t, dir, "allexmasterconfig.json", fmt.Sprintf(
-		`{"lanmanageraddress":%q,"token":%q,"machineid":"m1","address":"127.0.0.1",`+
+		`{"lanmanageraddress":%q,"token":%q,"machineid":%q,"address":"127.0.0.1",`+
 			`"portrangestart":{"tcp":%d,"http":%d,"ws":%d},"portrangesize":%d,"socket":%q,"statedir":%q,"modules":{%s}}`,
-		strings.Join(addrs, ","), token, base, base+size, base+2*size, size,
+		strings.Join(addrs, ","), token, id, base, base+size, base+2*size, size,
 		filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
 	m := e2e.Start(t, dir, e2e.Bins.Master, "-log-level", "debug")
 	m.WaitOutput("allexmaster running", 30*time.Second)
