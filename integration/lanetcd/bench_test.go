@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/allex-go/allex/internal/e2e"
-	"github.com/allex-go/allex/internal/etcdtest"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -22,8 +21,7 @@ import (
 //
 //	go test ./integration/lanetcd -run NONE -bench Failover -benchtime 10x
 func BenchmarkFailover(b *testing.B) {
-	members := etcdtest.Cluster(b, 3)
-	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/bench"
+	store, _ := etcdLAN(b, "/bench")
 	lms := []*lm{startLM(b, store, "a"), startLM(b, store, "b")}
 	lms[0].WaitOutput("elected: leading the LAN", 30*time.Second)
 	leader := 0

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/allex-go/allex/internal/etcdtest"
 	"github.com/allex-go/allex/internal/procfs"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -98,8 +97,7 @@ func (d *doubles) result() (doubled []string, seen, scans int) {
 // two live processes, no acknowledged need is lost, and the children
 // that ran before the kills keep their pids.
 func TestLeaderKillsDuringChurn(t *testing.T) {
-	members := etcdtest.Cluster(t, 3)
-	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/churn"
+	store, _ := etcdLAN(t, "/churn")
 	lms := []*lm{startLM(t, store, "a"), startLM(t, store, "b")}
 	lms[0].WaitOutput("elected: leading the LAN", 30*time.Second)
 	startMasterAs(t, "m1", lms...)

@@ -105,11 +105,8 @@ func addNeeds(t *testing.T, l *lm, prefix string, n int) {
 // the leader's lease, with every acknowledged need, and one etcd member
 // down changes nothing.
 func TestLeaderKilled(t *testing.T) {
-	members := etcdtest.Cluster(t, 3)
-	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan1"
-	a := startLM(t, store, "a")
-	a.WaitOutput("elected: leading the LAN", 30*time.Second)
-	b := startLM(t, store, "b")
+	store, members := etcdLAN(t, "/lan1")
+	a, b := pair(t, store)
 	b.standby(t, a.url)
 	addNeeds(t, a, "n", 150) // more than one etcd transaction
 	members[0].Kill()
@@ -136,11 +133,8 @@ func TestLeaderKilled(t *testing.T) {
 // is replaced; when it runs again it writes nothing and stops, and the
 // new leader's state is what it committed.
 func TestPausedLeaderCannotWrite(t *testing.T) {
-	members := etcdtest.Cluster(t, 3)
-	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan2"
-	a := startLM(t, store, "a")
-	a.WaitOutput("elected: leading the LAN", 30*time.Second)
-	b := startLM(t, store, "b")
+	store, _ := etcdLAN(t, "/lan2")
+	a, b := pair(t, store)
 	addNeeds(t, a, "n", 3)
 	// A request to the paused leader is taken in before the pause and
 	// waits in its socket.
@@ -170,6 +164,22 @@ func TestPausedLeaderCannotWrite(t *testing.T) {
 	}
 }
 
+// etcdLAN starts three etcd members and returns the -store value of a
+// LAN under prefix on them.
+func etcdLAN(t testing.TB, prefix string) (store string, members []*etcdtest.Member) {
+	t.Helper()
+	members = etcdtest.Cluster(t, 3)
+	return "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + prefix, members
+}
+
+// pair starts a LAN manager that leads and one that stands by.
+func pair(t testing.TB, store string) (leader, standby *lm) {
+	t.Helper()
+	leader = startLM(t, store, "a")
+	leader.WaitOutput("elected: leading the LAN", 30*time.Second)
+	return leader, startLM(t, store, "b")
+}
+
 func trimScheme(urls []string) []string {
 	var out []string
 	for _, u := range urls {
@@ -183,11 +193,8 @@ func trimScheme(urls []string) []string {
 // links to the new one, which takes its services over as they are: every
 // child keeps its pid and every service stays published.
 func TestMasterFollowsTheLeader(t *testing.T) {
-	members := etcdtest.Cluster(t, 3)
-	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan3"
-	a := startLM(t, store, "a")
-	a.WaitOutput("elected: leading the LAN", 30*time.Second)
-	b := startLM(t, store, "b")
+	store, _ := etcdLAN(t, "/lan3")
+	a, b := pair(t, store)
 	m := startMaster(t, b, a)
 	var needs []lanwire.Need
 	for k := range 4 {
@@ -299,8 +306,7 @@ func published(t *testing.T, l *lm, want int) map[string]int {
 // fences, every child keeps running, and the LAN places needs again
 // once etcd is back.
 func TestEtcdOutage(t *testing.T) {
-	members := etcdtest.Cluster(t, 3)
-	store := "etcd://" + strings.Join(trimScheme(etcdtest.Endpoints(members)), ",") + "/lan4"
+	store, members := etcdLAN(t, "/lan4")
 	a := startLMTTL(t, store, "a", 15*time.Second)
 	a.WaitOutput("elected: leading the LAN", 30*time.Second)
 	m := startMaster(t, a)
