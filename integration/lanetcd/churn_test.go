@@ -103,7 +103,7 @@ func TestLeaderKillsDuringChurn(t *testing.T) {
 	startMasterAs(t, "m1", lms...)
 	startMasterAs(t, "m2", lms[1], lms[0])
 	check := watchDoubles("c")
-	addNeedsOf(t, lms[0], "demo", "c-base", 4)
+	addNeeds(t, lms[0], "demo", "c-base", 4, time.Minute)
 	before := published(t, lms[0], 4)
 
 	var acked []string

@@ -88,13 +88,15 @@ func (l *lm) standby(t *testing.T, leader string) {
 	}
 }
 
-func addNeeds(t *testing.T, l *lm, prefix string, n int) {
+// addNeeds adds n needs of module named prefix000, prefix001, … through
+// l, waiting at most within for their commit.
+func addNeeds(t *testing.T, l *lm, module, prefix string, n int, within time.Duration) {
 	t.Helper()
 	var needs []lanwire.Need
 	for k := range n {
-		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("%s%03d", prefix, k), Module: "web", Protocols: []string{"tcp"}})
+		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("%s%03d", prefix, k), Module: module})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	if err := l.client().AddNeeds(ctx, needs); err != nil {
 		t.Fatal(err)
@@ -108,9 +110,9 @@ func TestLeaderKilled(t *testing.T) {
 	store, members := etcdLAN(t, "/lan1")
 	a, b := pair(t, store)
 	b.standby(t, a.url)
-	addNeeds(t, a, "n", 150) // more than one etcd transaction
+	addNeeds(t, a, "web", "n", 150, 10*time.Second) // more than one etcd transaction
 	members[0].Kill()
-	addNeeds(t, a, "m", 5)
+	addNeeds(t, a, "web", "m", 5, 10*time.Second)
 	killed := time.Now()
 	if err := a.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -135,7 +137,7 @@ func TestLeaderKilled(t *testing.T) {
 func TestPausedLeaderCannotWrite(t *testing.T) {
 	store, _ := etcdLAN(t, "/lan2")
 	a, b := pair(t, store)
-	addNeeds(t, a, "n", 3)
+	addNeeds(t, a, "web", "n", 3, 10*time.Second)
 	// A request to the paused leader is taken in before the pause and
 	// waits in its socket.
 	if err := a.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -148,7 +150,7 @@ func TestPausedLeaderCannotWrite(t *testing.T) {
 		late <- a.client().AddNeed(ctx, lanwire.Need{Instance: "late", Module: "web", Protocols: []string{"tcp"}})
 	}()
 	b.WaitOutput("elected: leading the LAN", 30*time.Second)
-	addNeeds(t, b, "b", 2)
+	addNeeds(t, b, "web", "b", 2, 10*time.Second)
 	if err := a.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -196,37 +198,16 @@ func TestMasterFollowsTheLeader(t *testing.T) {
 	store, _ := etcdLAN(t, "/lan3")
 	a, b := pair(t, store)
 	m := startMaster(t, b, a)
-	var needs []lanwire.Need
-	for k := range 4 {
-		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("d%d", k), Module: "demo"})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := a.client().AddNeeds(ctx, needs); err != nil {
-		t.Fatal(err)
-	}
-	pids := func(l *lm) (map[string]int, error) {
-		svcs, err := l.client().Services(ctx, "", "")
-		if err != nil {
-			return nil, err
-		}
-		out := map[string]int{}
-		for _, s := range svcs {
-			out[s.Instance] = s.PID
-		}
-		if len(out) != 4 {
-			return out, fmt.Errorf("%d services published", len(out))
-		}
-		return out, nil
-	}
-	var before map[string]int
-	e2e.Eventually(t, 30*time.Second, func() (err error) { before, err = pids(a); return err })
+	addNeeds(t, a, "demo", "d", 4, time.Minute)
+	before := published(t, a, 4)
 	if err := a.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
 	b.WaitOutput("elected: leading the LAN", 30*time.Second)
 	e2e.Eventually(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		ms, err := b.client().Machines(ctx)
 		if err != nil {
 			return err
@@ -234,7 +215,7 @@ func TestMasterFollowsTheLeader(t *testing.T) {
 		if len(ms) != 1 || !ms[0].Connected || ms[0].Copies != 4 {
 			return fmt.Errorf("machines on the new leader: %+v", ms)
 		}
-		after, err := pids(b)
+		after, err := servicePIDs(b, 4)
 		if err != nil {
 			return err
 		}
@@ -282,23 +263,30 @@ func startMasterAs(t testing.TB, id string, ls ...*lm) *e2e.Proc {
 func published(t *testing.T, l *lm, want int) map[string]int {
 	t.Helper()
 	var out map[string]int
-	e2e.Eventually(t, 30*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		svcs, err := l.client().Services(ctx, "", "")
-		if err != nil {
-			return err
-		}
-		out = map[string]int{}
-		for _, s := range svcs {
-			out[s.Instance] = s.PID
-		}
-		if len(out) != want {
-			return fmt.Errorf("%d services published, want %d", len(out), want)
-		}
-		return nil
+	e2e.Eventually(t, 30*time.Second, func() (err error) {
+		out, err = servicePIDs(l, want)
+		return err
 	})
 	return out
+}
+
+// servicePIDs returns the pids of the services l lists, by instance, or
+// an error unless it lists want.
+func servicePIDs(l *lm, want int) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	svcs, err := l.client().Services(ctx, "", "")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, s := range svcs {
+		out[s.Instance] = s.PID
+	}
+	if len(out) != want {
+		return out, fmt.Errorf("%d services published, want %d", len(out), want)
+	}
+	return out, nil
 }
 
 // TestEtcdOutage: all of etcd is down for 10 s under a leader whose
@@ -310,7 +298,7 @@ func TestEtcdOutage(t *testing.T) {
 	a := startLMTTL(t, store, "a", 15*time.Second)
 	a.WaitOutput("elected: leading the LAN", 30*time.Second)
 	m := startMaster(t, a)
-	addNeedsOf(t, a, "demo", "d", 2)
+	addNeeds(t, a, "demo", "d", 2, time.Minute)
 	before := published(t, a, 2)
 	for _, mb := range members {
 		mb.Kill()
@@ -319,7 +307,7 @@ func TestEtcdOutage(t *testing.T) {
 	for _, mb := range members {
 		mb.Restart()
 	}
-	addNeedsOf(t, a, "demo", "e", 1)
+	addNeeds(t, a, "demo", "e", 1, time.Minute)
 	after := published(t, a, 3)
 	for inst, pid := range before {
 		if after[inst] != pid {
@@ -330,18 +318,5 @@ func TestEtcdOutage(t *testing.T) {
 		if strings.Contains(out, "LAN lease running out") || strings.Contains(out, "lost the leadership") {
 			t.Fatalf("fenced or deposed during the outage:\n%s", out)
 		}
-	}
-}
-
-func addNeedsOf(t *testing.T, l *lm, module, prefix string, n int) {
-	t.Helper()
-	var needs []lanwire.Need
-	for k := range n {
-		needs = append(needs, lanwire.Need{Instance: fmt.Sprintf("%s%d", prefix, k), Module: module})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := l.client().AddNeeds(ctx, needs); err != nil {
-		t.Fatal(err)
 	}
 }
