@@ -172,35 +172,36 @@ func (e *Etcd) txn(ops []clientv3.Op) error {
 
 // ops lists a batch's writes in the order Commit makes them.
 func (e *Etcd) ops(b Batch) ([]clientv3.Op, error) {
-	var ops, gone []clientv3.Op
+	var ops []clientv3.Op
 	if b.Epoch != 0 {
 		ops = append(ops, clientv3.OpPut(e.key("epoch"), strconv.FormatUint(b.Epoch, 10)))
 	}
-	for _, id := range slices.Sorted(maps.Keys(b.Machines)) {
-		m := b.Machines[id]
-		if m == nil {
-			gone = append(gone, clientv3.OpDelete(e.key("machines", id)))
+	ops, gone, err := writes(e, ops, nil, "machines", b.Machines)
+	if err != nil {
+		return nil, err
+	}
+	ops, deleted, err := writes(e, ops, nil, "instances", b.Instances)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(ops, deleted...), gone...), nil
+}
+
+// writes appends to puts the records of m under kind, in key order, and
+// to dels the deletions of its nil ones.
+func writes[V any](e *Etcd, puts, dels []clientv3.Op, kind string, m map[string]*V) (_, _ []clientv3.Op, err error) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if m[k] == nil {
+			dels = append(dels, clientv3.OpDelete(e.key(kind, k)))
 			continue
 		}
-		v, err := json.Marshal(m)
+		v, err := json.Marshal(m[k])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		ops = append(ops, clientv3.OpPut(e.key("machines", id), string(v)))
+		puts = append(puts, clientv3.OpPut(e.key(kind, k), string(v)))
 	}
-	for _, name := range slices.Sorted(maps.Keys(b.Instances)) {
-		in := b.Instances[name]
-		if in == nil {
-			ops = append(ops, clientv3.OpDelete(e.key("instances", name)))
-			continue
-		}
-		v, err := json.Marshal(in)
-		if err != nil {
-			return nil, err
-		}
-		ops = append(ops, clientv3.OpPut(e.key("instances", name), string(v)))
-	}
-	return append(ops, gone...), nil
+	return puts, dels, nil
 }
 
 // Close implements Store; the client is the caller's.
