@@ -97,14 +97,7 @@ func (x *h) frame(sid SessionID, typ string, p any) Effects {
 
 func (x *h) add(names ...string) {
 	x.t.Helper()
-	var needs []lanwire.Need
-	for _, n := range names {
-		needs = append(needs, lanwire.Need{Instance: n, Module: "web", Protocols: []string{"tcp"}})
-	}
-	if err := x.st.AddNeeds(x.now, needs, "api"); err != nil {
-		x.t.Fatal(err)
-	}
-	x.step()
+	x.addStep(names...)
 }
 
 // grant claims inst on sid and returns the grant's epoch.
