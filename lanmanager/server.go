@@ -36,6 +36,10 @@ const (
 type Config struct {
 	// Addr to listen on; default DefaultAddr. "127.0.0.1:0" picks a port.
 	Addr string
+	// Listener, when set, is served instead of listening on Addr; Run
+	// closes it. A standby hands its listener over this way, so no
+	// connection is refused while it becomes the leader.
+	Listener net.Listener
 	// Token every master and admin client must present. Required.
 	Token string
 	// DataDir holds the bbolt database; used when Store is nil.
@@ -226,9 +230,12 @@ func (s *Server) Listen() error {
 	if s.ln != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("lanmanager: listen: %w", err)
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("lanmanager: listen: %w", err)
+		}
 	}
 	s.ln = ln
 	close(s.ready)
@@ -265,6 +272,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	defer cancel()
 	lp, err := s.newLoop(time.Now())
 	if err != nil {
+		_ = s.ln.Close()
 		close(s.stopped)
 		return err
 	}

@@ -68,8 +68,9 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 	}
 	log.Info("standing by for the leadership", "etcd", es.endpoints, "prefix", es.prefix, "advertise", advertise)
 	lead, err := leadership.Campaign(ctx, cli, es.prefix, advertise, ttl)
-	stopStandby()
+	ln := stopStandby()
 	if err != nil {
+		_ = ln.Close()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -78,9 +79,10 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 	log.Info("elected: leading the LAN")
 	st := store.NewEtcd(cli, es.prefix)
 	st.Guard(lead.Valid, lead.Guard())
-	cfg.Store, cfg.Leading = st, lead.Valid
+	cfg.Store, cfg.Leading, cfg.Listener = st, lead.Valid, ln
 	srv, err := lanmanager.New(cfg)
 	if err != nil {
+		_ = ln.Close()
 		_ = lead.Resign(context.Background())
 		return err
 	}
@@ -111,12 +113,13 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 
 // serveStandby answers on addr while this LAN manager is not the leader:
 // /healthz says so, everything else is 503 naming the leader, so masters
-// and allexctl move on to it.
-func serveStandby(addr string, cli *clientv3.Client, prefix string) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
+// and allexctl move on to it. stop returns the listener, still bound.
+func serveStandby(addr string, cli *clientv3.Client, prefix string) (stop func() net.Listener, err error) {
+	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
+	ln := &handoff{TCPListener: tl.(*net.TCPListener)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("standby\n"))
@@ -135,10 +138,13 @@ func serveStandby(addr string, cli *clientv3.Client, prefix string) (stop func()
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "leader": leader})
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	return func() {
+	served := make(chan struct{})
+	go func() { _ = hs.Serve(ln); close(served) }()
+	return func() net.Listener {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(ctx)
+		<-served
+		return ln.Take()
 	}, nil
 }
