@@ -2,6 +2,7 @@ package lanstate
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -438,5 +439,26 @@ func TestNeedsFilesMerge(t *testing.T) {
 	want := "api1:web:api change:db:file:a.json keep:web:file:a.json new:web:file:a.json"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("needs = %v, want %s", got, want)
+	}
+}
+
+// TestLinkedInTheBatch: a master's link beginning and ending reaches the
+// store in the batch (etcd keeps the machine's session alive meanwhile);
+// a session replaced by a new one of the same machine leaves it linked.
+func TestLinkedInTheBatch(t *testing.T) {
+	x := newH(t)
+	if fx := x.hello("s1", "m1", idA); !reflect.DeepEqual(fx.Store.Linked, map[string]bool{"m1": true}) {
+		t.Fatalf("after hello: %v", fx.Store.Linked)
+	}
+	if fx := x.hello("s2", "m1", idA); !fx.Store.Linked["m1"] {
+		t.Fatalf("after a second hello: %v", fx.Store.Linked)
+	}
+	x.st.Ended(x.now, "s1", EndLease, x.now, x.now) // the replaced one: no change
+	if fx := x.step(); fx.Store.Linked != nil {
+		t.Fatalf("after the replaced session ended: %v", fx.Store.Linked)
+	}
+	x.st.Ended(x.now, "s2", EndLease, x.now, x.now)
+	if fx := x.step(); !reflect.DeepEqual(fx.Store.Linked, map[string]bool{"m1": false}) {
+		t.Fatalf("after the link ended: %v", fx.Store.Linked)
 	}
 }

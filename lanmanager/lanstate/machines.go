@@ -36,6 +36,7 @@ func (s *State) Hello(now time.Time, sid SessionID, h *lanwire.Hello) {
 		sess.modules[mod] = true
 	}
 	s.sessions[sid] = sess
+	s.link(m.id, true)
 	m.sess, m.identity, m.address, m.capacity, m.lastSeen, m.endsAt = sess, h.Identity, h.Address, h.Capacity, now, time.Time{}
 	if want := (store.Machine{ID: m.id, Identity: m.identity, Address: m.address}); m.stored != want {
 		m.stored = want
@@ -178,6 +179,7 @@ func (s *State) Ended(now time.Time, sid SessionID, how End, lastHeard, at time.
 		return
 	}
 	m.sess, m.lastSeen = nil, lastHeard
+	s.link(m.id, false)
 	s.offers = true
 	for _, i := range m.copies {
 		s.settled(i)

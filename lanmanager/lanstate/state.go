@@ -163,6 +163,7 @@ type State struct {
 	fx         Effects
 	dirty      map[string]bool // instances to store (deleted when gone)
 	dirtyMach  map[string]bool
+	linked     map[string]bool // Batch.Linked
 	epochDirty bool
 	offers     bool // needs lists or placements may have changed
 
@@ -386,7 +387,18 @@ func (s *State) TakeEffects(now time.Time) Effects {
 		fx.Store.Epoch = s.epoch
 		s.epochDirty = false
 	}
+	if len(s.linked) > 0 {
+		fx.Store.Linked, s.linked = s.linked, nil
+	}
 	return fx
+}
+
+// link records that machine id's link began or ended (Batch.Linked).
+func (s *State) link(id string, up bool) {
+	if s.linked == nil {
+		s.linked = map[string]bool{}
+	}
+	s.linked[id] = up
 }
 
 // Next returns when Tick next has something to do; ok is false when no

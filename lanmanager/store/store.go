@@ -93,10 +93,17 @@ type Batch struct {
 	Instances map[string]*Instance
 	Machines  map[string]*Machine
 	Epoch     uint64 // 0: unchanged
+	// Linked holds the machines whose link to this LAN manager began
+	// (true) or ended (false) since the last batch. A store that ties
+	// services to their machine's liveness (Etcd) keeps a machine's
+	// session alive while it is linked; the others ignore it.
+	Linked map[string]bool
 }
 
 // Empty says whether the batch changes nothing.
-func (b Batch) Empty() bool { return len(b.Instances) == 0 && len(b.Machines) == 0 && b.Epoch == 0 }
+func (b Batch) Empty() bool {
+	return len(b.Instances) == 0 && len(b.Machines) == 0 && b.Epoch == 0 && len(b.Linked) == 0
+}
 
 // Store is the LAN manager's persistence.
 type Store interface {
