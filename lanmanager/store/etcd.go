@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -17,7 +18,8 @@ import (
 // Etcd is the Store of LAN managers that share their state through etcd.
 // Keys live under a prefix: <prefix>/instances/<name>,
 // <prefix>/machines/<id> and <prefix>/epoch, with the same JSON records
-// as Bolt's.
+// as Bolt's, and the machine sessions and services under their leases
+// (etcdsessions.go).
 //
 // A Batch may hold more records than etcd allows in one transaction
 // (--max-txn-ops, 128 by default), so Commit writes it in transactions of
@@ -38,6 +40,18 @@ type Etcd struct {
 	retry func() bool
 	// Timeout bounds one request to etcd.
 	Timeout time.Duration
+	// SessionTTL is a machine session's lease (default 10s): how long
+	// its services stay listed once no LAN manager hears it.
+	SessionTTL time.Duration
+
+	ctx    context.Context // ends the keepalives on Close
+	cancel context.CancelFunc
+	// mu makes a commit and a session's renewal one at a time, so that
+	// services, the view of the service keys held, is theirs alone.
+	mu       sync.Mutex
+	sessions map[string]*session
+	services map[string]servicePut
+	stale    []string // service keys of no copy, deleted by the next commit
 }
 
 // txnOps is the most operations Commit puts in one transaction.
@@ -48,7 +62,11 @@ var ErrNotLeader = errors.New("no longer the leader: another LAN manager leads")
 
 // NewEtcd returns a Store on cli under prefix (e.g. "/allex").
 func NewEtcd(cli *clientv3.Client, prefix string) *Etcd {
-	return &Etcd{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), Timeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Etcd{
+		cli: cli, prefix: strings.TrimSuffix(prefix, "/"), Timeout: 10 * time.Second, SessionTTL: 10 * time.Second,
+		ctx: ctx, cancel: cancel, sessions: map[string]*session{}, services: map[string]servicePut{},
+	}
 }
 
 // Guard makes every later Commit conditional on cmps (the leader's
@@ -67,8 +85,13 @@ func (e *Etcd) key(parts ...string) string {
 
 // Load implements Store.
 func (e *Etcd) Load() (Snapshot, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.sessions)
+	clear(e.services)
+	e.stale = nil
 	var s Snapshot
-	err := e.each(e.key("instances")+"/", func(k, v []byte) error {
+	err := e.each(e.key("instances")+"/", func(k, v []byte, _ int64) error {
 		var in Instance
 		if err := json.Unmarshal(v, &in); err != nil {
 			return fmt.Errorf("instance %q: %w", k, err)
@@ -77,7 +100,7 @@ func (e *Etcd) Load() (Snapshot, error) {
 		return nil
 	})
 	if err == nil {
-		err = e.each(e.key("machines")+"/", func(k, v []byte) error {
+		err = e.each(e.key("machines")+"/", func(k, v []byte, _ int64) error {
 			var m Machine
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("machine %q: %w", k, err)
@@ -89,6 +112,9 @@ func (e *Etcd) Load() (Snapshot, error) {
 	if err == nil {
 		s.Epoch, err = e.epoch()
 	}
+	if err == nil {
+		err = e.loadServices(&s)
+	}
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("store load: %w", err)
 	}
@@ -96,8 +122,9 @@ func (e *Etcd) Load() (Snapshot, error) {
 	return s, nil
 }
 
-// each calls f for every key under prefix, a page at a time.
-func (e *Etcd) each(prefix string, f func(k, v []byte) error) error {
+// each calls f for every key under prefix, with its value and lease, a
+// page at a time.
+func (e *Etcd) each(prefix string, f func(k, v []byte, lease int64) error) error {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
 	for {
@@ -108,7 +135,7 @@ func (e *Etcd) each(prefix string, f func(k, v []byte) error) error {
 			return err
 		}
 		for _, kv := range resp.Kvs {
-			if err := f(kv.Key, kv.Value); err != nil {
+			if err := f(kv.Key, kv.Value, kv.Lease); err != nil {
 				return err
 			}
 		}
@@ -136,66 +163,117 @@ func (e *Etcd) epoch() (uint64, error) {
 // Commit implements Store, in guarded transactions of at most txnOps
 // operations (see Etcd).
 func (e *Etcd) Commit(b Batch) error {
-	ops, err := e.ops(b)
-	if err != nil {
-		return err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	puts := map[string]*servicePut{}
+	ops, err := e.ops(b, puts)
+	if err == nil {
+		err = e.txns(ops)
 	}
+	if err != nil {
+		return fmt.Errorf("store commit: %w", err)
+	}
+	e.committed(b, puts)
+	return nil
+}
+
+// txns runs ops in guarded transactions of at most txnOps operations.
+func (e *Etcd) txns(ops []clientv3.Op) error {
 	for chunk := range slices.Chunk(ops, txnOps) {
-		if err := e.txn(chunk); err != nil {
-			return fmt.Errorf("store commit: %w", err)
+		err := e.try(func(ctx context.Context) error {
+			resp, err := e.cli.Txn(ctx).If(e.guard...).Then(chunk...).Commit()
+			if err == nil && !resp.Succeeded {
+				return errNoRetry{ErrNotLeader}
+			}
+			return err
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// txn runs one guarded transaction, again while e.retry allows.
-func (e *Etcd) txn(ops []clientv3.Op) error {
+// errNoRetry is an error try returns at once.
+type errNoRetry struct{ error }
+
+// try runs f, again while e.retry allows (etcd may be down for a while),
+// and returns its last error.
+func (e *Etcd) try(f func(context.Context) error) error {
 	for {
 		timeout := e.Timeout
 		if e.retry != nil {
 			timeout = min(timeout, time.Second)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		resp, err := e.cli.Txn(ctx).If(e.guard...).Then(ops...).Commit()
+		ctx, cancel := context.WithTimeout(e.ctx, timeout)
+		err := f(ctx)
 		cancel()
+		var final errNoRetry
 		switch {
-		case err == nil && !resp.Succeeded:
-			return ErrNotLeader
 		case err == nil:
 			return nil
-		case e.retry == nil || !e.retry():
+		case errors.As(err, &final):
+			return final.error
+		case e.retry == nil || !e.retry() || e.ctx.Err() != nil:
 			return err
 		}
 		time.Sleep(retryEvery)
 	}
 }
 
-// ops lists a batch's writes in the order Commit makes them.
-func (e *Etcd) ops(b Batch) ([]clientv3.Op, error) {
+// ops lists a batch's writes in the order Commit makes them, and records
+// its service keys in puts.
+func (e *Etcd) ops(b Batch, puts map[string]*servicePut) ([]clientv3.Op, error) {
 	var ops []clientv3.Op
 	if b.Epoch != 0 {
 		ops = append(ops, clientv3.OpPut(e.key("epoch"), strconv.FormatUint(b.Epoch, 10)))
 	}
-	ops, gone, err := writes(e, ops, nil, "machines", b.Machines)
+	ops, gone, err := writes(e, ops, nil, "machines", b.Machines, identity)
 	if err != nil {
 		return nil, err
 	}
-	ops, deleted, err := writes(e, ops, nil, "instances", b.Instances)
+	for _, id := range sortedKeys(b.Linked) {
+		if b.Linked[id] {
+			if _, ops, err = e.leaseFor(id, ops); err != nil {
+				return nil, err
+			}
+		}
+	}
+	ops, deleted, err := writes(e, ops, nil, "instances", b.Instances, withoutService)
+	if err != nil {
+		return nil, err
+	}
+	ops, deleted, err = e.serviceOps(b, ops, deleted, puts)
 	if err != nil {
 		return nil, err
 	}
 	return append(append(ops, deleted...), gone...), nil
 }
 
-// writes appends to puts the records of m under kind, in key order, and
-// to dels the deletions of its nil ones.
-func writes[V any](e *Etcd, puts, dels []clientv3.Op, kind string, m map[string]*V) (_, _ []clientv3.Op, err error) {
-	for _, k := range slices.Sorted(maps.Keys(m)) {
+func identity[V any](v *V) *V { return v }
+
+// withoutService is an instance record as etcd keeps it: the service is
+// a key of its own, under its machine's lease.
+func withoutService(in *Instance) *Instance {
+	if in.Copy == nil || in.Copy.Service == nil {
+		return in
+	}
+	c := *in.Copy
+	c.Service = nil
+	out := *in
+	out.Copy = &c
+	return &out
+}
+
+// writes appends to puts the records of m under kind, in key order, as
+// view shows them, and to dels the deletions of its nil ones.
+func writes[V any](e *Etcd, puts, dels []clientv3.Op, kind string, m map[string]*V, view func(*V) *V) (_, _ []clientv3.Op, err error) {
+	for _, k := range sortedKeys(m) {
 		if m[k] == nil {
 			dels = append(dels, clientv3.OpDelete(e.key(kind, k)))
 			continue
 		}
-		v, err := json.Marshal(m[k])
+		v, err := json.Marshal(view(m[k]))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -204,5 +282,12 @@ func writes[V any](e *Etcd, puts, dels []clientv3.Op, kind string, m map[string]
 	return puts, dels, nil
 }
 
-// Close implements Store; the client is the caller's.
-func (e *Etcd) Close() error { return nil }
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// Close implements Store: it stops renewing the machine sessions (their
+// leases run out unless the next leader renews them). The client is the
+// caller's.
+func (e *Etcd) Close() error {
+	e.cancel()
+	return nil
+}
