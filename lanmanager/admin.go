@@ -225,6 +225,14 @@ func (s *Server) handleAddNeeds(w http.ResponseWriter, body []byte) {
 }
 
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Feed != nil {
+		serveFeed(w, r, s.cfg.Feed)
+		return
+	}
+	if since, err := sinceOf(r); err != nil || since != 0 {
+		writeError(w, http.StatusBadRequest, "?since= needs LAN managers on etcd (-store etcd://...), which keep revisions; watch again without it")
+		return
+	}
 	current, ch, cancel := s.Watch(r.URL.Query().Get("module"))
 	defer cancel()
 	rc := http.NewResponseController(w)
@@ -312,6 +320,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, adminapi.ErrUnauthorized):
 		status = http.StatusUnauthorized
+	case errors.Is(err, adminapi.ErrCompacted):
+		status = http.StatusGone
 	}
 	writeError(w, status, err.Error())
 }

@@ -3,7 +3,6 @@ package lanmanager
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -202,9 +200,7 @@ func (s *Server) writeLoop(sess *session) {
 // guard that the connection is trusted. The scheme's case does not matter
 // and more than one space may follow it (RFC 7235, section 2.1).
 func (s *Server) authorized(r *http.Request) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	tok = strings.TrimLeft(tok, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) != 1 {
+	if !bearerOK(r, s.cfg.Token) {
 		return false
 	}
 	s.authenticated(r)

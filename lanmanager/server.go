@@ -78,6 +78,9 @@ type Config struct {
 	// DeclineHold is how long a need is not placed again on a master that
 	// declined it (0: DefaultDeclineHold).
 	DeclineHold time.Duration
+	// Feed, when set, serves the watch stream (LAN managers on etcd:
+	// the stream is an etcd watch, resumable with ?since=).
+	Feed ServiceFeed
 	// Leading, when set, says whether this LAN manager still surely leads
 	// (package leadership); while it does not, no master's ping is
 	// answered, so no master's lease is renewed by it.

@@ -31,6 +31,9 @@ var (
 	ErrConflict     = errors.New("conflict")
 	ErrUnauthorized = errors.New("unauthorized")
 	ErrInvalid      = errors.New("invalid request")
+	// ErrCompacted: a watch asked to resume from a revision the store
+	// no longer keeps; watch again from the start.
+	ErrCompacted = errors.New("revision compacted")
 )
 
 // NeedStatus is one need and where it stands.
@@ -53,6 +56,11 @@ type NeedStatus struct {
 type ServiceEvent struct {
 	Type    string                `json:"type"`
 	Service lanwire.ServiceRecord `json:"service"`
+	// Revision is the store revision of the event (LAN managers on etcd):
+	// watching again with ?since=<revision> resumes after it. The
+	// current services that open a stream carry the revision they were
+	// read at.
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // MachineInfo describes a master known to the LAN manager: connected, or

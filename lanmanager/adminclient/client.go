@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/allex-go/allex/lanmanager/adminapi"
@@ -24,6 +25,7 @@ var (
 	ErrConflict     = adminapi.ErrConflict
 	ErrUnauthorized = adminapi.ErrUnauthorized
 	ErrInvalid      = adminapi.ErrInvalid
+	ErrCompacted    = adminapi.ErrCompacted
 )
 
 // HTTPError is a non-2xx answer; it unwraps to the error kind of its status.
@@ -49,6 +51,8 @@ func (e *HTTPError) Unwrap() error {
 		return ErrUnauthorized
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		return ErrInvalid
+	case http.StatusGone:
+		return ErrCompacted
 	}
 	return nil
 }
@@ -212,9 +216,24 @@ var ErrStreamEnded = errors.New("watch stream ended by the LAN manager")
 // (ctx.Err()), when fn returns an error (that error), or when the stream
 // ends.
 func (c *Client) Watch(ctx context.Context, module string, fn func(adminapi.ServiceEvent) error) error {
-	path := "/v1/services/watch"
+	return c.WatchSince(ctx, module, 0, fn)
+}
+
+// WatchSince is Watch resumed after revision since (the Revision of the
+// last event seen; 0: from the start, with the current services). Only
+// LAN managers on etcd keep revisions; an older revision than etcd keeps
+// is ErrCompacted.
+func (c *Client) WatchSince(ctx context.Context, module string, since int64, fn func(adminapi.ServiceEvent) error) error {
+	q := url.Values{}
 	if module != "" {
-		path += "?module=" + url.QueryEscape(module)
+		q.Set("module", module)
+	}
+	if since != 0 {
+		q.Set("since", strconv.FormatInt(since, 10))
+	}
+	path := "/v1/services/watch"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	resp, err := c.do(ctx, http.MethodGet, path, nil)
 	if err != nil {
