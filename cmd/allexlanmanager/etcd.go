@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/allex-go/allex/lanmanager"
+	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/leadership"
 	"github.com/allex-go/allex/lanmanager/store"
 )
@@ -62,7 +63,10 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 		return fmt.Errorf("etcd: %w", err)
 	}
 	defer cli.Close()
-	stopStandby, err := serveStandby(cfg.Addr, cli, es.prefix)
+	feed := func(ctx context.Context, module string, since int64, emit func([]adminapi.ServiceEvent) error) error {
+		return store.WatchServices(ctx, cli, es.prefix, module, since, emit)
+	}
+	stopStandby, err := serveStandby(cfg.Addr, cli, es.prefix, advertise, lanmanager.FeedHandler(cfg.Token, feed))
 	if err != nil {
 		return err
 	}
@@ -79,7 +83,10 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 	log.Info("elected: leading the LAN")
 	st := store.NewEtcd(cli, es.prefix)
 	st.Guard(lead.Valid, lead.Guard())
-	cfg.Store, cfg.Leading, cfg.Listener = st, lead.Valid, ln
+	if cfg.Lease > 0 {
+		st.SessionTTL = cfg.Lease
+	}
+	cfg.Store, cfg.Leading, cfg.Listener, cfg.Feed = st, lead.Valid, ln, feed
 	srv, err := lanmanager.New(cfg)
 	if err != nil {
 		_ = ln.Close()
@@ -112,9 +119,11 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 }
 
 // serveStandby answers on addr while this LAN manager is not the leader:
-// /healthz says so, everything else is 503 naming the leader, so masters
-// and allexctl move on to it. stop returns the listener, still bound.
-func serveStandby(addr string, cli *clientv3.Client, prefix string) (stop func() net.Listener, err error) {
+// /healthz says so, the watch stream is served from etcd, other admin
+// calls are forwarded to the leader, and a master's link is answered 503
+// naming the leader, so that the master moves on to it. stop returns the
+// listener, still bound.
+func serveStandby(addr string, cli *clientv3.Client, prefix, self string, watch http.HandlerFunc) (stop func() net.Listener, err error) {
 	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -124,27 +133,43 @@ func serveStandby(addr string, cli *clientv3.Client, prefix string) (stop func()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("standby\n"))
 	})
+	mux.HandleFunc("GET /v1/services/watch", watch)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
 		leader, _ := leadership.Leader(ctx, cli, prefix)
+		cancel()
+		if forwardable(r, leader, self) {
+			forward(w, r, leader)
+			return
+		}
 		msg := "standby LAN manager; no leader yet"
 		if leader != "" {
 			msg = "standby LAN manager; the leader is " + leader
-			w.Header().Set("X-Allex-Leader", leader)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "leader": leader})
+		unavailable(w, leader, msg)
 	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Watch streams end with the standby (their clients resume with
+	// ?since= on the leader), so they do not hold up the handover.
+	base, endStreams := context.WithCancel(context.Background())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
 	served := make(chan struct{})
 	go func() { _ = hs.Serve(ln); close(served) }()
 	return func() net.Listener {
+		endStreams()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(ctx)
 		<-served
 		return ln.Take()
 	}, nil
+}
+
+// unavailable answers 503 naming the leader, in header and body.
+func unavailable(w http.ResponseWriter, leader, msg string) {
+	if leader != "" {
+		w.Header().Set("X-Allex-Leader", leader)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "leader": leader})
 }

@@ -34,13 +34,14 @@ func startLM(t testing.TB, store, name string) *lm {
 	return startLMTTL(t, store, name, 2*time.Second) // the default
 }
 
-func startLMTTL(t testing.TB, store, name string, ttl time.Duration) *lm {
+// startLMTTL starts a LAN manager with leader TTL ttl and the extra flags.
+func startLMTTL(t testing.TB, store, name string, ttl time.Duration, extra ...string) *lm {
 	t.Helper()
 	dir := e2e.ShortDir(t)
 	port := e2e.FreeBlock(t, 1)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{"-addr", addr, "-data", filepath.Join(dir, name), "-token", token,
-		"-store", store, "-leader-ttl", ttl.String(), "-log-level", "debug"}
+	args := append([]string{"-addr", addr, "-data", filepath.Join(dir, name), "-token", token,
+		"-store", store, "-leader-ttl", ttl.String(), "-log-level", "debug"}, extra...)
 	l := &lm{url: "http://" + addr, dir: dir, args: args}
 	l.start(t)
 	return l
@@ -71,10 +72,11 @@ func (l *lm) needs(t *testing.T) []string {
 	return out
 }
 
-// standby checks that l answers as a standby naming leader.
+// standby checks that l answers a master's link as a standby naming
+// leader.
 func (l *lm) standby(t *testing.T, leader string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", l.url+"/v1/needs", nil)
+	req, _ := http.NewRequest("GET", l.url+lanwire.Path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
