@@ -88,15 +88,19 @@ func (g *globals) services(ctx context.Context, args []string) error {
 	fs := g.subFlags("services")
 	module := fs.String("module", "", "only services of this module")
 	watch := fs.Bool("w", false, "watch: print services coming up and going down")
+	since := fs.Int64("since", 0, "watch from after this revision (the last one printed; LAN managers on etcd)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *since < 0 {
+		return fmt.Errorf("-since %d: want a revision, 0 or more", *since)
 	}
 	c, err := g.lanClient()
 	if err != nil {
 		return err
 	}
-	if *watch {
-		return c.Watch(ctx, *module, func(ev adminapi.ServiceEvent) error {
+	if *watch || *since > 0 {
+		return c.WatchSince(ctx, *module, *since, func(ev adminapi.ServiceEvent) error {
 			if fs.NArg() > 0 && ev.Service.Instance != fs.Arg(0) {
 				return nil
 			}
@@ -109,7 +113,11 @@ func (g *globals) services(ctx context.Context, args []string) error {
 				return err
 			}
 			s := ev.Service
-			_, err := fmt.Fprintf(g.stdout, "%s  %-4s %-16s %-10s %s %s %s pid %d\n", time.Now().Format("15:04:05.000"), ev.Type, s.Instance, s.Module, s.MachineID, s.Address, portsOf(s.Ports), s.PID)
+			rev := ""
+			if ev.Revision != 0 {
+				rev = fmt.Sprintf(" rev %d", ev.Revision)
+			}
+			_, err := fmt.Fprintf(g.stdout, "%s  %-4s %-16s %-10s %s %s %s pid %d%s\n", time.Now().Format("15:04:05.000"), ev.Type, s.Instance, s.Module, s.MachineID, s.Address, portsOf(s.Ports), s.PID, rev)
 			return err
 		})
 	}

@@ -197,5 +197,6 @@ func TestUsageErrors(t *testing.T) {
 		c("-token", "t", "needs", "frob"),
 		c("needs", "ls"),
 		c("-lan", "ftp://lan", "needs", "ls"),
+		c("-token", "t", "services", "-since", "-1"),
 	)
 }

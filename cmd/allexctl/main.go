@@ -33,7 +33,7 @@ Machine (over the master's socket):
   events [INSTANCE]            follow lifecycle events
 
 LAN (over the LAN manager's admin API):
-  services [-w] [-module M] [INSTANCE]
+  services [-w] [-since REV] [-module M] [INSTANCE]
   needs ls | needs add [flags] INSTANCE | needs add -f FILE | needs rm INSTANCE
   machines
 
