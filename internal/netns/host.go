@@ -76,6 +76,21 @@ func (h *Host) IsCut() bool {
 	return h.cut
 }
 
+// Block drops everything the host sends to ip, by a blackhole route in
+// its namespace; blocking both ends is a partition between two hosts
+// only, each still on the LAN.
+func (h *Host) Block(ip string) error { return h.route("add", ip) }
+
+// Unblock removes a Block.
+func (h *Host) Unblock(ip string) error { return h.route("del", ip) }
+
+func (h *Host) route(op, to string) error {
+	if err := ip("-n", h.NS, "route", op, "blackhole", to+"/32"); err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	return nil
+}
+
 func (h *Host) setPort(cut bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -171,6 +171,45 @@ func TestCutStallsAndHealRestores(t *testing.T) {
 	}
 }
 
+// TestBlockPartitionsTwoHosts: a and b blocking each other cannot talk,
+// each still talks to c, and they talk again once unblocked.
+func TestBlockPartitionsTwoHosts(t *testing.T) {
+	lan := NewLAN(t, "a", "b", "c")
+	a, b, c := lan.Host("a"), lan.Host("b"), lan.Host("c")
+	toA, toB, toC := echoOn(t, a), echoOn(t, b), echoOn(t, c)
+	for _, x := range [][2]*Host{{a, b}, {b, a}} {
+		if err := x[0].Block(x[1].IP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	try := func(from *Host, to string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn, err := from.DialContext(ctx, "tcp", to)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if try(a, toB) == nil || try(b, toA) == nil {
+		t.Fatal("a and b reached each other while blocked")
+	}
+	if err := exchange(dial(t, a, toC), "a", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := exchange(dial(t, b, toC), "b", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range [][2]*Host{{a, b}, {b, a}} {
+		if err := x[0].Unblock(x[1].IP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := exchange(dial(t, a, toB), "healed", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCleanupLeavesNothing(t *testing.T) {
 	var names []string
 	var cmd *exec.Cmd
