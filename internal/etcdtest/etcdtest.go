@@ -32,22 +32,45 @@ type Member struct {
 	cluster  string
 	logPath  string
 	testingT testing.TB
+	command  func(name string, args ...string) *exec.Cmd
 }
 
-// Cluster starts n members forming one cluster and waits until it
-// answers.
+// Where places one member elsewhere than on loopback: on IP (ports 2379
+// and 2380, which its own network namespace leaves free), run through
+// Command (e.g. netns.Host.Command).
+type Where struct {
+	IP      string
+	Command func(name string, args ...string) *exec.Cmd
+}
+
+// Cluster starts n members on loopback forming one cluster and waits
+// until it answers.
 func Cluster(t testing.TB, n int) []*Member {
+	t.Helper()
+	return ClusterAt(t, make([]Where, n), nil)
+}
+
+// ClusterAt starts a member at each place (loopback for a zero Where)
+// and waits until the cluster answers, dialling it with dial when set.
+func ClusterAt(t testing.TB, at []Where, dial func(ctx context.Context, addr string) (net.Conn, error)) []*Member {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("etcd not installed (apt-get install etcd-server; scripts/test does)")
 	}
 	dir := t.TempDir()
-	ms := make([]*Member, n)
+	ms := make([]*Member, len(at))
 	var initial []string
-	for i := range ms {
-		ms[i] = &Member{Name: fmt.Sprintf("m%d", i), Client: "http://" + freeAddr(t), peer: "http://" + freeAddr(t),
-			dir: filepath.Join(dir, fmt.Sprint(i)), testingT: t}
+	for i, w := range at {
+		client, peer := freeAddr(t), freeAddr(t)
+		if w.IP != "" {
+			client, peer = net.JoinHostPort(w.IP, "2379"), net.JoinHostPort(w.IP, "2380")
+		}
+		ms[i] = &Member{Name: fmt.Sprintf("m%d", i), Client: "http://" + client, peer: "http://" + peer,
+			dir: filepath.Join(dir, fmt.Sprint(i)), testingT: t, command: w.Command}
+		if ms[i].command == nil {
+			ms[i].command = exec.Command
+		}
 		ms[i].logPath = ms[i].dir + ".log"
 		initial = append(initial, ms[i].Name+"="+ms[i].peer)
 	}
@@ -60,7 +83,7 @@ func Cluster(t testing.TB, n int) []*Member {
 			m.Kill()
 		}
 	})
-	cli := Client(t, Endpoints(ms))
+	cli := ClientVia(t, Endpoints(ms), dial)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
@@ -80,7 +103,7 @@ func (m *Member) start(t testing.TB, bin, state string) {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	m.cmd = exec.Command(bin, "--name", m.Name, "--data-dir", m.dir,
+	m.cmd = m.command(bin, "--name", m.Name, "--data-dir", m.dir,
 		"--listen-client-urls", m.Client, "--advertise-client-urls", m.Client,
 		"--listen-peer-urls", m.peer, "--initial-advertise-peer-urls", m.peer,
 		"--initial-cluster", m.cluster, "--initial-cluster-state", state,
@@ -119,10 +142,20 @@ func Endpoints(ms []*Member) []string {
 // Client returns a client of endpoints, closed when the test ends.
 func Client(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, MaxDelay: time.Second}, MinConnectTimeout: time.Second,
-		})}})
+	return ClientVia(t, endpoints, nil)
+}
+
+// ClientVia is Client dialling with dial when set (from inside a network
+// namespace, say).
+func ClientVia(t testing.TB, endpoints []string, dial func(ctx context.Context, addr string) (net.Conn, error)) *clientv3.Client {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, MaxDelay: time.Second}, MinConnectTimeout: time.Second,
+	})}
+	if dial != nil {
+		opts = append(opts, grpc.WithContextDialer(dial))
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), DialOptions: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
