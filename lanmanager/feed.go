@@ -22,7 +22,7 @@ type ServiceFeed func(ctx context.Context, module string, since int64, emit func
 // standby serves it as the leader does.
 func FeedHandler(token string, feed ServiceFeed) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !bearerOK(r, token) {
+		if !BearerOK(r, token) {
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
@@ -70,8 +70,8 @@ func serveFeed(w http.ResponseWriter, r *http.Request, feed ServiceFeed) {
 	}
 }
 
-// bearerOK says whether r carries "Authorization: Bearer <token>".
-func bearerOK(r *http.Request, token string) bool {
+// BearerOK says whether r carries "Authorization: Bearer <token>".
+func BearerOK(r *http.Request, token string) bool {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	tok = strings.TrimLeft(tok, " ")
 	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(token)) == 1

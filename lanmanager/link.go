@@ -200,7 +200,7 @@ func (s *Server) writeLoop(sess *session) {
 // guard that the connection is trusted. The scheme's case does not matter
 // and more than one space may follow it (RFC 7235, section 2.1).
 func (s *Server) authorized(r *http.Request) bool {
-	if !bearerOK(r, s.cfg.Token) {
+	if !BearerOK(r, s.cfg.Token) {
 		return false
 	}
 	s.authenticated(r)

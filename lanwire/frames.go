@@ -50,6 +50,15 @@ import (
 // Path is the HTTP path of the link endpoint.
 const Path = "/v1/link"
 
+// LAN managers sharing etcd: a standby answers a link 503 with
+// LeaderHeader naming the leader's URL. A master that cannot reach the
+// leader itself dials the standby again with RelayHeader set, and the
+// standby relays the link to the leader.
+const (
+	LeaderHeader = "X-Allex-Leader"
+	RelayHeader  = "X-Allex-Relay"
+)
+
 // DefaultPort is the LAN manager's default listening port.
 const DefaultPort = 23552
 

@@ -429,11 +429,9 @@ func (l *Link) setState(state string, err error) {
 // session runs one connection until it fails or ctx is done. It returns how
 // long the session was welcomed and why it ended.
 func (l *Link) session(ctx context.Context) (time.Duration, error) {
-	dctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
-	conn, resp, err := l.dialer.DialContext(dctx, l.url, l.header)
-	cancel()
+	conn, err := l.dial(ctx)
 	if err != nil {
-		return 0, dialError(l.url, resp, err)
+		return 0, err
 	}
 	conn.SetReadLimit(lanwire.MaxFrameSize)
 
@@ -590,6 +588,69 @@ func (f *firstError) get() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.err
+}
+
+// dial connects to l.url. A standby answers 503 naming the leader: the
+// leader is dialled at once, and when it cannot be reached from here,
+// the standby is dialled again and asked to relay the link to it. So a
+// master is heard by the LAN manager that decides its grants as long as
+// it reaches some LAN manager that reaches the leader.
+func (l *Link) dial(ctx context.Context) (*websocket.Conn, error) {
+	conn, resp, err := l.dialURL(ctx, l.url, l.header)
+	if err == nil {
+		return conn, nil
+	}
+	leader := ""
+	if resp != nil && resp.StatusCode == http.StatusServiceUnavailable {
+		leader = resp.Header.Get(lanwire.LeaderHeader)
+	}
+	lu, lerr := leaderLinkURL(leader)
+	if lerr != nil {
+		return nil, dialError(l.url, resp, err)
+	}
+	if lu != l.url {
+		// A leader that does not answer within a heartbeat is taken as
+		// out of reach: the relay must be up well within the lease.
+		dctx, cancel := context.WithTimeout(ctx, min(l.cfg.DialTimeout, l.timings().Heartbeat()))
+		conn, resp, err := l.dialURL(dctx, lu, l.header)
+		cancel()
+		switch {
+		case err == nil:
+			l.log.Debug("linked to the leader a standby named", "standby", l.url, "leader", lu)
+			if slices.Contains(l.urls, lu) {
+				l.url = lu
+			}
+			return conn, nil
+		case resp != nil:
+			return nil, dialError(lu, resp, err) // it answered: no relay
+		}
+		l.log.Warn("the leading LAN manager cannot be reached from here; asking a standby to relay", "standby", l.url, "leader", lu, "error", err)
+	}
+	h := l.header.Clone()
+	h.Set(lanwire.RelayHeader, "1")
+	conn, resp, err = l.dialURL(ctx, l.url, h)
+	if err != nil {
+		return nil, dialError(l.url, resp, err)
+	}
+	l.log.Info("LAN link relayed by a standby LAN manager", "standby", l.url, "leader", lu)
+	return conn, nil
+}
+
+func (l *Link) dialURL(ctx context.Context, u string, h http.Header) (*websocket.Conn, *http.Response, error) {
+	dctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
+	defer cancel()
+	return l.dialer.DialContext(dctx, u, h)
+}
+
+// leaderLinkURL is the link URL of a leader named by its http(s) URL.
+func leaderLinkURL(leader string) (string, error) {
+	u, err := url.Parse(leader)
+	if err != nil || leader == "" || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", fmt.Errorf("no leader URL in %q", leader)
+	}
+	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	u.Path, u.RawQuery = lanwire.Path, ""
+	return u.String(), nil
 }
 
 func dialError(u string, resp *http.Response, err error) error {

@@ -934,3 +934,48 @@ func TestFailover(t *testing.T) {
 		t.Errorf("the dead leader was tried %d times, want 1", a)
 	}
 }
+
+// TestStandbyNamesTheLeader: a standby's 503 names the leader; the link
+// dials the leader itself, and when the leader cannot be reached from
+// here, asks the standby to relay the link.
+func TestStandbyNamesTheLeader(t *testing.T) {
+	checkLeaks(t)
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := "http://" + down.Addr().String()
+	down.Close()
+	for _, tc := range []struct {
+		name      string
+		reachable bool
+	}{{"leader reachable", true}, {"leader out of reach", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			leader := newLAN(t, func(n int, c *websocket.Conn) {
+				welcome(t, c, n, 0)
+				_ = drain(c, nil)
+			})
+			named := unreachable
+			if tc.reachable {
+				named = leader.srv.URL
+			}
+			var relayed atomic.Int32
+			standby := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get(lanwire.RelayHeader) != "" {
+					relayed.Add(1)
+					leader.serve(w, r) // as if relayed to the leader
+					return
+				}
+				w.Header().Set(lanwire.LeaderHeader, named)
+				http.Error(w, `{"error":"standby"}`, http.StatusServiceUnavailable)
+			}))
+			defer standby.Close()
+			l, _ := newLink(t, leader, func(c *Config) { c.Address = standby.Listener.Addr().String() })
+			start(t, l)
+			eventually(t, "a session with the leader", func() bool { return l.SessionID() == "s-1" })
+			if got, want := relayed.Load(), map[bool]int32{true: 0, false: 1}[tc.reachable]; got != want {
+				t.Errorf("relayed %d times, want %d", got, want)
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/leadership"
 	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/allex-go/allex/lanwire"
 )
 
 // etcdStore is a parsed -store etcd://host:port[,host:port...][/prefix].
@@ -66,7 +67,7 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 	feed := func(ctx context.Context, module string, since int64, emit func([]adminapi.ServiceEvent) error) error {
 		return store.WatchServices(ctx, cli, es.prefix, module, since, emit)
 	}
-	stopStandby, err := serveStandby(cfg.Addr, cli, es.prefix, advertise, lanmanager.FeedHandler(cfg.Token, feed))
+	stopStandby, err := serveStandby(cfg.Addr, cli, es.prefix, advertise, cfg.Token, lanmanager.FeedHandler(cfg.Token, feed))
 	if err != nil {
 		return err
 	}
@@ -121,9 +122,10 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 // serveStandby answers on addr while this LAN manager is not the leader:
 // /healthz says so, the watch stream is served from etcd, other admin
 // calls are forwarded to the leader, and a master's link is answered 503
-// naming the leader, so that the master moves on to it. stop returns the
-// listener, still bound.
-func serveStandby(addr string, cli *clientv3.Client, prefix, self string, watch http.HandlerFunc) (stop func() net.Listener, err error) {
+// naming the leader, so that the master links to it, or relayed to the
+// leader when the master asks (it cannot reach the leader itself). stop
+// returns the listener, still bound.
+func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string, watch http.HandlerFunc) (stop func() net.Listener, err error) {
 	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -139,6 +141,10 @@ func serveStandby(addr string, cli *clientv3.Client, prefix, self string, watch 
 		leader, _ := leadership.Leader(ctx, cli, prefix)
 		cancel()
 		if forwardable(r, leader, self) {
+			if r.URL.Path == lanwire.Path && !lanmanager.BearerOK(r, token) {
+				unavailable(w, leader, "standby LAN manager: a relayed link needs the LAN's token")
+				return
+			}
 			forward(w, r, leader)
 			return
 		}
@@ -167,7 +173,7 @@ func serveStandby(addr string, cli *clientv3.Client, prefix, self string, watch 
 // unavailable answers 503 naming the leader, in header and body.
 func unavailable(w http.ResponseWriter, leader, msg string) {
 	if leader != "" {
-		w.Header().Set("X-Allex-Leader", leader)
+		w.Header().Set(lanwire.LeaderHeader, leader)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)

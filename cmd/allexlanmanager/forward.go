@@ -14,15 +14,18 @@ import (
 const forwardedHeader = "X-Allex-Forwarded-By"
 
 // forwardable says whether a standby forwards r to leader: admin calls
-// do, once; a master's link does not (it is told where the leader is and
-// links there itself, so that it is heard by the LAN manager that
-// decides its grants).
+// do, once; a master's link only when it asks to be relayed (by default
+// it is told where the leader is and links there itself, one hop).
 func forwardable(r *http.Request, leader, self string) bool {
-	return leader != "" && leader != self && r.URL.Path != lanwire.Path &&
-		strings.HasPrefix(r.URL.Path, "/v1/") && r.Header.Get(forwardedHeader) == ""
+	if r.URL.Path == lanwire.Path && r.Header.Get(lanwire.RelayHeader) == "" {
+		return false
+	}
+	return leader != "" && leader != self && strings.HasPrefix(r.URL.Path, "/v1/") && r.Header.Get(forwardedHeader) == ""
 }
 
-// forward proxies r to leader and copies its answer back.
+// forward proxies r to leader and copies its answer back; a relayed
+// link's WebSocket is copied both ways until either end closes it or the
+// standby stops standing by.
 func forward(w http.ResponseWriter, r *http.Request, leader string) {
 	target, err := url.Parse(leader)
 	if err != nil {

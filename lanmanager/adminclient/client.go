@@ -72,7 +72,7 @@ func New(baseURL, token string) *Client {
 
 // LeaderHeader names, on a standby's 503, the LAN manager that leads
 // (LAN managers sharing etcd).
-const LeaderHeader = "X-Allex-Leader"
+const LeaderHeader = lanwire.LeaderHeader
 
 // do sends one request; a standby's 503 naming the leader is followed
 // once, to the leader.
