@@ -64,7 +64,16 @@ var (
 	// ErrRefused is wrapped by the session error when the LAN manager
 	// answers the hello with an error (another master is this machine id).
 	ErrRefused = errors.New("LAN manager refused the hello")
+	// ErrStandby is wrapped when a standby LAN manager answered (HTTP 503)
+	// and could not relay the link: a leader is being elected.
+	ErrStandby = errors.New("a standby LAN manager answered: no leader reachable yet")
 )
+
+// standbyRetries is how many standby answers in a row are retried after
+// BackoffInitial: an election takes about the leader's etcd TTL, and a
+// master that retries at once is linked to the new leader a few hundred
+// milliseconds after it leads. Then the backoff grows as for any failure.
+const standbyRetries = 12
 
 // Handler is the agent's side of the link. Its methods should return
 // quickly, because the session does not read while they run; all but
@@ -338,7 +347,8 @@ func (l *Link) Run(ctx context.Context) error {
 	}()
 
 	backoff := time.Duration(0)
-	tried := 0 // addresses that failed since a session lasted
+	tried := 0   // addresses that failed since a session lasted
+	standby := 0 // standby answers in a row
 	for {
 		l.setState(StateConnecting, nil)
 		lasted, err := l.session(ctx)
@@ -357,6 +367,10 @@ func (l *Link) Run(ctx context.Context) error {
 		case lasted > backoffResetAfter:
 			l.log.Warn("LAN link lost", "url", l.url, "after", lasted, "error", err)
 			backoff = l.cfg.BackoffInitial
+		case errors.Is(err, ErrStandby) && standby < standbyRetries:
+			l.log.Debug("LAN link: a standby answered; the leader is being elected", "url", l.url, "error", err)
+			standby++
+			backoff = l.cfg.BackoffInitial
 		default:
 			l.log.Warn("LAN link failed", "url", l.url, "error", err)
 			backoff = nextBackoff(backoff, l.cfg.BackoffInitial, l.cfg.BackoffMax)
@@ -369,6 +383,9 @@ func (l *Link) Run(ctx context.Context) error {
 		}
 		if lasted > backoffResetAfter {
 			tried = 0
+		}
+		if !errors.Is(err, ErrStandby) {
+			standby = 0
 		}
 		wait := jitter(backoff)
 		if tried++; len(l.urls) > 1 {
@@ -624,7 +641,7 @@ func (l *Link) dial(ctx context.Context) (*websocket.Conn, error) {
 		case resp != nil:
 			return nil, dialError(lu, resp, err) // it answered: no relay
 		}
-		l.log.Warn("the leading LAN manager cannot be reached from here; asking a standby to relay", "standby", l.url, "leader", lu, "error", err)
+		l.log.Debug("the leading LAN manager cannot be reached from here; asking a standby to relay", "standby", l.url, "leader", lu, "error", err)
 	}
 	h := l.header.Clone()
 	h.Set(lanwire.RelayHeader, "1")
@@ -657,8 +674,11 @@ func dialError(u string, resp *http.Response, err error) error {
 	if resp == nil {
 		return fmt.Errorf("dial %s: %w", u, err)
 	}
-	if resp.StatusCode == http.StatusUnauthorized {
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
 		return fmt.Errorf("dial %s: %w", u, ErrUnauthorized)
+	case http.StatusServiceUnavailable:
+		return fmt.Errorf("dial %s: %w (leader %q)", u, ErrStandby, resp.Header.Get(lanwire.LeaderHeader))
 	}
 	return fmt.Errorf("dial %s: upgrade refused with HTTP %s: %w", u, resp.Status, err)
 }
