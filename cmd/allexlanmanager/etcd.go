@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -72,7 +74,10 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 		return err
 	}
 	log.Info("standing by for the leadership", "etcd", es.endpoints, "prefix", es.prefix, "advertise", advertise)
+	hctx, stopHasten := context.WithCancel(ctx)
+	go leadership.Hasten(hctx, cli, es.prefix, advertise, refused, log.Info)
 	lead, err := leadership.Campaign(ctx, cli, es.prefix, advertise, ttl)
+	stopHasten()
 	ln := stopStandby()
 	if err != nil {
 		_ = ln.Close()
@@ -131,15 +136,22 @@ func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string,
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	ln := &handoff{TCPListener: tl.(*net.TCPListener)}
+	// Watch streams and relays end with the standby (their clients
+	// resume on the leader), so they do not hold up the handover.
+	base, endStreams := context.WithCancel(context.Background())
+	leaderOf := leadership.Follow(base, cli, prefix)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("standby\n"))
 	})
 	mux.HandleFunc("GET /v1/services/watch", watch)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		leader, _ := leadership.Leader(ctx, cli, prefix)
-		cancel()
+		leader := leaderOf()
+		if leader == "" {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			leader, _ = leadership.Leader(ctx, cli, prefix)
+			cancel()
+		}
 		if forwardable(r, leader, self) {
 			if r.URL.Path == lanwire.Path && !lanmanager.BearerOK(r, token) {
 				unavailable(w, leader, "standby LAN manager: a relayed link needs the LAN's token")
@@ -154,9 +166,6 @@ func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string,
 		}
 		unavailable(w, leader, msg)
 	})
-	// Watch streams end with the standby (their clients resume with
-	// ?since= on the leader), so they do not hold up the handover.
-	base, endStreams := context.WithCancel(context.Background())
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
 	served := make(chan struct{})
 	go func() { _ = hs.Serve(ln); close(served) }()
@@ -178,4 +187,18 @@ func unavailable(w http.ResponseWriter, leader, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "leader": leader})
+}
+
+// refused says whether leader's address refuses connections: its host
+// answers, and no process listens there.
+func refused(leader string) bool {
+	u, err := url.Parse(leader)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	c, err := net.DialTimeout("tcp", u.Host, 300*time.Millisecond)
+	if err == nil {
+		c.Close()
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
 }

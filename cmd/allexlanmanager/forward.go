@@ -1,10 +1,12 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/allex-go/allex/lanwire"
 )
@@ -23,6 +25,15 @@ func forwardable(r *http.Request, leader, self string) bool {
 	return leader != "" && leader != self && strings.HasPrefix(r.URL.Path, "/v1/") && r.Header.Get(forwardedHeader) == ""
 }
 
+// toLeader dials the leader within a second: a leader that does not
+// answer by then is down or out of reach, and the caller should hear so
+// while it can still try elsewhere.
+var toLeader = &http.Transport{
+	DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
+	MaxIdleConnsPerHost: 16,
+	IdleConnTimeout:     30 * time.Second,
+}
+
 // forward proxies r to leader and copies its answer back; a relayed
 // link's WebSocket is copied both ways until either end closes it or the
 // standby stops standing by.
@@ -33,6 +44,7 @@ func forward(w http.ResponseWriter, r *http.Request, leader string) {
 		return
 	}
 	p := &httputil.ReverseProxy{
+		Transport: toLeader,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(forwardedHeader, r.Host)

@@ -18,8 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
@@ -103,6 +105,10 @@ func (l *Lead) renew(ctx context.Context) {
 			l.v.renewed(sent, time.Duration(resp.TTL)*time.Second)
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			// Revoked (Hasten, an operator) or expired: lost now.
+			l.v.renewed(sent, 0)
+			return
 		}
 		// Other errors (etcd unreachable) are retried while the lease is
 		// valid; a lease etcd no longer has is never valid again, and
@@ -144,11 +150,90 @@ func (l *Lead) stop() {
 // Leader returns the value (address) of the LAN's current leader, or ""
 // when none leads.
 func Leader(ctx context.Context, cli *clientv3.Client, prefix string) (string, error) {
+	l, _, err := leaderLease(ctx, cli, prefix)
+	return l, err
+}
+
+// Hasten ends, until ctx ends, the lease of a leader that is surely
+// dead, so that a standby leads at once instead of after the lease's
+// TTL: the leader has not renewed its lease for over a second (etcd has
+// less than the TTL minus a second left on it), and its advertised
+// address refuses connections (refused says so: no process listens there
+// any more). A leader that is paused or cut off is not refused and keeps
+// its lease to the end. A leader wrongly taken for dead (its advertised
+// address is not its own) loses its lease at its next renewal, and all
+// its writes are guarded by its election key.
+func Hasten(ctx context.Context, cli *clientv3.Client, prefix, self string, refused func(leader string) bool, log func(msg string, args ...any)) {
+	t := time.NewTicker(hastenEvery)
+	defer t.Stop()
+	strikes := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		leader, lease, err := leaderLease(ctx, cli, prefix)
+		if err != nil || leader == "" || leader == self {
+			strikes = 0
+			continue
+		}
+		ttl, err := cli.TimeToLive(ctx, lease)
+		if err != nil || ttl.TTL < 0 || ttl.TTL >= ttl.GrantedTTL-1 || !refused(leader) {
+			strikes = 0
+			continue
+		}
+		if strikes++; strikes < hastenStrikes {
+			continue
+		}
+		if _, err := cli.Revoke(ctx, lease); err == nil {
+			log("the leader is dead (its lease unrenewed, its address refusing): ended its lease", "leader", leader, "left", time.Duration(ttl.TTL)*time.Second)
+		}
+		strikes = 0
+	}
+}
+
+// hastenEvery spaces Hasten's checks; hastenStrikes in a row end a lease.
+const (
+	hastenEvery   = 150 * time.Millisecond
+	hastenStrikes = 2
+)
+
+// leaderLease returns the leader's value and lease.
+func leaderLease(ctx context.Context, cli *clientv3.Client, prefix string) (string, clientv3.LeaseID, error) {
 	resp, err := cli.Get(ctx, ElectionKey(prefix)+"/", clientv3.WithFirstCreate()...)
 	if err != nil || len(resp.Kvs) == 0 {
-		return "", err
+		return "", 0, err
 	}
-	return string(resp.Kvs[0].Value), nil
+	return string(resp.Kvs[0].Value), clientv3.LeaseID(resp.Kvs[0].Lease), nil
+}
+
+// Follow keeps, until ctx ends, the name of the LAN's leader as the
+// election says, and returns its reader ("" until it is known): a
+// standby names the leader on every refused link without asking etcd.
+func Follow(ctx context.Context, cli *clientv3.Client, prefix string) func() string {
+	var cur atomic.Value
+	cur.Store("")
+	read := func() {
+		if l, err := Leader(ctx, cli, prefix); err == nil {
+			cur.Store(l)
+		}
+	}
+	go func() {
+		for ctx.Err() == nil {
+			// Watching starts before the read, so no change falls between.
+			wch := cli.Watch(clientv3.WithRequireLeader(ctx), ElectionKey(prefix)+"/", clientv3.WithPrefix())
+			read()
+			for range wch {
+				read()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	return func() string { return cur.Load().(string) }
 }
 
 // validity is until when the lease surely lives.

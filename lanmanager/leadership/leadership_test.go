@@ -83,3 +83,36 @@ func TestCampaign(t *testing.T) {
 	}
 	_ = b.Resign(ctx)
 }
+
+// TestHasten: a leader that renews keeps its lease even when its address
+// is taken for refusing; once it stops renewing (dead) and its address
+// refuses, a standby's Hasten ends its lease and the standby leads long
+// before the lease's TTL would have run out.
+func TestHasten(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Endpoints(etcdtest.Cluster(t, 1)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := Campaign(ctx, cli, "/allex", "http://a", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hctx, stopHasten := context.WithCancel(ctx)
+	defer stopHasten()
+	go Hasten(hctx, cli, "/allex", "http://b", func(string) bool { return true }, func(string, ...any) {})
+	time.Sleep(3 * time.Second)
+	if !a.Valid() {
+		t.Fatal("a renewing leader lost its lease to Hasten")
+	}
+	a.stop() // dies: no more renewals, the lease left to run out
+	died := time.Now()
+	b, err := Campaign(ctx, cli, "/allex", "http://b", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopHasten()
+	t.Logf("standby led %v after the leader died (lease 10s)", time.Since(died))
+	if took := time.Since(died); took > 8*time.Second {
+		t.Fatalf("standby led %v after the leader died: the lease ran out, Hasten did nothing", took)
+	}
+	_ = b.Resign(ctx)
+}
