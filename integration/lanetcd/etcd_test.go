@@ -92,7 +92,7 @@ func (l *lm) standby(t *testing.T, leader string) {
 
 // addNeeds adds n needs of module named prefix000, prefix001, … through
 // l, waiting at most within for their commit.
-func addNeeds(t *testing.T, l *lm, module, prefix string, n int, within time.Duration) {
+func addNeeds(t testing.TB, l *lm, module, prefix string, n int, within time.Duration) {
 	t.Helper()
 	var needs []lanwire.Need
 	for k := range n {
