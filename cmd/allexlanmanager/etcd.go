@@ -92,7 +92,7 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 	if cfg.Lease > 0 {
 		st.SessionTTL = cfg.Lease
 	}
-	cfg.Store, cfg.Leading, cfg.Listener, cfg.Feed = st, lead.Valid, ln, feed
+	cfg.Store, cfg.Leading, cfg.Listener, cfg.Feed = st, lead.Acting, ln, feed
 	srv, err := lanmanager.New(cfg)
 	if err != nil {
 		_ = ln.Close()

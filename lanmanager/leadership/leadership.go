@@ -11,6 +11,10 @@
 // no master's lease is renewed by a LAN manager that no longer decides,
 // and every write is guarded by the election key (Guard), so it stores
 // nothing. Done is closed once the lease is known lost or has lapsed.
+//
+// A standby may end a surely dead leader's lease early (Hasten), but only
+// after HastenAfter without a renewal; the leader renews masters' leases
+// only while its own was renewed within HastenAfter (Acting).
 package leadership
 
 import (
@@ -124,6 +128,12 @@ func renewEvery(ttl time.Duration) time.Duration { return min(ttl/3, 500*time.Mi
 // Valid says whether this LAN manager surely still leads.
 func (l *Lead) Valid() bool { return l.v.valid(time.Now()) }
 
+// Acting says whether this LAN manager may renew masters' leases now:
+// it surely leads, and renewed its lease within HastenAfter, so no
+// standby can have ended it (Hasten). It turns false during an etcd
+// hiccup of over a second and true again with the next renewal.
+func (l *Lead) Acting() bool { return l.v.acting(time.Now()) }
+
 // Done is closed once the leadership is lost or has lapsed.
 func (l *Lead) Done() <-chan struct{} { return l.done }
 
@@ -179,7 +189,9 @@ func Hasten(ctx context.Context, cli *clientv3.Client, prefix, self string, refu
 			continue
 		}
 		ttl, err := cli.TimeToLive(ctx, lease)
-		if err != nil || ttl.TTL < 0 || ttl.TTL >= ttl.GrantedTTL-1 || !refused(leader) {
+		// TTL counts whole seconds left, rounded down: below the granted
+		// TTL less HastenAfter, etcd heard no renewal for longer.
+		if err != nil || ttl.TTL < 0 || ttl.TTL >= ttl.GrantedTTL-int64(HastenAfter/time.Second) || !refused(leader) {
 			strikes = 0
 			continue
 		}
@@ -193,8 +205,12 @@ func Hasten(ctx context.Context, cli *clientv3.Client, prefix, self string, refu
 	}
 }
 
-// hastenEvery spaces Hasten's checks; hastenStrikes in a row end a lease.
+// HastenAfter is how long a leader's lease goes unrenewed before a
+// standby may end it; the leader stops renewing masters' leases by then
+// (Acting). hastenEvery spaces Hasten's checks; hastenStrikes in a row
+// end a lease.
 const (
+	HastenAfter   = time.Second
 	hastenEvery   = 150 * time.Millisecond
 	hastenStrikes = 2
 )
@@ -240,6 +256,9 @@ func Follow(ctx context.Context, cli *clientv3.Client, prefix string) func() str
 type validity struct {
 	mu    sync.Mutex
 	until time.Time
+	// acts is until when the leader may renew masters' leases: Hasten
+	// ends a lease only after HastenAfter without a renewal.
+	acts time.Time
 }
 
 // renewed records a renewal sent at sent and granted ttl.
@@ -248,12 +267,21 @@ func (v *validity) renewed(sent time.Time, ttl time.Duration) {
 	defer v.mu.Unlock()
 	if ttl <= 0 {
 		// The lease is gone: never valid again.
-		v.until = time.Time{}
+		v.until, v.acts = time.Time{}, time.Time{}
 		return
 	}
 	if u := sent.Add(ttl); u.After(v.until) {
 		v.until = u
 	}
+	if a := sent.Add(min(ttl, HastenAfter)); a.After(v.acts) {
+		v.acts = a
+	}
+}
+
+func (v *validity) acting(now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return now.Before(v.acts)
 }
 
 func (v *validity) valid(now time.Time) bool {

@@ -26,8 +26,13 @@ func TestValidity(t *testing.T) {
 	if !v.valid(t0.Add(1500 * time.Millisecond)) {
 		t.Fatal("an older renewal shortened the validity")
 	}
+	// It acts for HastenAfter from its last renewal's send time, so it
+	// stops before a standby may end an unrenewed lease.
+	if !v.acting(t0.Add(HastenAfter-time.Millisecond)) || v.acting(t0.Add(HastenAfter)) {
+		t.Fatal("want acting for exactly HastenAfter from the send time")
+	}
 	v.renewed(t0.Add(time.Second), 0)
-	if v.valid(t0.Add(1100 * time.Millisecond)) {
+	if v.valid(t0.Add(1100*time.Millisecond)) || v.acting(t0.Add(1100*time.Millisecond)) {
 		t.Fatal("valid after etcd said the lease is gone")
 	}
 }
