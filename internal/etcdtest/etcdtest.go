@@ -33,6 +33,7 @@ type Member struct {
 	logPath  string
 	testingT testing.TB
 	command  func(name string, args ...string) *exec.Cmd
+	bin      string
 }
 
 // Where places one member elsewhere than on loopback: on IP (ports 2379
@@ -98,6 +99,7 @@ func ClusterAt(t testing.TB, at []Where, dial func(ctx context.Context, addr str
 
 func (m *Member) start(t testing.TB, bin, state string) {
 	t.Helper()
+	m.bin = bin
 	log, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func (m *Member) Kill() {
 // Restart starts a killed member again on its data.
 func (m *Member) Restart() {
 	m.testingT.Helper()
-	m.start(m.testingT, m.cmd.Path, "existing")
+	m.start(m.testingT, m.bin, "existing")
 }
 
 // Endpoints lists the members' client URLs.
