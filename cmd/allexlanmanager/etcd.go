@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,10 +56,10 @@ func parseEtcdStore(v string) (etcdStore, error) {
 }
 
 // runEtcd runs a LAN manager whose state lives in etcd: it serves as a
-// standby (every call but /healthz answered 503 with the leader's
-// address) until it is elected, then leads until ctx ends (it resigns)
-// or its leadership is lost (it stops with an error, and its supervisor
-// starts it again as a standby).
+// standby until it is elected, then leads until ctx ends (it resigns),
+// its leadership is lost (it stops with an error, and its supervisor
+// starts it again as a standby), or standbys hear more masters cut off
+// from it than it hears (it resigns and stands by again; unreached.go).
 func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.Duration, advertise string, log hclog.Logger) error {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: es.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		DialOptions: []grpc.DialOption{leadership.Reconnect}})
@@ -66,38 +67,74 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 		return fmt.Errorf("etcd: %w", err)
 	}
 	defer cli.Close()
-	feed := func(ctx context.Context, module string, since int64, emit func([]adminapi.ServiceEvent) error) error {
+	e := &etcdLAN{cfg: cfg, es: es, ttl: ttl, self: advertise, cli: cli, log: log}
+	e.feed = func(ctx context.Context, module string, since int64, emit func([]adminapi.ServiceEvent) error) error {
 		return store.WatchServices(ctx, cli, es.prefix, module, since, emit)
 	}
-	stopStandby, err := serveStandby(cfg.Addr, cli, es.prefix, advertise, cfg.Token, lanmanager.FeedHandler(cfg.Token, feed))
-	if err != nil {
-		return err
+	for {
+		lead, ln, err := e.standBy(ctx)
+		if err != nil || lead == nil {
+			return err
+		}
+		again, err := e.lead(ctx, lead, ln)
+		if !again {
+			return err
+		}
 	}
-	log.Info("standing by for the leadership", "etcd", es.endpoints, "prefix", es.prefix, "advertise", advertise)
-	hctx, stopHasten := context.WithCancel(ctx)
-	go leadership.Hasten(hctx, cli, es.prefix, advertise, refused, log.Info)
-	lead, err := leadership.Campaign(ctx, cli, es.prefix, advertise, ttl)
-	stopHasten()
+}
+
+// etcdLAN is one LAN manager of a LAN on etcd.
+type etcdLAN struct {
+	cfg  lanmanager.Config
+	es   etcdStore
+	ttl  time.Duration
+	self string // advertised address
+	cli  *clientv3.Client
+	log  hclog.Logger
+	feed lanmanager.ServiceFeed
+}
+
+// standBy serves as a standby until elected (lead set, with the still
+// bound listener) or ctx ends (lead nil).
+func (e *etcdLAN) standBy(ctx context.Context) (*leadership.Lead, net.Listener, error) {
+	cut := newUnreached()
+	stopStandby, err := serveStandby(e.cfg.Addr, e.cli, e.es.prefix, e.self, e.cfg.Token, lanmanager.FeedHandler(e.cfg.Token, e.feed), cut)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.log.Info("standing by for the leadership", "etcd", e.es.endpoints, "prefix", e.es.prefix, "advertise", e.self)
+	sctx, stop := context.WithCancel(ctx)
+	go leadership.Hasten(sctx, e.cli, e.es.prefix, e.self, refused, e.log.Info)
+	go reportUnreached(sctx, e.cli, e.es.prefix, e.self, cut)
+	lead, err := leadership.Campaign(ctx, e.cli, e.es.prefix, e.self, e.ttl)
+	stop()
 	ln := stopStandby()
 	if err != nil {
 		_ = ln.Close()
 		if ctx.Err() != nil {
-			return nil
+			return nil, nil, nil
 		}
-		return err
+		return nil, nil, err
 	}
-	log.Info("elected: leading the LAN")
-	st := store.NewEtcd(cli, es.prefix)
+	e.log.Info("elected: leading the LAN")
+	return lead, ln, nil
+}
+
+// lead serves the LAN on ln until ctx ends, the leadership is lost, or
+// it steps down for masters cut off from it (again: stand by again).
+func (e *etcdLAN) lead(ctx context.Context, lead *leadership.Lead, ln net.Listener) (again bool, err error) {
+	st := store.NewEtcd(e.cli, e.es.prefix)
 	st.Guard(lead.Valid, lead.Guard())
+	cfg := e.cfg
 	if cfg.Lease > 0 {
 		st.SessionTTL = cfg.Lease
 	}
-	cfg.Store, cfg.Leading, cfg.Listener, cfg.Feed = st, lead.Acting, ln, feed
+	cfg.Store, cfg.Leading, cfg.Listener, cfg.Feed = st, lead.Acting, ln, e.feed
 	srv, err := lanmanager.New(cfg)
 	if err != nil {
 		_ = ln.Close()
 		_ = lead.Resign(context.Background())
-		return err
+		return false, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -108,20 +145,43 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 		case <-rctx.Done():
 		}
 	}()
+	var stepped atomic.Bool
+	go watchUnreached(rctx, e.cli, e.es.prefix, e.self, lead.Rev(), linkedCount(srv), func(cut, linked int) {
+		e.log.Warn("standbys hear masters that cannot reach this leader: stepping down", "cut_off", cut, "linked", linked)
+		stepped.Store(true)
+		cancel()
+	})
 	err = srv.Run(rctx)
 	select {
 	case <-lead.Done():
 		if ctx.Err() == nil {
-			return errors.Join(errors.New("lost the leadership of the LAN (another LAN manager leads now)"), err)
+			return false, errors.Join(errors.New("lost the leadership of the LAN (another LAN manager leads now)"), err)
 		}
 	default:
 	}
 	rctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	if rerr := lead.Resign(rctx2); rerr != nil {
-		log.Warn("cannot resign the leadership; a standby takes over once the lease expires", "error", rerr)
+		e.log.Warn("cannot resign the leadership; a standby takes over once the lease expires", "error", rerr)
 	}
-	return err
+	return stepped.Load() && ctx.Err() == nil && err == nil, err
+}
+
+// linkedCount counts the masters linked to srv.
+func linkedCount(srv *lanmanager.Server) func() int {
+	return func() int {
+		ms, err := srv.Machines()
+		if err != nil {
+			return 0
+		}
+		n := 0
+		for _, m := range ms {
+			if m.Connected {
+				n++
+			}
+		}
+		return n
+	}
 }
 
 // serveStandby answers on addr while this LAN manager is not the leader:
@@ -130,7 +190,7 @@ func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.
 // naming the leader, so that the master links to it, or relayed to the
 // leader when the master asks (it cannot reach the leader itself). stop
 // returns the listener, still bound.
-func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string, watch http.HandlerFunc) (stop func() net.Listener, err error) {
+func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string, watch http.HandlerFunc, cut *unreached) (stop func() net.Listener, err error) {
 	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -157,7 +217,11 @@ func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string,
 				unavailable(w, leader, "standby LAN manager: a relayed link needs the LAN's token")
 				return
 			}
-			forward(w, r, leader)
+			forward(w, r, leader, func() {
+				if r.URL.Path == lanwire.Path {
+					cut.failed(r.RemoteAddr, leader, time.Now())
+				}
+			})
 			return
 		}
 		msg := "standby LAN manager; no leader yet"

@@ -36,8 +36,9 @@ var toLeader = &http.Transport{
 
 // forward proxies r to leader and copies its answer back; a relayed
 // link's WebSocket is copied both ways until either end closes it or the
-// standby stops standing by.
-func forward(w http.ResponseWriter, r *http.Request, leader string) {
+// standby stops standing by. failed is called when the leader cannot be
+// reached.
+func forward(w http.ResponseWriter, r *http.Request, leader string, failed func()) {
 	target, err := url.Parse(leader)
 	if err != nil {
 		unavailable(w, "", "standby LAN manager: bad leader address "+leader)
@@ -50,6 +51,7 @@ func forward(w http.ResponseWriter, r *http.Request, leader string) {
 			pr.Out.Header.Set(forwardedHeader, r.Host)
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			failed()
 			unavailable(w, leader, "standby LAN manager: forwarding to the leader "+leader+": "+err.Error())
 		},
 	}

@@ -3,16 +3,12 @@ package lanetcd_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/allex-go/allex/internal/e2e"
-	"github.com/allex-go/allex/internal/etcdtest"
 	"github.com/allex-go/allex/internal/netns"
-	"github.com/allex-go/allex/lanmanager/adminclient"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -29,37 +25,13 @@ import (
 // leader re-adopts as they are. The master's lease was renewed all along
 // but for those few seconds, well within the lease.
 func TestPartitionedFromTheLeaderOnly(t *testing.T) {
-	lan := netns.NewLAN(t, "e", "a", "b", "m")
-	e, a, b, m := lan.Host("e"), lan.Host("a"), lan.Host("b"), lan.Host("m")
-	dial := func(ctx context.Context, addr string) (net.Conn, error) { return e.DialContext(ctx, "tcp", addr) }
-	etcdtest.ClusterAt(t, []etcdtest.Where{{IP: e.IP, Command: e.Command}}, dial)
-	store := "etcd://" + net.JoinHostPort(e.IP, "2379") + "/lan7"
-	startIn := func(h *netns.Host) *lm {
-		dir := e2e.ShortDir(t)
-		addr := net.JoinHostPort(h.IP, "23552")
-		l := &lm{url: "http://" + addr, dir: dir}
-		cmd := h.Command(e2e.Bins.LAN, "-addr", addr, "-advertise", l.url, "-data", filepath.Join(dir, "data"),
-			"-token", token, "-store", store, "-log-level", "debug")
-		cmd.Dir = dir
-		l.Proc = e2e.StartCmd(t, cmd)
-		return l
-	}
-	la := startIn(a)
+	n := newNetLAN(t, "/lan7", 1, "a", "b", "m")
+	la := n.startLM(t, "a")
 	la.WaitOutput("elected: leading the LAN", 30*time.Second)
-	lb := startIn(b)
-	lb.WaitOutput("standing by for the leadership", 30*time.Second)
-	client := adminclient.New(la.url, token)
-	client.HTTP = e.HTTPClient(0)
-
-	dir := e2e.ShortDir(t)
-	e2e.WriteFile(t, dir, "allexmasterconfig.json", fmt.Sprintf(
-		`{"lanmanageraddress":"%s:23552,%s:23552","token":%q,"machineid":"m1","address":%q,`+
-			`"portrangestart":{"tcp":15000,"http":16000,"ws":17000},"socket":%q,"statedir":%q,"modules":{%s}}`,
-		a.IP, b.IP, token, m.IP, filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
-	cmd := m.Command(e2e.Bins.Master, "-log-level", "debug")
-	cmd.Dir = dir
-	master := e2e.StartCmd(t, cmd)
-	master.WaitOutput("allexmaster running", 30*time.Second)
+	lb := n.startLM(t, "b")
+	a, m := n.lan.Host("a"), n.lan.Host("m")
+	client := n.client(la)
+	master := n.startMaster(t, "m", "m1", la, lb)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -67,13 +39,7 @@ func TestPartitionedFromTheLeaderOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	pids := func() (map[string]int, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		svcs, err := client.Services(ctx, "", "")
-		out := map[string]int{}
-		for _, s := range svcs {
-			out[s.Instance] = s.PID
-		}
+		out, err := services(client)
 		if err == nil && len(out) != 2 {
 			err = fmt.Errorf("%d services, want 2", len(out))
 		}
@@ -108,5 +74,71 @@ func TestPartitionedFromTheLeaderOnly(t *testing.T) {
 	}
 	if out := master.Output(); strings.Contains(out, "LAN lease running out") || strings.Contains(out, "lease ran out") {
 		t.Fatalf("the master fenced during the cut:\n%s", out)
+	}
+}
+
+// TestLeaderCutOffFromAll: the leader keeps etcd but loses every master
+// and the standby. The masters' relays through the standby fail, the
+// standby reports them, and the leader, hearing none of them, steps
+// down; the standby leads and the masters link to it before their fence:
+// no child restarted. (Timeline in cmd/allexlanmanager/unreached.go.)
+func TestLeaderCutOffFromAll(t *testing.T) {
+	n := newNetLAN(t, "/lan8", 1, "a", "b", "m1", "m2")
+	la := n.startLM(t, "a")
+	la.WaitOutput("elected: leading the LAN", 30*time.Second)
+	lb := n.startLM(t, "b")
+	masters := []*e2e.Proc{n.startMaster(t, "m1", "m1", la, lb), n.startMaster(t, "m2", "m2", lb, la)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.client(la).AddNeeds(ctx, []lanwire.Need{{Instance: "d0", Module: "demo"}, {Instance: "d1", Module: "demo"}, {Instance: "d2", Module: "demo"}}); err != nil {
+		t.Fatal(err)
+	}
+	var before map[string]int
+	e2e.Eventually(t, 30*time.Second, func() (err error) {
+		before, err = services(n.client(la))
+		if err == nil && len(before) != 3 {
+			err = fmt.Errorf("%d services", len(before))
+		}
+		return err
+	})
+	a := n.lan.Host("a")
+	for _, other := range []string{"b", "m1", "m2"} {
+		h := n.lan.Host(other)
+		for _, x := range [][2]*netns.Host{{a, h}, {h, a}} {
+			if err := x[0].Block(x[1].IP); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cut := time.Now()
+	la.WaitOutput("stepping down", 20*time.Second)
+	lb.WaitOutput("elected: leading the LAN", 20*time.Second)
+	t.Logf("the cut-off leader stepped down and the standby led %v after the cut", time.Since(cut))
+	var after map[string]int
+	e2e.Eventually(t, 20*time.Second, func() (err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		ms, err := n.client(lb).Machines(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if !m.Connected {
+				return fmt.Errorf("machine %s not linked to the new leader", m.ID)
+			}
+		}
+		after, err = services(n.client(lb))
+		return err
+	})
+	t.Logf("both masters linked to the new leader %v after the cut", time.Since(cut))
+	time.Sleep(time.Until(cut.Add(15 * time.Second))) // past the masters' lease
+	after, err := services(n.client(lb))
+	if err != nil || fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("services after the cut: %v (%v), before %v", after, err, before)
+	}
+	for _, m := range masters {
+		if out := m.Output(); strings.Contains(out, "LAN lease running out") {
+			t.Fatalf("a master fenced:\n%s", out)
+		}
 	}
 }

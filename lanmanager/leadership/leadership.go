@@ -143,6 +143,10 @@ func (l *Lead) Guard() clientv3.Cmp {
 	return clientv3.Compare(clientv3.CreateRevision(l.e.Key()), "=", l.e.Rev())
 }
 
+// Rev is the revision at which this LAN manager was elected (its
+// election key's creation).
+func (l *Lead) Rev() int64 { return l.e.Rev() }
+
 // Resign ends the leadership at once, so a standby takes over without
 // waiting for the lease to expire.
 func (l *Lead) Resign(ctx context.Context) error {
