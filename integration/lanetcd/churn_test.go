@@ -24,6 +24,7 @@ type doubles struct {
 	prefix string
 	mu     sync.Mutex
 	seen   map[string]int // instance -> most live processes at once
+	last   map[string]int // instance -> live processes at the last scan
 	scans  int
 	stop   chan struct{}
 	done   chan struct{}
@@ -71,9 +72,17 @@ func (d *doubles) scan() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.scans++
+	d.last = live
 	for inst, n := range live {
 		d.seen[inst] = max(d.seen[inst], n)
 	}
+}
+
+// now returns the live processes per instance at the last scan.
+func (d *doubles) now() map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.last
 }
 
 // result stops the sampling and returns the doubled instances and how

@@ -15,6 +15,7 @@ import (
 
 	"github.com/allex-go/allex/internal/e2e"
 	"github.com/allex-go/allex/internal/etcdtest"
+	"github.com/allex-go/allex/internal/netns"
 	"github.com/allex-go/allex/lanmanager/adminclient"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -27,6 +28,7 @@ type lm struct {
 	url  string
 	dir  string
 	args []string
+	host *netns.Host // nil on loopback
 }
 
 func startLM(t testing.TB, store, name string) *lm {
