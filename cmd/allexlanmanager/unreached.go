@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/allex-go/allex/internal/strikes"
 )
 
 // A leader cut off from masters and standbys, but not from etcd, keeps
@@ -105,28 +107,17 @@ func reportUnreached(ctx context.Context, cli *clientv3.Client, prefix, self str
 // that cannot reach it than are linked to it (linked), on two checks in
 // a row.
 func watchUnreached(ctx context.Context, cli *clientv3.Client, prefix, self string, since int64, linked func() int, stepDown func(cut, linked int)) {
-	t := time.NewTicker(checkEvery)
-	defer t.Stop()
-	strikes := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cut := reported(ctx, cli, prefix, self, since)
+	var cut, n int
+	outnumbered := func() bool {
+		cut = reported(ctx, cli, prefix, self, since)
 		if cut == 0 {
-			strikes = 0
-			continue
+			return false
 		}
-		if n := linked(); cut > n {
-			if strikes++; strikes >= 2 {
-				stepDown(cut, n)
-				return
-			}
-		} else {
-			strikes = 0
-		}
+		n = linked()
+		return cut > n
+	}
+	if strikes.Wait(ctx, checkEvery, 2, outnumbered) {
+		stepDown(cut, n)
 	}
 }
 

@@ -30,6 +30,8 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+
+	"github.com/allex-go/allex/internal/strikes"
 )
 
 // Lead is this LAN manager's candidacy, and then leadership.
@@ -178,34 +180,23 @@ func Leader(ctx context.Context, cli *clientv3.Client, prefix string) (string, e
 // address is not its own) loses its lease at its next renewal, and all
 // its writes are guarded by its election key.
 func Hasten(ctx context.Context, cli *clientv3.Client, prefix, self string, refused func(leader string) bool, log func(msg string, args ...any)) {
-	t := time.NewTicker(hastenEvery)
-	defer t.Stop()
-	strikes := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		leader, lease, err := leaderLease(ctx, cli, prefix)
+	var leader string
+	var lease clientv3.LeaseID
+	dead := func() bool {
+		var err error
+		leader, lease, err = leaderLease(ctx, cli, prefix)
 		if err != nil || leader == "" || leader == self {
-			strikes = 0
-			continue
+			return false
 		}
 		ttl, err := cli.TimeToLive(ctx, lease)
 		// TTL counts whole seconds left, rounded down: below the granted
 		// TTL less HastenAfter, etcd heard no renewal for longer.
-		if err != nil || ttl.TTL < 0 || ttl.TTL >= ttl.GrantedTTL-int64(HastenAfter/time.Second) || !refused(leader) {
-			strikes = 0
-			continue
-		}
-		if strikes++; strikes < hastenStrikes {
-			continue
-		}
+		return err == nil && ttl.TTL >= 0 && ttl.TTL < ttl.GrantedTTL-int64(HastenAfter/time.Second) && refused(leader)
+	}
+	for strikes.Wait(ctx, hastenEvery, hastenStrikes, dead) {
 		if _, err := cli.Revoke(ctx, lease); err == nil {
-			log("the leader is dead (its lease unrenewed, its address refusing): ended its lease", "leader", leader, "left", time.Duration(ttl.TTL)*time.Second)
+			log("the leader is dead (its lease unrenewed, its address refusing): ended its lease", "leader", leader)
 		}
-		strikes = 0
 	}
 }
 
