@@ -654,9 +654,20 @@ func (l *Link) dial(ctx context.Context) (*websocket.Conn, error) {
 }
 
 func (l *Link) dialURL(ctx context.Context, u string, h http.Header) (*websocket.Conn, *http.Response, error) {
-	dctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
+	dctx, cancel := context.WithTimeout(ctx, l.dialTimeout())
 	defer cancel()
 	return l.dialer.DialContext(dctx, u, h)
+}
+
+// dialTimeout bounds a dial and upgrade. With several LAN managers, one
+// that accepts but does not answer (paused, overloaded) is given two
+// heartbeats, not DialTimeout: the others must be tried well within the
+// lease.
+func (l *Link) dialTimeout() time.Duration {
+	if len(l.urls) > 1 {
+		return min(l.cfg.DialTimeout, 2*l.timings().Heartbeat())
+	}
+	return l.cfg.DialTimeout
 }
 
 // leaderLinkURL is the link URL of a leader named by its http(s) URL.

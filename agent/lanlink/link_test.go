@@ -979,3 +979,29 @@ func TestStandbyNamesTheLeader(t *testing.T) {
 		})
 	}
 }
+
+// TestSilentLANManagerIsPassedOver: with several addresses, one that
+// accepts connections but never answers (a paused process) holds the
+// link two heartbeats at most, not DialTimeout, before the next is tried.
+func TestSilentLANManagerIsPassedOver(t *testing.T) {
+	checkLeaks(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // never accepted: the kernel completes connects
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	lan := newLAN(t, func(n int, c *websocket.Conn) {
+		welcome(t, c, n, 0)
+		_ = drain(c, nil)
+	})
+	l, _ := newLink(t, lan, func(c *Config) {
+		c.Address = silent.Addr().String() + "," + lan.srv.Listener.Addr().String()
+		c.DialTimeout = time.Minute
+	})
+	began := time.Now()
+	start(t, l)
+	eventually(t, "a session with the answering LAN manager", func() bool { return l.SessionID() == "s-1" })
+	if took := time.Since(began); took > 30*time.Second {
+		t.Fatalf("linked after %v: the silent LAN manager held the link for DialTimeout", took)
+	}
+}
