@@ -19,7 +19,7 @@ import (
 
 var (
 	flagSeed = flag.Uint64("lanetcd.seed", 0, "TestEtcdNemesis: seed of the faults' order and targets (0: from the clock; logged)")
-	flagOps  = flag.Int("lanetcd.ops", 5, "TestEtcdNemesis: faults played")
+	flagOps  = flag.Int("lanetcd.ops", 5, "TestEtcdNemesis: faults played (the first five are one of each kind)")
 )
 
 // settleBound is how long after a fault ends every acknowledged need must
@@ -29,8 +29,9 @@ const settleBound = 40 * time.Second
 
 // TestEtcdNemesis plays seeded faults against a LAN of two LAN managers
 // on three etcd members and two masters, in network namespaces, while
-// needs are added: the leader killed (-9), paused past its lease, or cut
-// off from a master; one etcd member killed. A scan of every process
+// needs are added: the leader killed (-9), paused past its lease, cut
+// off from a master, or cut off from the masters and the standby (not
+// from etcd); one etcd member killed. A scan of every process
 // every 50 ms checks that no instance ever has two live copies; after
 // each fault every acknowledged need must be back to exactly one
 // published copy within settleBound, and every child that ran before the
@@ -55,7 +56,7 @@ func TestEtcdNemesis(t *testing.T) {
 		r.add()
 	}
 	r.settle("setup")
-	kinds := []string{"kill-leader", "pause-leader", "cut-master", "kill-etcd"}
+	kinds := []string{"kill-leader", "pause-leader", "cut-master", "cut-leader", "kill-etcd"}
 	for i := range *flagOps {
 		kind := kinds[i%len(kinds)] // each kind once first
 		if i >= len(kinds) {
@@ -169,6 +170,32 @@ func (r *nemesis) play(kind string, rng *rand.Rand) {
 		r.add()
 		time.Sleep(15 * time.Second) // past the master's lease
 		for _, x := range [][2]*netns.Host{{m, l.host}, {l.host, m}} {
+			if err := x[0].Unblock(x[1].IP); err != nil {
+				t.Fatal(err)
+			}
+		}
+	case "cut-leader":
+		// Etcd still reaches it: it steps down for the masters the
+		// standby reports it cannot relay to it.
+		l := r.leader()
+		var blocks [][2]*netns.Host
+		for _, other := range append([]*lm{}, r.lms...) {
+			if other != l {
+				blocks = append(blocks, [2]*netns.Host{l.host, other.host}, [2]*netns.Host{other.host, l.host})
+			}
+		}
+		for _, name := range []string{"m1", "m2"} {
+			m := r.n.lan.Host(name)
+			blocks = append(blocks, [2]*netns.Host{l.host, m}, [2]*netns.Host{m, l.host})
+		}
+		for _, x := range blocks {
+			if err := x[0].Block(x[1].IP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.add()
+		time.Sleep(15 * time.Second)
+		for _, x := range blocks {
 			if err := x[0].Unblock(x[1].IP); err != nil {
 				t.Fatal(err)
 			}
