@@ -131,6 +131,12 @@ func TestLeaderCutOffFromAll(t *testing.T) {
 		return err
 	})
 	t.Logf("both masters linked to the new leader %v after the cut", time.Since(cut))
+	e2e.Eventually(t, 10*time.Second, func() error {
+		if n := strings.Count(la.Output(), "standing by for the leadership"); n != 2 {
+			return fmt.Errorf("the stepped-down leader stood by %d times, want 2 (again after stepping down)", n)
+		}
+		return nil
+	})
 	time.Sleep(time.Until(cut.Add(15 * time.Second))) // past the masters' lease
 	after, err := services(n.client(lb))
 	if err != nil || fmt.Sprint(after) != fmt.Sprint(before) {
