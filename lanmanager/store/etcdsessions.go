@@ -80,8 +80,9 @@ func (e *Etcd) grant(ctx context.Context) (clientv3.LeaseID, error) {
 }
 
 // serviceOps appends the service key writes of a batch's instances:
-// a put under its machine's lease for each published copy, a delete for
-// each service key held that is no longer wanted. puts records them.
+// a put under its machine's lease for each published copy whose key does
+// not hold it yet, a delete for each service key held that is no longer
+// wanted. puts records them.
 func (e *Etcd) serviceOps(b Batch, ops, dels []clientv3.Op, puts map[string]*servicePut) (_, _ []clientv3.Op, err error) {
 	for _, k := range e.stale {
 		dels = append(dels, clientv3.OpDelete(e.key("services", k)))
@@ -98,6 +99,9 @@ func (e *Etcd) serviceOps(b Batch, ops, dels []clientv3.Op, puts map[string]*ser
 		v, err := json.Marshal(in.Copy.Service)
 		if err != nil {
 			return nil, nil, err
+		}
+		if p, ok := e.services[k]; ok && p == (servicePut{machine: in.Copy.Machine, value: string(v)}) {
+			continue // already stored, under the machine's current lease (renew rewrites them all)
 		}
 		lease, more, err := e.leaseFor(in.Copy.Machine, ops)
 		if err != nil {

@@ -196,3 +196,35 @@ func TestWatchServicesResumes(t *testing.T) {
 		t.Fatalf("resumed from a revision to come: %v", err)
 	}
 }
+
+// TestEtcdServiceWrittenOnce: an instance stored again with the same
+// service (another field changed) leaves its service key as it is: no
+// write, no watch event.
+func TestEtcdServiceWrittenOnce(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Endpoints(etcdtest.Cluster(t, 1)))
+	s := store.NewEtcd(cli, "/lan")
+	defer s.Close()
+	a := published("a", "m1", 1, 100)
+	modRev := func(key string) int64 {
+		resp, err := cli.Get(context.Background(), key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("%s: %v", key, err)
+		}
+		return resp.Kvs[0].ModRevision
+	}
+	for _, b := range []store.Batch{
+		{Instances: map[string]*store.Instance{"a": a}, Linked: map[string]bool{"m1": true}},
+		{Instances: map[string]*store.Instance{"a": func() *store.Instance { c := a.Clone(); c.Attempts = 3; return &c }()}},
+	} {
+		svc := int64(0)
+		if len(b.Linked) == 0 {
+			svc = modRev("/lan/services/a")
+		}
+		if err := s.Commit(b); err != nil {
+			t.Fatal(err)
+		}
+		if svc != 0 && modRev("/lan/services/a") != svc {
+			t.Fatal("the unchanged service key was written again")
+		}
+	}
+}
