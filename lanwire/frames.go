@@ -42,6 +42,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -58,6 +59,16 @@ const (
 	LeaderHeader = "X-Allex-Leader"
 	RelayHeader  = "X-Allex-Relay"
 )
+
+// LeaderBase is the base URL (scheme and host) a LeaderHeader names, or
+// "" unless it is a plain http(s) URL: no user, path or query.
+func LeaderBase(h string) string {
+	u, err := url.Parse(h)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
 
 // DefaultPort is the LAN manager's default listening port.
 const DefaultPort = 23552

@@ -672,13 +672,11 @@ func (l *Link) dialTimeout() time.Duration {
 
 // leaderLinkURL is the link URL of a leader named by its http(s) URL.
 func leaderLinkURL(leader string) (string, error) {
-	u, err := url.Parse(leader)
-	if err != nil || leader == "" || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+	base := lanwire.LeaderBase(leader)
+	if base == "" {
 		return "", fmt.Errorf("no leader URL in %q", leader)
 	}
-	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
-	u.Path, u.RawQuery = lanwire.Path, ""
-	return u.String(), nil
+	return "ws" + strings.TrimPrefix(base, "http") + lanwire.Path, nil
 }
 
 func dialError(u string, resp *http.Response, err error) error {

@@ -112,20 +112,11 @@ func (c *Client) send(ctx context.Context, base, method, path string, body []byt
 		}
 		he := &HTTPError{Status: resp.StatusCode, Message: msg}
 		if resp.StatusCode == http.StatusServiceUnavailable {
-			he.leader = leaderURL(resp.Header.Get(LeaderHeader))
+			he.leader = lanwire.LeaderBase(resp.Header.Get(LeaderHeader))
 		}
 		return nil, he
 	}
 	return resp, nil
-}
-
-// leaderURL returns h if it is a plain http(s)://host:port, else "".
-func leaderURL(h string) string {
-	u, err := url.Parse(h)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
-		return ""
-	}
-	return u.Scheme + "://" + u.Host
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, v any) error {
