@@ -17,6 +17,8 @@ import (
 var (
 	bucketInstances = []byte("instances")
 	bucketMachines  = []byte("machines")
+	bucketTokens    = []byte("tokens")
+	bucketRevoked   = []byte("revoked")
 	bucketMeta      = []byte("meta")
 	keyEpoch        = []byte("epoch")
 
@@ -49,7 +51,8 @@ func OpenBolt(dir string) (*Bolt, error) {
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketInstances, bucketMachines, bucketMeta} {
+		// Created when missing: a database of an older LAN manager opens.
+		for _, b := range [][]byte{bucketInstances, bucketMachines, bucketTokens, bucketRevoked, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -67,34 +70,31 @@ func OpenBolt(dir string) (*Bolt, error) {
 func (b *Bolt) Load() (Snapshot, error) {
 	var s Snapshot
 	err := b.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketInstances).ForEach(func(k, v []byte) error {
-			var in Instance
-			if err := json.Unmarshal(v, &in); err != nil {
-				return fmt.Errorf("instance %q: %w", k, err)
-			}
-			s.Instances = append(s.Instances, in)
-			return nil
-		}); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketMachines).ForEach(func(k, v []byte) error {
-			var m Machine
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("machine %q: %w", k, err)
-			}
-			s.Machines = append(s.Machines, m)
-			return nil
-		}); err != nil {
-			return err
-		}
+		err := errors.Join(
+			loadBucket(tx, bucketInstances, &s.Instances),
+			loadBucket(tx, bucketMachines, &s.Machines),
+			loadBucket(tx, bucketTokens, &s.Tokens),
+			loadBucket(tx, bucketRevoked, &s.Revoked))
 		s.Epoch = readEpoch(tx)
-		return nil
+		return err
 	})
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("store load: %w", err)
 	}
 	sortInstances(s.Instances)
 	return s, nil
+}
+
+// loadBucket appends the records of bucket name to out, in key order.
+func loadBucket[V any](tx *bolt.Tx, name []byte, out *[]V) error {
+	return tx.Bucket(name).ForEach(func(k, v []byte) error {
+		var rec V
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("%s %q: %w", name, k, err)
+		}
+		*out = append(*out, rec)
+		return nil
+	})
 }
 
 func readEpoch(tx *bolt.Tx) uint64 {
@@ -118,28 +118,13 @@ func (b *Bolt) Commit(batch Batch) error {
 		return nil
 	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		ins, ms := tx.Bucket(bucketInstances), tx.Bucket(bucketMachines)
-		for k, v := range batch.Instances {
-			var err error
-			if v == nil {
-				err = ins.Delete([]byte(k))
-			} else {
-				err = put(ins, k, v)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		for k, v := range batch.Machines {
-			var err error
-			if v == nil {
-				err = ms.Delete([]byte(k))
-			} else {
-				err = put(ms, k, v)
-			}
-			if err != nil {
-				return err
-			}
+		// Any error rolls the whole transaction back.
+		if err := errors.Join(
+			storeBucket(tx, bucketInstances, batch.Instances),
+			storeBucket(tx, bucketMachines, batch.Machines),
+			storeBucket(tx, bucketTokens, batch.Tokens),
+			storeBucket(tx, bucketRevoked, batch.Revoked)); err != nil {
+			return err
 		}
 		if batch.Epoch != 0 {
 			return tx.Bucket(bucketMeta).Put(keyEpoch, binary.BigEndian.AppendUint64(nil, batch.Epoch))
@@ -148,6 +133,23 @@ func (b *Bolt) Commit(batch Batch) error {
 	})
 	if err != nil {
 		return fmt.Errorf("store commit: %w", err)
+	}
+	return nil
+}
+
+// storeBucket writes the records of m to bucket name, deleting the nil ones.
+func storeBucket[V any](tx *bolt.Tx, name []byte, m map[string]*V) error {
+	bk := tx.Bucket(name)
+	for k, v := range m {
+		var err error
+		if v == nil {
+			err = bk.Delete([]byte(k))
+		} else {
+			err = put(bk, k, v)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", name, k, err)
+		}
 	}
 	return nil
 }

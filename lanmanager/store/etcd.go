@@ -17,17 +17,21 @@ import (
 
 // Etcd is the Store of LAN managers that share their state through etcd.
 // Keys live under a prefix: <prefix>/instances/<name>,
-// <prefix>/machines/<id> and <prefix>/epoch, with the same JSON records
-// as Bolt's, and the machine sessions and services under their leases
-// (etcdsessions.go).
+// <prefix>/machines/<id>, <prefix>/tokens/<id>, <prefix>/revoked/<machine>
+// and <prefix>/epoch, with the same JSON records as Bolt's, and the
+// machine sessions and services under their leases (etcdsessions.go).
+// Load reads only these kinds' own directories, so other keys under the
+// prefix (the election, <prefix>/ca of EtcdCA) are never taken for them.
 //
 // A Batch may hold more records than etcd allows in one transaction
 // (--max-txn-ops, 128 by default), so Commit writes it in transactions of
 // at most txnOps, each guarded by the leader's compare (Guard): a LAN
 // manager that is no longer the leader writes nothing more. The order
-// keeps any prefix of a batch consistent for the next leader: the epoch
-// and the machines first (a stored copy's machine is always known), then
-// the instances, then the machines that are gone. Nothing of a batch
+// keeps any prefix of a batch consistent for the next leader: the tokens
+// and revocations first (they depend on nothing, and a revocation or a
+// withdrawn token holds even if the rest is cut off), then the epoch and
+// the machines (a stored copy's machine is always known), then the
+// instances, then the machines that are gone. Nothing of a batch
 // leaves the LAN manager before all of it is stored; an admin request
 // whose batch was cut off by a lost leadership got an error, and a retry
 // of it may find some of its needs already added (409).
@@ -91,23 +95,15 @@ func (e *Etcd) Load() (Snapshot, error) {
 	clear(e.services)
 	e.stale = nil
 	var s Snapshot
-	err := e.each(e.key("instances")+"/", func(k, v []byte, _ int64) error {
-		var in Instance
-		if err := json.Unmarshal(v, &in); err != nil {
-			return fmt.Errorf("instance %q: %w", k, err)
-		}
-		s.Instances = append(s.Instances, in)
-		return nil
-	})
+	err := load(e, "instances", &s.Instances)
 	if err == nil {
-		err = e.each(e.key("machines")+"/", func(k, v []byte, _ int64) error {
-			var m Machine
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("machine %q: %w", k, err)
-			}
-			s.Machines = append(s.Machines, m)
-			return nil
-		})
+		err = load(e, "machines", &s.Machines)
+	}
+	if err == nil {
+		err = load(e, "tokens", &s.Tokens)
+	}
+	if err == nil {
+		err = load(e, "revoked", &s.Revoked)
 	}
 	if err == nil {
 		s.Epoch, err = e.epoch()
@@ -120,6 +116,18 @@ func (e *Etcd) Load() (Snapshot, error) {
 	}
 	sortInstances(s.Instances)
 	return s, nil
+}
+
+// load appends the records under <prefix>/<kind>/ to out, in key order.
+func load[V any](e *Etcd, kind string, out *[]V) error {
+	return e.each(e.key(kind)+"/", func(k, v []byte, _ int64) error {
+		var rec V
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		*out = append(*out, rec)
+		return nil
+	})
 }
 
 // each calls f for every key under prefix, with its value and lease, a
@@ -224,7 +232,10 @@ func (e *Etcd) try(f func(context.Context) error) error {
 // ops lists a batch's writes in the order Commit makes them, and records
 // its service keys in puts.
 func (e *Etcd) ops(b Batch, puts map[string]*servicePut) ([]clientv3.Op, error) {
-	var ops []clientv3.Op
+	ops, err := e.accessOps(b)
+	if err != nil {
+		return nil, err
+	}
 	if b.Epoch != 0 {
 		ops = append(ops, clientv3.OpPut(e.key("epoch"), strconv.FormatUint(b.Epoch, 10)))
 	}
@@ -248,6 +259,16 @@ func (e *Etcd) ops(b Batch, puts map[string]*servicePut) ([]clientv3.Op, error) 
 		return nil, err
 	}
 	return append(append(ops, deleted...), gone...), nil
+}
+
+// accessOps lists the writes and deletions of a batch's tokens and
+// revocations, the first of its writes (see Etcd).
+func (e *Etcd) accessOps(b Batch) ([]clientv3.Op, error) {
+	ops, dels, err := writes(e, nil, nil, "revoked", b.Revoked, identity)
+	if err == nil {
+		ops, dels, err = writes(e, ops, dels, "tokens", b.Tokens, identity)
+	}
+	return append(ops, dels...), err
 }
 
 func identity[V any](v *V) *V { return v }

@@ -85,7 +85,8 @@ func TestEtcdDeposedLeaderWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, e2 := campaign()
-	big := store.Batch{Instances: map[string]*store.Instance{}}
+	big := store.Batch{Instances: map[string]*store.Instance{}, Tokens: map[string]*store.Token{"t1": {ID: "t1", Role: "admin"}},
+		Revoked: map[string]*store.Revocation{"m9": {Machine: "m9", At: time.Unix(3, 0).UTC()}}}
 	for k := range 300 {
 		big.Instances[fmt.Sprintf("x%03d", k)] = inst(fmt.Sprintf("x%03d", k), 9)
 	}
@@ -95,10 +96,18 @@ func TestEtcdDeposedLeaderWritesNothing(t *testing.T) {
 	cur := store.NewEtcd(cli, "/allex")
 	cur.Guard(nil, guard(e2))
 	snap, err := cur.Load()
-	if err != nil || len(snap.Instances) != 1 || snap.Instances[0].Need.Instance != "a" {
-		t.Fatalf("after the deposed commit: %d instances (%v)", len(snap.Instances), err)
+	if err != nil || len(snap.Instances) != 1 || snap.Instances[0].Need.Instance != "a" || len(snap.Tokens)+len(snap.Revoked) != 0 {
+		t.Fatalf("after the deposed commit: %d instances, tokens %v, revoked %v (%v)", len(snap.Instances), snap.Tokens, snap.Revoked, err)
 	}
 	if err := cur.Commit(big); err != nil {
 		t.Fatalf("leader's commit: %v", err)
+	}
+	if snap, err := cur.Load(); err != nil || len(snap.Instances) != 301 || len(snap.Tokens) != 1 || snap.Revoked[0].Machine != "m9" {
+		t.Fatalf("after the leader's commit: %d instances, tokens %v, revoked %v (%v)", len(snap.Instances), snap.Tokens, snap.Revoked, err)
+	}
+	for _, k := range []string{"/allex/tokens/t1", "/allex/revoked/m9"} {
+		if resp, err := cli.Get(ctx, k); err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("key %s: %v", k, err)
+		}
 	}
 }

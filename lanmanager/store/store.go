@@ -1,9 +1,10 @@
 // Package store owns the LAN manager's durable state: one record per
 // instance (its need and its copy: the grant, with its epoch and machine,
 // and the service once published), the identities of the machines that
-// hold copies, and the epoch counter. A Batch is one transaction, so a
-// grant or a publication is never half stored, and a grant is on disk
-// before the master hears of it.
+// hold copies, the bearer tokens (hashed), the revoked machines, and the
+// epoch counter. A Batch is one transaction, so a grant or a publication
+// is never half stored, and a grant is on disk before the master hears
+// of it.
 package store
 
 import (
@@ -81,18 +82,39 @@ type Machine struct {
 	Address  string `json:"address,omitempty"`
 }
 
+// Token is a bearer token's record. The secret is never stored, only its SHA-256 (hex).
+type Token struct {
+	ID          string    `json:"id"`
+	Role        string    `json:"role"` // "master" (join only), "admin", "read"
+	SecretHash  string    `json:"secrethash"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"createdat"`
+	Expires     time.Time `json:"expires,omitzero"` // zero: never
+}
+
+// Revocation cuts a machine off for good: its certificate and any new one for its id are refused.
+type Revocation struct {
+	Machine string    `json:"machine"`
+	At      time.Time `json:"at"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
 // Snapshot is everything stored.
 type Snapshot struct {
-	Instances []Instance // sorted by need instance
-	Machines  []Machine  // sorted by id
-	Epoch     uint64     // the last epoch handed out
+	Instances []Instance   // sorted by need instance
+	Machines  []Machine    // sorted by id
+	Tokens    []Token      // sorted by id
+	Revoked   []Revocation // sorted by machine
+	Epoch     uint64       // the last epoch handed out
 }
 
 // Batch is one transaction. A nil value in a map deletes the key.
 type Batch struct {
 	Instances map[string]*Instance
 	Machines  map[string]*Machine
-	Epoch     uint64 // 0: unchanged
+	Tokens    map[string]*Token      // by id
+	Revoked   map[string]*Revocation // by machine
+	Epoch     uint64                 // 0: unchanged
 	// Linked holds the machines whose link to this LAN manager began
 	// (true) or ended (false) since the last batch. A store that ties
 	// services to their machine's liveness (Etcd) keeps a machine's
@@ -102,7 +124,8 @@ type Batch struct {
 
 // Empty says whether the batch changes nothing.
 func (b Batch) Empty() bool {
-	return len(b.Instances) == 0 && len(b.Machines) == 0 && b.Epoch == 0 && len(b.Linked) == 0
+	return len(b.Instances) == 0 && len(b.Machines) == 0 && len(b.Tokens) == 0 && len(b.Revoked) == 0 &&
+		b.Epoch == 0 && len(b.Linked) == 0
 }
 
 // Store is the LAN manager's persistence.
@@ -118,6 +141,8 @@ type Memory struct {
 	mu        sync.Mutex
 	instances map[string]Instance
 	machines  map[string]Machine
+	tokens    map[string]Token
+	revoked   map[string]Revocation
 	epoch     uint64
 	// Fail, when set, makes Commit fail with its result (tests).
 	Fail func(Batch) error
@@ -125,7 +150,8 @@ type Memory struct {
 
 // NewMemory returns an empty Memory store.
 func NewMemory() *Memory {
-	return &Memory{instances: map[string]Instance{}, machines: map[string]Machine{}}
+	return &Memory{instances: map[string]Instance{}, machines: map[string]Machine{},
+		tokens: map[string]Token{}, revoked: map[string]Revocation{}}
 }
 
 // Load implements Store.
@@ -136,9 +162,9 @@ func (m *Memory) Load() (Snapshot, error) {
 	for _, k := range slices.Sorted(maps.Keys(m.instances)) {
 		s.Instances = append(s.Instances, m.instances[k].Clone())
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.machines)) {
-		s.Machines = append(s.Machines, m.machines[k])
-	}
+	s.Machines = inKeyOrder(m.machines)
+	s.Tokens = inKeyOrder(m.tokens)
+	s.Revoked = inKeyOrder(m.revoked)
 	s.Epoch = m.epoch
 	return s, nil
 }
@@ -159,13 +185,9 @@ func (m *Memory) Commit(b Batch) error {
 			m.instances[k] = v.Clone()
 		}
 	}
-	for k, v := range b.Machines {
-		if v == nil {
-			delete(m.machines, k)
-		} else {
-			m.machines[k] = *v
-		}
-	}
+	apply(m.machines, b.Machines)
+	apply(m.tokens, b.Tokens)
+	apply(m.revoked, b.Revoked)
 	if b.Epoch != 0 {
 		m.epoch = b.Epoch
 	}
@@ -174,6 +196,26 @@ func (m *Memory) Commit(b Batch) error {
 
 // Close implements Store.
 func (m *Memory) Close() error { return nil }
+
+// inKeyOrder lists m's values by key (nil when empty, as the other stores load it).
+func inKeyOrder[V any](m map[string]V) []V {
+	var out []V
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+// apply stores the records of a batch's map in dst, deleting the nil ones.
+func apply[V any](dst map[string]V, src map[string]*V) {
+	for k, v := range src {
+		if v == nil {
+			delete(dst, k)
+		} else {
+			dst[k] = *v
+		}
+	}
+}
 
 func sortInstances(xs []Instance) {
 	slices.SortFunc(xs, func(a, b Instance) int { return strings.Compare(a.Need.Instance, b.Need.Instance) })
