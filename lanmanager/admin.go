@@ -129,43 +129,39 @@ func (s *Server) routes() http.Handler {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET "+lanwire.Path, s.handleLink)
-	mux.HandleFunc("GET /v1/needs", s.auth(func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /v1/needs", s.auth(adminapi.RoleRead, func(w http.ResponseWriter, _ *http.Request) {
 		out, err := s.Needs()
 		writeResult(w, out, err)
 	}))
-	mux.HandleFunc("POST /v1/needs", s.auth(s.handleAddNeed))
-	mux.HandleFunc("DELETE /v1/needs/{instance}", s.auth(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/needs", s.auth(adminapi.RoleAdmin, s.handleAddNeed))
+	mux.HandleFunc("DELETE /v1/needs/{instance}", s.auth(adminapi.RoleAdmin, func(w http.ResponseWriter, r *http.Request) {
 		if err := s.RemoveNeed(r.PathValue("instance")); err != nil {
 			writeErr(w, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	mux.HandleFunc("GET /v1/services", s.auth(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/services", s.auth(adminapi.RoleRead, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		out, err := s.Services(ServiceFilter{Module: q.Get("module"), Instance: q.Get("instance")})
 		writeResult(w, out, err)
 	}))
-	mux.HandleFunc("GET /v1/services/{instance}", s.auth(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/services/{instance}", s.auth(adminapi.RoleRead, func(w http.ResponseWriter, r *http.Request) {
 		out, err := s.Service(r.PathValue("instance"))
 		writeResult(w, out, err)
 	}))
-	mux.HandleFunc("GET /v1/services/watch", s.auth(s.handleWatch))
-	mux.HandleFunc("GET /v1/machines", s.auth(func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /v1/services/watch", s.auth(adminapi.RoleRead, s.handleWatch))
+	mux.HandleFunc("GET /v1/machines", s.auth(adminapi.RoleRead, func(w http.ResponseWriter, _ *http.Request) {
 		out, err := s.Machines()
 		writeResult(w, out, err)
 	}))
+	s.authRoutes(mux)
 	return mux
 }
 
-func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-			return
-		}
-		h(w, r)
-	}
+// auth wraps a handler that needs role want and not the caller.
+func (s *Server) auth(want string, h http.HandlerFunc) http.HandlerFunc {
+	return s.allow(want, func(w http.ResponseWriter, r *http.Request, _ principal) { h(w, r) })
 }
 
 func (s *Server) handleAddNeed(w http.ResponseWriter, r *http.Request) {
@@ -320,6 +316,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, adminapi.ErrUnauthorized):
 		status = http.StatusUnauthorized
+	case errors.Is(err, adminapi.ErrForbidden):
+		status = http.StatusForbidden
 	case errors.Is(err, adminapi.ErrCompacted):
 		status = http.StatusGone
 	}

@@ -23,7 +23,10 @@ func TestFeedHandler(t *testing.T) {
 		}
 		return emit([]adminapi.ServiceEvent{{Type: adminapi.EventUp, Service: lanwire.ServiceRecord{Instance: module}, Revision: since + 1}})
 	}
-	h := FeedHandler("tok", feed)
+	h := FeedHandler(func(r *http.Request) error {
+		_, err := BearerRole(r, "tok", func(string) (store.Token, bool) { return store.Token{}, false })
+		return err
+	}, feed)
 	for _, tc := range []struct {
 		query, token string
 		status       int

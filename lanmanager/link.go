@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/allex-go/allex/internal/tcpcheck"
+	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/lanstate"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -45,6 +46,9 @@ type session struct {
 	// helloBy is when the hello must have come; zero once it has. Only
 	// the reader uses it.
 	helloBy time.Time
+	// machine is the id the master's certificate names; its hello must
+	// say the same ("" over plain HTTP: any).
+	machine string
 
 	// mu guards the end of the session against its pongs: a pong renews
 	// the master's lease, so none may leave once the end, and with it the
@@ -196,15 +200,21 @@ func (s *Server) writeLoop(sess *session) {
 	}
 }
 
-// authorized checks the bearer token and, when it is right, tells the
-// guard that the connection is trusted. The scheme's case does not matter
-// and more than one space may follow it (RFC 7235, section 2.1).
-func (s *Server) authorized(r *http.Request) bool {
-	if !BearerOK(r, s.cfg.Token) {
-		return false
+// linker says who may link: over TLS a master by its certificate (or
+// relayed by a standby that verified it), which fixes its machine id;
+// over plain HTTP the LAN's token, as any machine.
+func (s *Server) linker(r *http.Request) (principal, error) {
+	p, err := s.who(r, time.Now())
+	switch {
+	case err != nil:
+		return p, err
+	case p.role == roleMachine:
+	case s.cfg.TLS == nil && p.token == "root":
+	default:
+		return p, fmt.Errorf("%w: %w", adminapi.ErrUnauthorized, errLinkNeedsCert)
 	}
 	s.authenticated(r)
-	return true
+	return p, nil
 }
 
 func newID() string {
@@ -214,8 +224,9 @@ func newID() string {
 }
 
 func (s *Server) handleLink(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(r) {
-		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+	who, err := s.linker(r)
+	if err != nil {
+		writeErr(w, err)
 		return
 	}
 	up := websocket.Upgrader{
@@ -238,7 +249,7 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(lanwire.MaxFrameSize)
 	sess := &session{
 		id: lanstate.SessionID(newID()), conn: conn, batch: bw.conn, wake: make(chan struct{}, 1), done: make(chan struct{}),
-		live: true, lastHeard: time.Now(), helloBy: time.Now().Add(s.cfg.HelloTimeout),
+		live: true, lastHeard: time.Now(), helloBy: time.Now().Add(s.cfg.HelloTimeout), machine: who.machine,
 	}
 	go s.writeLoop(sess)
 	defer s.wg.Done()
@@ -335,6 +346,9 @@ func (s *Server) readHello(sess *session, remote string) bool {
 	typ, p, err := lanwire.Decode(data)
 	if err == nil && typ != lanwire.TypeHello {
 		err = fmt.Errorf("first frame must be hello, got %q", typ)
+	}
+	if h, ok := p.(*lanwire.Hello); err == nil && ok && sess.machine != "" && h.MachineID != sess.machine {
+		err = fmt.Errorf("this master's certificate is machine %q's; it cannot say hello as %q", sess.machine, h.MachineID)
 	}
 	if err != nil {
 		s.log.Warn("refused first frame from master", "remote", remote, "error", err)

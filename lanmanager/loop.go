@@ -121,6 +121,7 @@ func (s *Server) newLoop(now time.Time) (*loop, error) {
 	if err := s.store.Commit(st.TakeEffects(now).Store); err != nil {
 		return nil, fmt.Errorf("lanmanager: merge needs files: %w", err)
 	}
+	s.creds.Store(newAuthTable(snap))
 	return &loop{s: s, st: st, sessions: map[lanstate.SessionID]*session{}, watchers: map[*watcher]struct{}{}}, nil
 }
 
@@ -249,6 +250,9 @@ func (l *loop) finish(err error) error {
 			r(err)
 		}
 		return fmt.Errorf("lanmanager: %w", err)
+	}
+	if len(p.fx.Store.Tokens) > 0 || len(p.fx.Store.Revoked) > 0 {
+		l.s.creds.Store(l.s.creds.Load().with(p.fx.Store))
 	}
 	l.carryOut(p.fx)
 	l.batchEvents = p.fx.Events

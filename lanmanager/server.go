@@ -2,6 +2,7 @@ package lanmanager
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/allex-go/allex/lanmanager/connguard"
 	"github.com/allex-go/allex/lanmanager/lanstate"
 	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -40,8 +42,18 @@ type Config struct {
 	// closes it. A standby hands its listener over this way, so no
 	// connection is refused while it becomes the leader.
 	Listener net.Listener
-	// Token every master and admin client must present. Required.
+	// Token is the LAN manager's own bearer token: admin calls, and over
+	// plain HTTP masters' links. Required.
 	Token string
+	// TLS, when set, serves HTTPS and WSS with it (lanpki.ServerConfig);
+	// nil serves plain HTTP (-insecure, or -dev on loopback).
+	TLS *tls.Config
+	// CA signs masters' certificates on join and renewal; nil (or a CA
+	// without its key) issues none.
+	CA *lanpki.CA
+	// CertTTL is a master certificate's lifetime (default DefaultCertTTL);
+	// masters renew at two thirds of it.
+	CertTTL time.Duration
 	// DataDir holds the bbolt database; used when Store is nil.
 	DataDir string
 	// Store overrides the on-disk store (e.g. store.NewMemory()). Run closes it.
@@ -133,10 +145,16 @@ func (c *Config) setDefaults() {
 	if c.HelloTimeout == 0 {
 		c.HelloTimeout = DefaultHelloTimeout
 	}
+	if c.CertTTL <= 0 {
+		c.CertTTL = DefaultCertTTL
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
 }
+
+// DefaultCertTTL is Config.CertTTL's default.
+const DefaultCertTTL = 30 * 24 * time.Hour
 
 func (c *Config) timings() lanwire.Timings {
 	return lanwire.NewTimings(c.Heartbeat, c.Lease, c.FenceGrace, c.ExitFence)
@@ -176,6 +194,9 @@ type Server struct {
 	// counts those it closed over a cap.
 	guard     *connguard.Guard
 	shedCount atomic.Uint64
+
+	// creds is the tokens and revocations as last committed (auth.go).
+	creds atomic.Pointer[authTable]
 }
 
 // errStopped answers calls once the loop has ended.
@@ -222,6 +243,7 @@ func New(cfg Config) (*Server, error) {
 		stopped: make(chan struct{}),
 		ready:   make(chan struct{}),
 	}
+	s.creds.Store(newAuthTable(store.Snapshot{}))
 	s.guard = connguard.New(connguard.Config{
 		PerSource: cfg.MaxUnauthPerIP, Total: cfg.MaxUnauth, Timeout: cfg.UnauthTimeout, Shed: s.shed,
 	})
@@ -239,6 +261,9 @@ func (s *Server) Listen() error {
 		if ln, err = net.Listen("tcp", s.cfg.Addr); err != nil {
 			return fmt.Errorf("lanmanager: listen: %w", err)
 		}
+	}
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
 	s.ln = ln
 	close(s.ready)
@@ -285,7 +310,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		cancel()
 		loopDone <- err
 	}()
-	s.log.Info("LAN manager listening", "addr", s.ln.Addr().String(), "lease", s.cfg.Lease, "exitfence", s.cfg.ExitFence)
+	s.log.Info("LAN manager listening", "addr", s.ln.Addr().String(), "tls", s.cfg.TLS != nil, "lease", s.cfg.Lease, "exitfence", s.cfg.ExitFence)
 
 	hs := &http.Server{
 		Handler:           s.routes(),

@@ -58,6 +58,10 @@ const Path = "/v1/link"
 const (
 	LeaderHeader = "X-Allex-Leader"
 	RelayHeader  = "X-Allex-Relay"
+	// RelayedMachineHeader names the machine whose certificate a standby
+	// verified before relaying its link (or forwarding its renewal); the
+	// leader believes it only from a LAN manager's certificate.
+	RelayedMachineHeader = "X-Allex-Relayed-Machine"
 )
 
 // LeaderBase is the base URL (scheme and host) a LeaderHeader names, or

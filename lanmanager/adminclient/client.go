@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -24,6 +27,7 @@ var (
 	ErrNotFound     = adminapi.ErrNotFound
 	ErrConflict     = adminapi.ErrConflict
 	ErrUnauthorized = adminapi.ErrUnauthorized
+	ErrForbidden    = adminapi.ErrForbidden
 	ErrInvalid      = adminapi.ErrInvalid
 	ErrCompacted    = adminapi.ErrCompacted
 )
@@ -49,6 +53,8 @@ func (e *HTTPError) Unwrap() error {
 		return ErrConflict
 	case http.StatusUnauthorized:
 		return ErrUnauthorized
+	case http.StatusForbidden:
+		return ErrForbidden
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		return ErrInvalid
 	case http.StatusGone:
@@ -65,9 +71,43 @@ type Client struct {
 	HTTP *http.Client
 }
 
-// New returns a client for baseURL (e.g. "http://127.0.0.1:23552").
+// New returns a client for baseURL (e.g. "https://127.0.0.1:23552").
+// A token that carries the LAN's CA fingerprint ("K10<sha256>::…", as
+// `allexlanmanager token create` prints) makes the client trust that CA
+// alone; otherwise give the CA with WithCA.
 func New(baseURL, token string) *Client {
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, HTTP: &http.Client{}}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), token: token, HTTP: &http.Client{}}
+	if fp, bearer, ok := SplitPin(token); ok {
+		cfg, _ := lanpki.PinnedConfig(fp)
+		c.token = bearer
+		c.HTTP.Transport = transport(cfg)
+	}
+	return c
+}
+
+// WithCA makes the client trust the CA certificates in pool (and no
+// pin). It returns c.
+func (c *Client) WithCA(pool *x509.CertPool) *Client {
+	c.HTTP.Transport = transport(lanpki.ClientConfig(pool, nil))
+	return c
+}
+
+func transport(cfg *tls.Config) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return tr
+}
+
+// SplitPin splits a token carrying a CA fingerprint, "K10<64 hex>::rest",
+// into the fingerprint ("sha256:<hex>") and the bearer part.
+func SplitPin(token string) (fingerprint, bearer string, ok bool) {
+	token = strings.TrimSpace(token)
+	rest, found := strings.CutPrefix(token, "K10")
+	hash, bearer, sep := strings.Cut(rest, "::")
+	if !found || !sep || len(hash) != 64 || bearer == "" {
+		return "", "", false
+	}
+	return "sha256:" + hash, bearer, true
 }
 
 // LeaderHeader names, on a standby's 503, the LAN manager that leads

@@ -14,6 +14,9 @@ import (
 // session of the same master, welcomes it, and reconciles the copies it
 // reports with those the state gives it.
 func (s *State) Hello(now time.Time, sid SessionID, h *lanwire.Hello) {
+	if s.refuseRevoked(sid, h) {
+		return
+	}
 	m := s.machines[h.MachineID]
 	if m != nil && m.identity != "" && m.identity != h.Identity {
 		if m.sess != nil || len(m.copies) > 0 {

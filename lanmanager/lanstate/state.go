@@ -181,6 +181,8 @@ type State struct {
 	byModule   map[string]*placeHeap
 	grants     uint64
 	timers     timerHeap
+	// revoked holds the machines cut off for good (auth.go).
+	revoked map[string]bool
 }
 
 // inst is an instance: its stored record and what is in flight.
@@ -245,6 +247,10 @@ func New(cfg Config, snap store.Snapshot, files []FileNeed, now time.Time) *Stat
 		insts: map[string]*inst{}, machines: map[string]*machine{}, sessions: map[SessionID]*session{},
 		downs: map[string][]time.Time{}, dirty: map[string]bool{}, dirtyMach: map[string]bool{}, byModule: map[string]*placeHeap{},
 		placing: map[*inst]uint64{}, away: map[*machine]bool{}, epoch: snap.Epoch,
+	}
+	s.revoked = make(map[string]bool, len(snap.Revoked))
+	for _, r := range snap.Revoked {
+		s.revoked[r.Machine] = true
 	}
 	for _, m := range snap.Machines {
 		s.machines[m.ID] = &machine{id: m.ID, identity: m.Identity, address: m.Address, stored: m, copies: map[string]*inst{}}
