@@ -234,6 +234,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.lan != nil {
 		go func() { defer close(ctrlDone); a.lan.ctrl.Run(linkCtx) }()
 		go func() { linkDone <- a.lan.link.Run(linkCtx) }()
+		if a.lan.creds != nil {
+			go a.lan.creds.Run(linkCtx)
+		}
 	} else {
 		if a.lanErr != nil {
 			a.log.Error("running without the LAN manager", "error", a.lanErr)

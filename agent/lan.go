@@ -3,12 +3,15 @@ package agent
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/allex-go/allex/agent/lancreds"
 	"github.com/allex-go/allex/agent/lanlink"
 	"github.com/allex-go/allex/agent/modspec"
 	"github.com/allex-go/allex/agent/needs"
@@ -23,10 +26,12 @@ import (
 // below; the agent tells it what its copies' children do. Nothing here
 // holds the agent's lock while calling into the controller.
 
-// lan is the LAN link and its needs controller.
+// lan is the LAN link and its needs controller, and, on a LAN that
+// speaks TLS, the master's certificate.
 type lan struct {
-	ctrl *needs.Controller
-	link *lanlink.Link
+	ctrl  *needs.Controller
+	link  *lanlink.Link
+	creds *lancreds.Creds // nil: laninsecure
 }
 
 func (a *Agent) newLAN() (*lan, error) {
@@ -41,18 +46,48 @@ func (a *Agent) newLAN() (*lan, error) {
 		Check:        a.CheckNeed,
 		Logger:       a.log.Named("needs"),
 	}, a, leaseSink{a}, boottime.Now)
-	link, err := lanlink.New(lanlink.Config{
+	lc := lanlink.Config{
 		Address: cfg.LanManagerAddress,
 		Port:    cfg.LanManagerPort,
 		Token:   a.opts.Token,
 		Handler: ctrl,
 		Logger:  a.log.Named("lanlink"),
-	})
+	}
+	var creds *lancreds.Creds
+	if !cfg.LanInsecure {
+		var err error
+		if creds, err = a.lanCreds(); err != nil {
+			return nil, fmt.Errorf("LAN credentials: %w", err)
+		}
+		lc.TLS, lc.Ready = creds.TLS(), creds.Ready
+	}
+	link, err := lanlink.New(lc)
 	if err != nil {
 		return nil, fmt.Errorf("LAN link: %w", err)
 	}
 	ctrl.SetLink(link)
-	return &lan{ctrl: ctrl, link: link}, nil
+	return &lan{ctrl: ctrl, link: link, creds: creds}, nil
+}
+
+// lanCreds loads the master's certificate from <statedir>/lan, or
+// readies a join with its token.
+func (a *Agent) lanCreds() (*lancreds.Creds, error) {
+	cfg := a.opts.Config
+	if a.opts.StateDir == "" {
+		return nil, errors.New("a LAN that speaks TLS needs a state dir to keep the master's certificate in")
+	}
+	port := cfg.LanManagerPort
+	if port == 0 {
+		port = lanwire.DefaultPort
+	}
+	urls, err := lanlink.URLs(cfg.LanManagerAddress, port, true)
+	if err != nil {
+		return nil, err
+	}
+	return lancreds.New(lancreds.Config{
+		Dir: filepath.Join(a.opts.StateDir, "lan"), MachineID: cfg.MachineID, Token: a.opts.Token,
+		URLs: urls, Logger: a.log.Named("lancreds"),
+	})
 }
 
 // StartNeed starts the child of a copy the LAN manager granted: the

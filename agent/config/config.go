@@ -70,6 +70,11 @@ type Config struct {
 	// holding it instead (relative to the config file's directory).
 	Token     string `json:"token,omitempty"`
 	TokenFile string `json:"tokenfile,omitempty"`
+	// LanInsecure links over plain WebSockets with Token as a shared
+	// secret, to a LAN manager run with -insecure. Otherwise the link
+	// speaks TLS with the master's certificate, got by joining with
+	// Token (a join token).
+	LanInsecure bool `json:"laninsecure,omitempty"`
 	// MaxProcesses caps the children; 0 means unlimited.
 	MaxProcesses int `json:"maxprocesses,omitempty"`
 	// StateDir holds logs and state files; default DefaultStateDir next

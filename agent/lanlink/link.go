@@ -2,6 +2,7 @@ package lanlink
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -112,8 +113,15 @@ type Config struct {
 	// Port is the LAN managers' port where an address gives none; 0
 	// means lanwire.DefaultPort.
 	Port int
-	// Token is sent as "Authorization: Bearer <token>".
-	Token   string
+	// Token is sent as "Authorization: Bearer <token>" when TLS is nil
+	// (a LAN manager run with -insecure).
+	Token string
+	// TLS, when set, links over wss:// with it: the master's certificate
+	// is its credential (package lancreds).
+	TLS *tls.Config
+	// Ready, when set, is waited for before each dial (a master that has
+	// not joined yet has no certificate to link with).
+	Ready   func(context.Context) error
 	Handler Handler
 	Logger  hclog.Logger
 	// Heartbeat is the ping period; the welcome's heartbeatms overrides it.
@@ -172,12 +180,19 @@ func New(cfg Config) (*Link, error) {
 	if cfg.Port < 1 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("lanlink: config: port %d: want 1-65535", cfg.Port)
 	}
-	urls, err := linkURLs(cfg.Address, cfg.Port)
+	urls, err := URLs(cfg.Address, cfg.Port, cfg.TLS != nil)
 	if err != nil {
 		return nil, fmt.Errorf("lanlink: config: address: %w", err)
 	}
-	if err := checkToken(cfg.Token); err != nil {
-		return nil, fmt.Errorf("lanlink: config: token: %w", err)
+	for i := range urls {
+		urls[i] = "ws" + strings.TrimPrefix(urls[i], "http") + lanwire.Path
+	}
+	header := http.Header{}
+	if cfg.TLS == nil {
+		if err := checkToken(cfg.Token); err != nil {
+			return nil, fmt.Errorf("lanlink: config: token: %w", err)
+		}
+		header.Set("Authorization", "Bearer "+cfg.Token)
 	}
 	durations := []struct {
 		name string
@@ -214,15 +229,20 @@ func New(cfg Config) (*Link, error) {
 		log:    cfg.Logger,
 		urls:   urls,
 		url:    urls[0],
-		header: http.Header{"Authorization": {"Bearer " + cfg.Token}},
-		dialer: &websocket.Dialer{HandshakeTimeout: cfg.DialTimeout},
+		header: header,
+		dialer: &websocket.Dialer{HandshakeTimeout: cfg.DialTimeout, TLSClientConfig: cfg.TLS},
 		state:  StateDisconnected,
 	}, nil
 }
 
-// linkURLs makes the link URL of each comma-separated address, port
-// being the port of those that give none.
-func linkURLs(addresses string, port int) ([]string, error) {
+// URLs makes the base URL (https://host:port, or http:// without TLS)
+// of each comma-separated address, port being the port of those that
+// give none.
+func URLs(addresses string, port int, tls bool) ([]string, error) {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
 	var urls []string
 	for _, a := range strings.Split(addresses, ",") {
 		a = strings.TrimSpace(a)
@@ -238,7 +258,7 @@ func linkURLs(addresses string, port int) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		u := url.URL{Scheme: "ws", Host: net.JoinHostPort(host, strconv.Itoa(p)), Path: lanwire.Path}
+		u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(p))}
 		if slices.Contains(urls, u.String()) {
 			return nil, fmt.Errorf("%s given twice", u.Host)
 		}
@@ -350,6 +370,10 @@ func (l *Link) Run(ctx context.Context) error {
 	tried := 0   // addresses that failed since a session lasted
 	standby := 0 // standby answers in a row
 	for {
+		if l.cfg.Ready != nil && l.cfg.Ready(ctx) != nil {
+			l.setState(StateDisconnected, nil)
+			return nil
+		}
 		l.setState(StateConnecting, nil)
 		lasted, err := l.session(ctx)
 		if ctx.Err() != nil {
@@ -622,6 +646,9 @@ func (l *Link) dial(ctx context.Context) (*websocket.Conn, error) {
 		leader = resp.Header.Get(lanwire.LeaderHeader)
 	}
 	lu, lerr := leaderLinkURL(leader)
+	if lerr == nil && l.cfg.TLS != nil && !strings.HasPrefix(lu, "wss://") {
+		lerr = fmt.Errorf("the leader %q does not speak TLS", leader)
+	}
 	if lerr != nil {
 		return nil, dialError(l.url, resp, err)
 	}
@@ -686,6 +713,8 @@ func dialError(u string, resp *http.Response, err error) error {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("dial %s: %w", u, ErrUnauthorized)
+	case http.StatusForbidden:
+		return fmt.Errorf("dial %s: %w (HTTP 403: revoked)", u, ErrRefused)
 	case http.StatusServiceUnavailable:
 		return fmt.Errorf("dial %s: %w (leader %q)", u, ErrStandby, resp.Header.Get(lanwire.LeaderHeader))
 	}

@@ -113,6 +113,8 @@ func runDev(ctx context.Context, f *flags, set map[string]bool, log hclog.Logger
 	}
 	cfg = applyFlags(cfg, f, set)
 	cfg.LanManagerAddress, cfg.LanManagerPort, cfg.Token, cfg.TokenFile = host, lmAddr.Port, token, ""
+	// The embedded LAN manager listens on loopback only, in plain HTTP.
+	cfg.LanInsecure = true
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("dev config: %w", err)
 	}
