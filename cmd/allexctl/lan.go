@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,14 +39,30 @@ func (g *globals) lanClient() (*adminclient.Client, error) {
 	if token == "" {
 		return nil, errors.New("the LAN manager needs a token: pass -token or -token-file (or set ALLEX_LAN_TOKEN)")
 	}
-	return adminclient.New(g.lan, token), nil
+	c := adminclient.New(g.lan, token)
+	_, _, pinned := adminclient.SplitPin(token)
+	switch {
+	case g.ca != "":
+		b, err := os.ReadFile(g.ca)
+		if err != nil {
+			return nil, fmt.Errorf("-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("-ca %s: no PEM certificate in it", g.ca)
+		}
+		c.WithCA(pool)
+	case strings.HasPrefix(g.lan, "https://") && !pinned:
+		return nil, errors.New("the LAN manager speaks TLS: give -ca (its data dir's tls/ca.crt) or a token that carries the CA's fingerprint (K10…::…, as `allexlanmanager token create` prints)")
+	}
+	return c, nil
 }
 
 const lanWant = "want host, host:port or http(s)://host:port"
 
 // lanURL turns -lan (or ALLEX_LAN) into the admin API's base URL: a host
-// takes the LAN manager's default port, host:port means plain HTTP, and a
-// URL is taken as written.
+// takes the LAN manager's default port, host:port means HTTPS, and a URL
+// is taken as written (http:// for a LAN manager run with -insecure).
 func lanURL(s string) (string, error) {
 	in := s
 	if !strings.Contains(s, "://") {
@@ -56,7 +73,7 @@ func lanURL(s string) (string, error) {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return "", fmt.Errorf("-lan %q: port %q is not a number 1-65535 (%s)", in, port, lanWant)
 		}
-		s = "http://" + net.JoinHostPort(host, port)
+		s = "https://" + net.JoinHostPort(host, port)
 	}
 	u, err := url.Parse(s)
 	if err != nil {
@@ -278,6 +295,9 @@ func parseNeedAdd(g *globals, args []string) ([]lanwire.Need, error) {
 }
 
 func (g *globals) machines(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "revoke" {
+		return g.revokeMachine(ctx, args[1:])
+	}
 	fs := g.subFlags("machines")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -309,4 +329,28 @@ func (g *globals) machines(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%d\t%d\t%s\t%s\n", m.ID, dash(m.Identity), dash(m.Address), m.Connected, m.Capacity.Running, max, m.Services, m.Copies, m.LastSeen.Local().Format(time.RFC3339), ends)
 	}
 	return tw.Flush()
+}
+
+// revokeMachine cuts a master off for good: the LAN manager closes its
+// link and refuses it from then on, and its needs move once it is fenced.
+func (g *globals) revokeMachine(ctx context.Context, args []string) error {
+	fs := g.subFlags("machines revoke")
+	reason := fs.String("reason", "", "why, kept with the revocation and sent to the master")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("machines revoke: want one machine id")
+	}
+	c, err := g.lanClient()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if err := c.RevokeMachine(cctx, fs.Arg(0), *reason); err != nil {
+		return fmt.Errorf("LAN manager at %s: %w", g.lan, err)
+	}
+	fmt.Fprintf(g.stdout, "machine %s revoked: its link is closed, and its needs move once it is fenced\n", fs.Arg(0))
+	return nil
 }

@@ -35,7 +35,8 @@ Machine (over the master's socket):
 LAN (over the LAN manager's admin API):
   services [-w] [-since REV] [-module M] [INSTANCE]
   needs ls | needs add [flags] INSTANCE | needs add -f FILE | needs rm INSTANCE
-  machines
+  machines | machines revoke [-reason TEXT] ID
+                               (revoke: cut a master off for good; its needs move)
 
   version                      allexctl's version and the master's
 
@@ -43,8 +44,8 @@ Global flags:
 `
 
 type globals struct {
-	socket, output, lan, token, tokenFile string
-	stdout, stderr                        io.Writer
+	socket, output, lan, token, tokenFile, ca string
+	stdout, stderr                            io.Writer
 }
 
 func main() {
@@ -79,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&g.lan, "lan", envOr("ALLEX_LAN", "127.0.0.1:23552"), "LAN manager: host, host:port or http(s)://host:port (env ALLEX_LAN)")
 	fs.StringVar(&g.token, "token", os.Getenv("ALLEX_LAN_TOKEN"), "LAN manager token (env ALLEX_LAN_TOKEN)")
 	fs.StringVar(&g.tokenFile, "token-file", os.Getenv("ALLEX_LAN_TOKEN_FILE"), "file holding the LAN manager token (env ALLEX_LAN_TOKEN_FILE)")
+	fs.StringVar(&g.ca, "ca", os.Getenv("ALLEX_LAN_CA"), "the LAN's CA certificate (the LAN manager's <data>/tls/ca.crt) when the token carries no CA fingerprint (env ALLEX_LAN_CA)")
 	showVersion := fs.Bool("version", false, "print allexctl's version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,14 +61,28 @@ func parseEtcdStore(v string) (etcdStore, error) {
 // its leadership is lost (it stops with an error, and its supervisor
 // starts it again as a standby), or standbys hear more masters cut off
 // from it than it hears (it resigns and stands by again; unreached.go).
-func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.Duration, advertise string, log hclog.Logger) error {
+func runEtcd(ctx context.Context, cfg lanmanager.Config, es etcdStore, ttl time.Duration, advertise string, tf *tlsFlags, log hclog.Logger) error {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: es.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		DialOptions: []grpc.DialOption{leadership.Reconnect}})
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	defer cli.Close()
-	e := &etcdLAN{cfg: cfg, es: es, ttl: ttl, self: advertise, cli: cli, log: log}
+	var adv []string
+	if u, err := url.Parse(advertise); err == nil {
+		adv = append(adv, u.Host)
+	}
+	shared := func(ctx context.Context, create func() ([]byte, []byte, error)) ([]byte, []byte, error) {
+		return store.EtcdCA(ctx, cli, es.prefix, cfg.Token, create)
+	}
+	st, err := tf.load(ctx, cfg.DataDir, hostsOf(append(adv, cfg.Addr)...), shared, log)
+	if err != nil {
+		return err
+	}
+	e := &etcdLAN{cfg: cfg, es: es, ttl: ttl, self: advertise, cli: cli, log: log, tls: st, toLeader: leaderTransport(st)}
+	if st != nil {
+		e.cfg.TLS, e.cfg.CA = st.config(), st.ca
+	}
 	e.feed = func(ctx context.Context, module string, since int64, emit func([]adminapi.ServiceEvent) error) error {
 		return store.WatchServices(ctx, cli, es.prefix, module, since, emit)
 	}
@@ -92,13 +107,17 @@ type etcdLAN struct {
 	cli  *clientv3.Client
 	log  hclog.Logger
 	feed lanmanager.ServiceFeed
+	// tls is nil with -insecure; toLeader carries forwarded calls and
+	// relayed links to the leader.
+	tls      *serverTLS
+	toLeader *http.Transport
 }
 
 // standBy serves as a standby until elected (lead set, with the still
 // bound listener) or ctx ends (lead nil).
 func (e *etcdLAN) standBy(ctx context.Context) (*leadership.Lead, net.Listener, error) {
 	cut := newUnreached()
-	stopStandby, err := serveStandby(e.cfg.Addr, e.cli, e.es.prefix, e.self, e.cfg.Token, lanmanager.FeedHandler(e.cfg.Token, e.feed), cut)
+	stopStandby, err := e.serveStandby(lanmanager.FeedHandler(e.mayRead, e.feed), cut)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -190,7 +209,8 @@ func linkedCount(srv *lanmanager.Server) func() int {
 // naming the leader, so that the master links to it, or relayed to the
 // leader when the master asks (it cannot reach the leader itself). stop
 // returns the listener, still bound.
-func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string, watch http.HandlerFunc, cut *unreached) (stop func() net.Listener, err error) {
+func (e *etcdLAN) serveStandby(watch http.HandlerFunc, cut *unreached) (stop func() net.Listener, err error) {
+	addr, cli, prefix, self := e.cfg.Addr, e.cli, e.es.prefix, e.self
 	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -213,11 +233,11 @@ func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string,
 			cancel()
 		}
 		if forwardable(r, leader, self) {
-			if r.URL.Path == lanwire.Path && !lanmanager.BearerOK(r, token) {
-				unavailable(w, leader, "standby LAN manager: a relayed link needs the LAN's token")
+			if r.URL.Path == lanwire.Path && !e.relayable(r) {
+				unavailable(w, leader, "standby LAN manager: a relayed link needs a master's certificate (or, over plain HTTP, the LAN's token)")
 				return
 			}
-			forward(w, r, leader, func() {
+			forward(w, r, leader, e.toLeader, func() {
 				if r.URL.Path == lanwire.Path {
 					cut.failed(r.RemoteAddr, leader, time.Now())
 				}
@@ -232,7 +252,11 @@ func serveStandby(addr string, cli *clientv3.Client, prefix, self, token string,
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
 	served := make(chan struct{})
-	go func() { _ = hs.Serve(ln); close(served) }()
+	var sl net.Listener = ln
+	if e.tls != nil {
+		sl = tls.NewListener(ln, e.tls.config())
+	}
+	go func() { _ = hs.Serve(sl); close(served) }()
 	return func() net.Listener {
 		endStreams()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -25,20 +26,38 @@ func forwardable(r *http.Request, leader, self string) bool {
 	return leader != "" && leader != self && strings.HasPrefix(r.URL.Path, "/v1/") && r.Header.Get(forwardedHeader) == ""
 }
 
-// toLeader dials the leader within a second: a leader that does not
-// answer by then is down or out of reach, and the caller should hear so
-// while it can still try elsewhere.
-var toLeader = &http.Transport{
-	DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
-	MaxIdleConnsPerHost: 16,
-	IdleConnTimeout:     30 * time.Second,
+// leaderTransport dials the leader within a second: a leader that does
+// not answer by then is down or out of reach, and the caller should hear
+// so while it can still try elsewhere. Over TLS it shows this LAN
+// manager's certificate, so the leader believes the machine it names.
+func leaderTransport(t *serverTLS) *http.Transport {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	if t != nil {
+		tr.TLSClientConfig = t.clientConfig()
+		tr.TLSHandshakeTimeout = time.Second
+	}
+	return tr
+}
+
+// verifiedMachine is the machine whose certificate r's connection
+// showed (verified in the handshake), or "".
+func verifiedMachine(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return ""
+	}
+	id, _ := lanpki.MachineOf(r.TLS.PeerCertificates[0])
+	return id
 }
 
 // forward proxies r to leader and copies its answer back; a relayed
 // link's WebSocket is copied both ways until either end closes it or the
 // standby stops standing by. failed is called when the leader cannot be
 // reached.
-func forward(w http.ResponseWriter, r *http.Request, leader string, failed func()) {
+func forward(w http.ResponseWriter, r *http.Request, leader string, toLeader *http.Transport, failed func()) {
 	target, err := url.Parse(leader)
 	if err != nil {
 		unavailable(w, "", "standby LAN manager: bad leader address "+leader)
@@ -49,6 +68,11 @@ func forward(w http.ResponseWriter, r *http.Request, leader string, failed func(
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(forwardedHeader, r.Host)
+			// Only what this standby verified names a machine.
+			pr.Out.Header.Del(lanwire.RelayedMachineHeader)
+			if id := verifiedMachine(r); id != "" {
+				pr.Out.Header.Set(lanwire.RelayedMachineHeader, id)
+			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			failed()

@@ -44,6 +44,9 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(ctx, args[1:], os.Stdout, stderr)
+	}
 	fset := flag.NewFlagSet("allexlanmanager", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	var cfg lanmanager.Config
@@ -73,7 +76,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	leaderTTL := fset.Duration("leader-ttl", 2*time.Second, "with -store etcd: the leader's etcd lease; a standby takes over this long after the leader dies")
 	advertise := fset.String("advertise", "", "with -store etcd: the address standbys name as the leader's (default: http://<-addr>)")
 	showVersion := fset.Bool("version", false, "print the version and exit")
+	var tf tlsFlags
+	tf.register(fset)
 	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if err := tf.check(); err != nil {
 		return err
 	}
 	if *showVersion {
@@ -128,19 +136,33 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg.Token = tok
+	cfg.Token, cfg.CertTTL = tok, tf.certTTL
 	if es != nil {
 		adv := *advertise
 		if adv == "" {
-			adv = "http://" + cfg.Addr
+			adv = scheme(tf.insecure) + cfg.Addr
 		}
-		return runEtcd(ctx, cfg, *es, *leaderTTL, adv, log)
+		return runEtcd(ctx, cfg, *es, *leaderTTL, adv, &tf, log)
+	}
+	st, err := tf.load(ctx, cfg.DataDir, hostsOf(cfg.Addr), nil, log)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		cfg.TLS, cfg.CA = st.config(), st.ca
 	}
 	srv, err := lanmanager.New(cfg)
 	if err != nil {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+func scheme(insecure bool) string {
+	if insecure {
+		return "http://"
+	}
+	return "https://"
 }
 
 // resolveToken picks -token, else -token-file, else <data>/token,
