@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,10 +23,11 @@ import (
 // FaultLAN is a running allexlanmanager on loopback.
 type FaultLAN struct {
 	*Proc
-	Port    int
-	Token   string
-	DataDir string
-	Admin   *adminclient.Client
+	Port int
+	// Token is the LAN manager's own; JoinToken the masters' (see LAN).
+	Token, JoinToken string
+	DataDir          string
+	Admin            *adminclient.Client
 }
 
 // StartFaultLAN runs allexlanmanager on 127.0.0.1:port (0 picks a free port)
@@ -43,9 +43,12 @@ func StartFaultLAN(t testing.TB, dataDir string, port int, token string, extra .
 		TimingFlags(TestHeartbeat, TestLease)...)
 	l := &FaultLAN{Port: port, Token: token, DataDir: dataDir}
 	l.Proc = Start(t, dataDir, Bins.LAN, append(args, extra...)...)
-	l.Admin = adminclient.New(l.URL(), token)
-	l.Admin.HTTP = &http.Client{Timeout: 30 * time.Second}
 	Eventually(t, 30*time.Second, func() error {
+		if _, err := os.Stat(filepath.Join(dataDir, "tls", "ca.crt")); err != nil {
+			return err
+		}
+		l.Admin = adminclient.New(l.URL(), PinnedToken(t, dataDir, token))
+		l.Admin.HTTP.Timeout = 30 * time.Second
 		select {
 		case <-l.Proc.done:
 			return fmt.Errorf("allexlanmanager exited (%v):\n%s", l.Proc.err, l.Output())
@@ -56,11 +59,14 @@ func StartFaultLAN(t testing.TB, dataDir string, port int, token string, extra .
 		_, err := l.Admin.Needs(ctx)
 		return err
 	})
+	if l.JoinToken == "" {
+		l.JoinToken = MakeToken(t, l.URL(), dataDir, "master")
+	}
 	return l
 }
 
 // URL is the LAN manager's base URL.
-func (l *FaultLAN) URL() string { return "http://127.0.0.1:" + strconv.Itoa(l.Port) }
+func (l *FaultLAN) URL() string { return "https://127.0.0.1:" + strconv.Itoa(l.Port) }
 
 // FaultKill9 SIGKILLs the process alone (not its process group, so children
 // in their own groups survive as a crashed daemon would leave them) and
@@ -165,7 +171,7 @@ func StartFaultMasterWith(t testing.TB, lan *FaultLAN, id string, size, maxProcs
 	t.Helper()
 	dir := ShortDir(t)
 	base := FreeBlock(t, 3*size)
-	WriteFile(t, dir, "allexmasterconfig.json", faultMasterConfig(dir, id, lan.Port, lan.Token, base, size, maxProcs, modules))
+	WriteFile(t, dir, "allexmasterconfig.json", faultMasterConfig(dir, id, lan.Port, lan.JoinToken, base, size, maxProcs, modules))
 	m := &FaultMaster{ID: id, Dir: dir, Socket: filepath.Join(dir, "m.sock"), Base: base, Size: size}
 	m.Run(t)
 	return m

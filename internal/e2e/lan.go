@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -26,10 +28,16 @@ import (
 // dir. Restart stops it and starts it again on the same port and data dir.
 type LAN struct {
 	*Proc
-	t              testing.TB
-	Dir, Data      string
-	Port           int
-	URL, Token     string
+	t         testing.TB
+	Dir, Data string
+	Port      int
+	// URL is https:// unless the LAN manager runs with -insecure. Token
+	// is its own (admin) token, carrying the CA's fingerprint over TLS
+	// (K10…::token) so that allexctl and the admin client check the CA;
+	// JoinToken is a master token made with `allexlanmanager token
+	// create` (the LAN token itself with -insecure).
+	URL, Token, JoinToken string
+	Insecure              bool
 	wrap, args     []string
 	restartedProcs []*Proc
 
@@ -52,6 +60,9 @@ type LANOpts struct {
 	// Wrap is a command that runs the LAN manager, e.g. "prlimit",
 	// "--nofile=256", "--".
 	Wrap []string
+	// Insecure runs it with -insecure: plain HTTP, masters link with the
+	// shared token.
+	Insecure bool
 }
 
 // The fencing timings of tests (lanwire/fencing.go): StartLAN's and
@@ -90,13 +101,50 @@ func StartLAN(t testing.TB, o LANOpts) *LAN {
 	}
 	dir := ShortDir(t)
 	port := FreeBlock(t, 1)
-	l := &LAN{t: t, Dir: dir, Data: filepath.Join(dir, "data"), Port: port, Token: o.Token,
-		URL: fmt.Sprintf("http://127.0.0.1:%d", port), wrap: o.Wrap}
+	l := &LAN{t: t, Dir: dir, Data: filepath.Join(dir, "data"), Port: port, Token: o.Token, JoinToken: o.Token,
+		URL: fmt.Sprintf("http://127.0.0.1:%d", port), wrap: o.Wrap, Insecure: o.Insecure}
 	l.args = append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-data", l.Data, "-token", o.Token, "-log-level", "debug"},
 		TimingFlags(o.Heartbeat, o.Lease)...)
+	if o.Insecure {
+		l.args = append(l.args, "-insecure")
+	}
 	l.args = append(l.args, o.Extra...)
 	l.start(t)
+	if !o.Insecure {
+		l.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
+		l.Token = PinnedToken(t, l.Data, o.Token)
+		l.JoinToken = MakeToken(t, l.URL, l.Data, "master")
+	}
 	return l
+}
+
+// PinnedToken is token carrying the fingerprint of the CA in a LAN
+// manager's data dir: allexctl and the admin client then check that CA.
+func PinnedToken(t testing.TB, dataDir, token string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "tls", "ca.crt"))
+	if err != nil {
+		t.Fatalf("the LAN manager's CA: %v", err)
+	}
+	ca, err := lanpki.ParseCertPEM(b)
+	if err != nil {
+		t.Fatalf("the LAN manager's CA: %v", err)
+	}
+	return "K10" + strings.TrimPrefix(lanpki.Fingerprint(ca), "sha256:") + "::" + token
+}
+
+// MakeToken runs `allexlanmanager token create -role role` against the
+// LAN manager at url with data dir dataDir, and returns the token.
+func MakeToken(t testing.TB, url, dataDir, role string, extra ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append([]string{"token", "create", "-lan", url, "-data", dataDir, "-role", role}, extra...)
+	out, err := exec.CommandContext(ctx, Bins.LAN, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("allexlanmanager %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func (l *LAN) start(t testing.TB) {
@@ -323,7 +371,10 @@ func LANMasterConfig(dir string, base, size, lanPort int, token, machineID, modu
 func StartLANMaster(t testing.TB, l *LAN, o MasterOpts) *Master {
 	t.Helper()
 	if o.Token == "" {
-		o.Token = l.Token
+		o.Token = l.JoinToken
+	}
+	if l.Insecure {
+		o.Extra += `,"laninsecure":true`
 	}
 	if o.Size == 0 {
 		o.Size = 20
