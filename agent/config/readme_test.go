@@ -76,6 +76,8 @@ func appliedDefault(v reflect.Value) string {
 		return v.String()
 	case reflect.Int:
 		return strconv.FormatInt(v.Int(), 10)
+	case reflect.Bool:
+		return strconv.FormatBool(v.Bool())
 	case reflect.Uint16:
 		return strconv.FormatUint(v.Uint(), 10)
 	case reflect.Struct:
