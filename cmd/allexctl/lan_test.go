@@ -7,16 +7,19 @@ import (
 
 func TestLanURL(t *testing.T) {
 	tests := []struct{ in, want, err string }{
-		{"127.0.0.1:23552", "http://127.0.0.1:23552", ""},
-		{"lan.example:8080", "http://lan.example:8080", ""},
-		{"lan.example", "http://lan.example:23552", ""},
-		{"10.0.0.1", "http://10.0.0.1:23552", ""},
-		{"::1", "http://[::1]:23552", ""},
-		{"[::1]", "http://[::1]:23552", ""},
-		{"[::1]:9000", "http://[::1]:9000", ""},
+		// Without a scheme the LAN manager speaks TLS, as it does by default.
+		{"127.0.0.1:23552", "https://127.0.0.1:23552", ""},
+		{"lan.example:8080", "https://lan.example:8080", ""},
+		{"lan.example", "https://lan.example:23552", ""},
+		{"10.0.0.1", "https://10.0.0.1:23552", ""},
+		{"::1", "https://[::1]:23552", ""},
+		{"[::1]", "https://[::1]:23552", ""},
+		{"[::1]:9000", "https://[::1]:9000", ""},
+		// A scheme is taken as written: http:// for one run with -insecure.
 		{"http://127.0.0.1:23552", "http://127.0.0.1:23552", ""},
 		{"http://127.0.0.1:23552/", "http://127.0.0.1:23552", ""},
 		{"https://lan.example", "https://lan.example", ""},
+		{"https://127.0.0.1:23552/", "https://127.0.0.1:23552", ""},
 		{"", "", `-lan "": no host`},
 		{"127.0.0.1:abc", "", `-lan "127.0.0.1:abc": port "abc" is not a number 1-65535`},
 		{"127.0.0.1:70000", "", `port "70000" is not a number 1-65535`},

@@ -194,7 +194,10 @@ func TestUsageErrors(t *testing.T) {
 		c("start", "x"),
 		c("version", "extra"),
 		c("needs"),
+		// https (the default) with a bare token: refused for want of a
+		// CA before the subcommand is read.
 		c("-token", "t", "needs", "frob"),
+		c("-lan", "http://127.0.0.1:1", "-token", "t", "needs", "frob"),
 		c("needs", "ls"),
 		c("-lan", "ftp://lan", "needs", "ls"),
 		c("-token", "t", "services", "-since", "-1"),
