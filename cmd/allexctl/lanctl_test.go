@@ -161,7 +161,9 @@ func TestLANInsecure(t *testing.T) {
 	}
 	hostPort := strings.TrimPrefix(l.URL, "http://")
 	n := &normalizer{literal: []string{l.URL, "<lan>", hostPort, "<host:port>", l.Token, "<token>"}}
-	c := func(args ...string) result { return ctl(t, append([]string{"-lan", l.URL, "-token", l.Token}, args...)...) }
+	c := func(args ...string) result {
+		return ctl(t, append([]string{"-lan", l.URL, "-token", l.Token}, args...)...)
+	}
 	golden(t, "lan_insecure", n,
 		c("needs", "add", "-module", "demo", "i1"),
 		c("needs", "ls"),
