@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/allex-go/allex/lanpki"
 )
 
 const helperEnv = "ALLEXLANMANAGER_TEST_ARGS"
@@ -67,30 +69,53 @@ func startProcess(t *testing.T, args ...string) (*exec.Cmd, string, chan error) 
 	return nil, "", nil
 }
 
+// TestProcessTokenAndSignal: a fresh data dir gets a token (0600) and
+// the LAN's CA (tls/ca.crt 0644, tls/ca.key 0600), both kept on restart;
+// the admin API answers over HTTPS with a certificate from that CA, and
+// plain HTTP to the port is refused; SIGTERM ends the process cleanly.
 func TestProcessTokenAndSignal(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "d")
-	var token string
+	var token, caPEM string
 	for round := range 2 {
 		cmd, addr, exited := startProcess(t, "-addr", "127.0.0.1:0", "-data", data, "-heartbeat", "1s", "-log-level", "debug")
+		for name, want := range map[string]os.FileMode{"token": 0o600, "tls/ca.crt": 0o644, "tls/ca.key": 0o600} {
+			fi, err := os.Stat(filepath.Join(data, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("%s mode %v, want %v", name, fi.Mode().Perm(), want)
+			}
+		}
 		b, err := os.ReadFile(filepath.Join(data, "token"))
 		if err != nil {
 			t.Fatal(err)
-		}
-		if fi, _ := os.Stat(filepath.Join(data, "token")); fi.Mode().Perm() != 0o600 {
-			t.Fatalf("token mode %v", fi.Mode())
 		}
 		tok := strings.TrimSpace(string(b))
 		if round == 1 && tok != token {
 			t.Fatal("token not reused on restart")
 		}
 		token = tok
-		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/needs", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET /v1/needs: %v %v", resp, err)
+		ca, err := os.ReadFile(filepath.Join(data, "tls", "ca.crt"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		resp.Body.Close()
+		if round == 1 && string(ca) != caPEM {
+			t.Fatal("CA not reused on restart")
+		}
+		caPEM = string(ca)
+		resp, body := call(t, httpsClient(t, filepath.Join(data, "tls", "ca.crt")), "GET", "https://"+addr+"/v1/needs", token, "")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /v1/needs over HTTPS: %s %s", resp.Status, body)
+		}
+		if len(resp.TLS.PeerCertificates) == 0 || !lanpki.IsLANManager(resp.TLS.PeerCertificates[0]) {
+			t.Fatalf("GET /v1/needs: not answered with a LAN manager's certificate: %+v", resp.TLS)
+		}
+		// Plain HTTP to the TLS port: Go's server says what went wrong.
+		resp, body = call(t, http.DefaultClient, "GET", "http://"+addr+"/v1/needs", token, "")
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Client sent an HTTP request to an HTTPS server") {
+			t.Fatalf("GET /v1/needs over plain HTTP: %s %q, want 400 and \"Client sent an HTTP request to an HTTPS server\"", resp.Status, body)
+		}
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -144,6 +169,12 @@ func TestRunErrors(t *testing.T) {
 		{"etcd store with a query", []string{"-token", "a", "-store", "etcd://a:1/allex?x=1"}, "want etcd://host:port"},
 		{"short leader ttl", []string{"-token", "a", "-store", "etcd://a:1", "-leader-ttl", "500ms"}, "-leader-ttl 500ms: want at least 1s"},
 		{"bad addr", []string{"-token", "a", "-addr", "nope"}, "addr"},
+		{"insecure with a certificate", []string{"-insecure", "-tls-cert", empty, "-tls-key", empty, "-tls-ca", empty}, "-insecure serves plain HTTP: give no -tls-* flags with it"},
+		{"insecure with a CA key", []string{"-insecure", "-tls-ca-key", empty}, "give no -tls-* flags"},
+		{"certificate without its CA", []string{"-tls-cert", empty, "-tls-key", empty}, "-tls-cert, -tls-key and -tls-ca go together"},
+		{"certificate without its key", []string{"-tls-cert", empty, "-tls-ca", empty}, "go together"},
+		{"CA key alone", []string{"-tls-ca-key", empty}, "go together"},
+		{"short cert ttl", []string{"-cert-ttl", "1s"}, "-cert-ttl 1s: want at least 1m"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
