@@ -2,6 +2,8 @@ package lanlink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -352,6 +354,10 @@ func TestNew(t *testing.T) {
 		{"negative dial timeout", func(c *Config) { c.DialTimeout = -1 }, "dial timeout", ""},
 		{"negative backoff", func(c *Config) { c.BackoffInitial = -1 }, "backoff initial", ""},
 		{"backoff inverted", func(c *Config) { c.BackoffInitial = time.Minute }, "exceeds backoff max", ""},
+		// Over TLS the certificate is the credential: wss, no token.
+		{"tls", func(c *Config) { c.TLS = &tls.Config{} }, "", "wss://10.0.0.1:23552/v1/link"},
+		{"tls without a token", func(c *Config) { c.TLS = &tls.Config{}; c.Token = "" }, "", "wss://10.0.0.1:23552/v1/link"},
+		{"tls, several addresses", func(c *Config) { c.TLS = &tls.Config{}; c.Address = "[::1]:81,b" }, "", "wss://[::1]:81/v1/link"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -369,6 +375,9 @@ func TestNew(t *testing.T) {
 			}
 			if l.url != tt.wantURL {
 				t.Errorf("url = %q, want %q", l.url, tt.wantURL)
+			}
+			if auth := l.header.Get("Authorization"); (cfg.TLS == nil) != (auth == "Bearer "+cfg.Token) || (cfg.TLS != nil && auth != "") {
+				t.Errorf("Authorization %q with TLS %v: want the token only without TLS", auth, cfg.TLS != nil)
 			}
 			if l.State() != StateDisconnected || l.SessionID() != "" {
 				t.Errorf("fresh link: state %q session %q", l.State(), l.SessionID())
@@ -1003,5 +1012,71 @@ func TestSilentLANManagerIsPassedOver(t *testing.T) {
 	eventually(t, "a session with the answering LAN manager", func() bool { return l.SessionID() == "s-1" })
 	if took := time.Since(began); took > 30*time.Second {
 		t.Fatalf("linked after %v: the silent LAN manager held the link for DialTimeout", took)
+	}
+}
+
+// TestURLs: the LAN managers' base URLs, https with TLS.
+func TestURLs(t *testing.T) {
+	for _, tt := range []struct {
+		addresses string
+		tls       bool
+		want      string
+	}{
+		{"10.0.0.1", false, "http://10.0.0.1:9"},
+		{"10.0.0.1", true, "https://10.0.0.1:9"},
+		{"a, b:80,[::1]:81", true, "https://a:9 https://b:80 https://[::1]:81"},
+		{"::1", true, "https://[::1]:9"},
+	} {
+		got, err := URLs(tt.addresses, 9, tt.tls)
+		if err != nil || strings.Join(got, " ") != tt.want {
+			t.Errorf("URLs(%q, 9, %v) = %q, %v; want %s", tt.addresses, tt.tls, got, err, tt.want)
+		}
+	}
+	if _, err := URLs("a,a:9", 9, true); err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Errorf("URLs(a,a:9): %v, want given twice", err)
+	}
+}
+
+// TestTLSLinkNotSentToPlainLeader: over TLS, a standby that names a
+// leader at http:// is not followed (nor asked to relay): the link would
+// leave TLS.
+func TestTLSLinkNotSentToPlainLeader(t *testing.T) {
+	checkLeaks(t)
+	var plainDialled, relayed atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		plainDialled.Add(1)
+		http.Error(w, "plain", http.StatusUnauthorized)
+	}))
+	defer plain.Close()
+	var attempts atomic.Int32
+	standby := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attempts.Add(1)
+		if r.Header.Get(lanwire.RelayHeader) != "" {
+			relayed.Add(1)
+		}
+		w.Header().Set(lanwire.LeaderHeader, plain.URL)
+		http.Error(w, `{"error":"standby"}`, http.StatusServiceUnavailable)
+	}))
+	defer standby.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(standby.Certificate())
+	rec := &recorder{hello: testHello()}
+	l, err := New(Config{Address: standby.Listener.Addr().String(), Handler: rec, TLS: &tls.Config{RootCAs: pool},
+		BackoffInitial: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, l)
+	eventually(t, "three dials of the standby", func() bool { return attempts.Load() >= 3 })
+	for _, err := range rec.disconnects() {
+		if !errors.Is(err, ErrStandby) {
+			t.Errorf("disconnect error = %v, want ErrStandby", err)
+		}
+	}
+	if n, r := plainDialled.Load(), relayed.Load(); n != 0 || r != 0 {
+		t.Errorf("the plain leader was dialled %d times, the standby asked to relay %d times; want neither", n, r)
+	}
+	if l.State() == StateConnected {
+		t.Error("connected")
 	}
 }
