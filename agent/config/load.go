@@ -316,6 +316,10 @@ func (w *walker) walk(t reflect.Type, path string) error {
 				w.fail(off, path, "%s is not an integer", n)
 			}
 		}
+	case reflect.Bool:
+		if _, ok := tok.(bool); !ok {
+			return w.mismatch(tok, off, path, "want true or false, got %s", describe(tok))
+		}
 	case reflect.Uint16:
 		n, ok := tok.(json.Number)
 		if !ok {

@@ -50,6 +50,7 @@ func TestLoadBadFiles(t *testing.T) {
 		{"unknown field in run", withFields(`"run": [{"module": "web", "instanse": "w"}]`), []string{`run[0]: unknown field "instanse"`}},
 		{"duplicate field", `{"lanmanageraddress": "a", "lanmanageraddress": "b"}`, []string{`duplicate field "lanmanageraddress" (line 1, column 28)`}},
 		{"null value", `{"lanmanageraddress": null}`, []string{"lanmanageraddress: want a string, got null"}},
+		{"boolean as string", `{"laninsecure": "yes"}`, []string{"laninsecure: want true or false, got a string (line 1, column 17)"}},
 		{"port out of range", strings.Replace(valid, "16000", "70000", 1), []string{"portrangestart.http: 70000 is out of range 1-65535 (line 3, column 44)"}},
 		{"negative port", strings.Replace(valid, "15000", "-1", 1), []string{"portrangestart.tcp: -1 is out of range 1-65535"}},
 		{"fractional port", strings.Replace(valid, "15000", "15000.5", 1), []string{"portrangestart.tcp: 15000.5 is not a port number"}},
@@ -479,6 +480,7 @@ func TestLoadKeysLeftOut(t *testing.T) {
 		{"only tcp range", `{"portrangestart": {"tcp": 20000}}`, func(c *Config) { c.PortRangeStart.TCP = 20000 }},
 		{"only ws range", `{"portrangestart": {"ws": 30000}}`, func(c *Config) { c.PortRangeStart.WS = 30000 }},
 		{"explicit no LAN", `{"lanmanageraddress": ""}`, func(c *Config) { c.LanManagerAddress = "" }},
+		{"only laninsecure", `{"laninsecure": true}`, func(c *Config) { c.LanInsecure = true }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
