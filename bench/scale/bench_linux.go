@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -105,14 +106,20 @@ func (b *bench) start(ctx context.Context, dir string) error {
 		}
 	}
 	b.res.commit = gitDescribe()
-	if b.lm, err = startLanManager(bin, dir, lmCPUs, b.o.nice, b.o.lmFlags, 30*time.Second); err != nil {
+	if b.lm, err = startLanManager(bin, dir, lmCPUs, b.o.nice, b.o.lmFlags, b.o.insecure, 30*time.Second); err != nil {
 		return err
 	}
-	b.client = adminclient.New(b.lm.url, b.lm.token)
+	b.client = b.lm.adminClient()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	token, err := b.lm.masterToken(tctx)
+	cancel()
+	if err != nil {
+		return err
+	}
 	started := make(chan struct{})
 	wctx, cancel := context.WithCancel(ctx)
 	b.stopWatch = cancel
-	go b.tr.run(wctx, b.lm.url, b.lm.token, started)
+	go b.tr.run(wctx, &http.Client{Transport: b.lm.transport()}, b.lm.url, b.lm.token, started)
 	select {
 	case <-started:
 	case <-time.After(30 * time.Second):
@@ -121,7 +128,7 @@ func (b *bench) start(ctx context.Context, dir string) error {
 	n := (b.o.masters + perWorker - 1) / perWorker
 	per := (b.o.masters + n - 1) / n
 	for first := 0; first < b.o.masters; first += per {
-		w, err := startWorker(simCPUs, b.lm, first, min(per, b.o.masters-first), b.o.maxProcs, b.o.timeout)
+		w, err := startWorker(simCPUs, b.lm, token, first, min(per, b.o.masters-first), b.o.maxProcs, b.o.timeout)
 		if err != nil {
 			return err
 		}

@@ -44,6 +44,11 @@ type options struct {
 	lmFlags    []string
 	keep       bool
 	nice       int
+	// insecure runs the LAN manager with -insecure: plain HTTP and
+	// WebSockets, masters link with its token. By default it speaks TLS
+	// and each master joins with a join token, then links with its
+	// certificate, as allexmaster does.
+	insecure bool
 }
 
 // configs are the named sizes of the issue.
@@ -73,6 +78,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	})
 	fs.IntVar(&o.nice, "nice", 0, "the LAN manager's nice value, -20 to 19 (negative needs root): on a shared machine, -10 keeps its CPU mostly its own")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work dir (LAN manager log and data)")
+	fs.BoolVar(&o.insecure, "insecure", false, "run the LAN manager with -insecure (plain HTTP and WebSockets, masters link with its token) instead of TLS, where each master joins with a token and links with its certificate")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

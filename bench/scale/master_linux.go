@@ -1,14 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +22,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/allex-go/allex/agent/lanlink"
+	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -89,14 +97,81 @@ func (m *master) capacity() lanwire.Capacity {
 	return lanwire.Capacity{MaxProcesses: m.max, Running: len(m.copies), FreePorts: free}
 }
 
-// connect dials the LAN manager from the master's address, says hello
-// and waits for the welcome; then the session runs on its own goroutines.
-func (m *master) connect(ctx context.Context, url, token string) error {
+// dialer dials from the master's address.
+func (m *master) dialer() *net.Dialer {
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: m.ip.AsSlice()}}
+}
+
+// joinURL is the join endpoint of the LAN manager whose link URL (wss) is
+// link.
+func joinURL(link string) string {
+	return "https://" + strings.TrimSuffix(strings.TrimPrefix(link, "wss://"), lanwire.Path) + "/v1/join"
+}
+
+// join gets the master its certificate as allexmaster does
+// (agent/lancreds): it checks in the handshake that the LAN manager's CA
+// is the one the token names, then posts a CSR for a new key with the
+// token's secret. It returns the link's TLS configuration: that CA, and
+// the certificate, whose CN is the master's machine id.
+func (m *master) join(ctx context.Context, url string, tok lanpki.Token) (*tls.Config, error) {
+	id := masterID(m.idx)
+	keyPEM, csrPEM, err := lanpki.NewMasterKey(id)
+	if err != nil {
+		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
+	}
+	body, _ := json.Marshal(adminapi.JoinRequest{Machine: id, CSR: string(csrPEM)})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.Bearer())
+	req.Header.Set("Content-Type", "application/json")
+	pinned, _ := lanpki.PinnedConfig(tok.CAHash)
+	tr := &http.Transport{DialContext: m.dialer().DialContext, TLSClientConfig: pinned, TLSHandshakeTimeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("master %d: join: HTTP %s: %s", m.idx, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var ans adminapi.JoinAnswer
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
+	}
+	cert, err := lanpki.LoadKeyPair([]byte(ans.Cert), keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("master %d: join: the certificate given: %w", m.idx, err)
+	}
+	ca, err := lanpki.ParseCertPEM([]byte(ans.CA))
+	if err != nil || lanpki.Fingerprint(ca) != tok.CAHash {
+		return nil, fmt.Errorf("master %d: join: the CA given is not the token's (%v)", m.idx, err)
+	}
+	if got, _ := lanpki.MachineOf(cert.Leaf); got != id {
+		return nil, fmt.Errorf("master %d: join: the certificate given is machine %q's", m.idx, got)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return lanpki.ClientConfig(pool, &cert), nil
+}
+
+// connect dials the LAN manager from the master's address (over TLS
+// when cfg is set: its certificate is its credential; else header
+// carries the token), says hello and waits for the welcome; then the
+// session runs on its own goroutines.
+func (m *master) connect(ctx context.Context, url string, header http.Header, cfg *tls.Config) error {
 	d := websocket.Dialer{
 		HandshakeTimeout: 30 * time.Second,
-		NetDialContext:   (&net.Dialer{LocalAddr: &net.TCPAddr{IP: m.ip.AsSlice()}}).DialContext,
+		NetDialContext:   m.dialer().DialContext,
+		TLSClientConfig:  cfg,
 	}
-	conn, _, err := d.DialContext(ctx, url, http.Header{"Authorization": {"Bearer " + token}})
+	conn, _, err := d.DialContext(ctx, url, header)
 	if err != nil {
 		return fmt.Errorf("master %d: dial: %w", m.idx, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +17,11 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanpki"
+	"github.com/allex-go/allex/lanwire"
 )
 
 // buildLanManager builds cmd/allexlanmanager of this module into dir.
@@ -35,37 +41,82 @@ func buildLanManager(ctx context.Context, dir string) (string, error) {
 
 // lanManager is the running allexlanmanager.
 type lanManager struct {
-	cmd        *exec.Cmd
+	cmd *exec.Cmd
+	// url is https:// (http:// with -insecure); token is its own, the
+	// admin's.
 	url, token string
-	log        string
-	exited     chan struct{}
+	// ca is the LAN's CA, read from its data dir once it made it; nil
+	// with -insecure.
+	ca      *x509.CertPool
+	dataDir string
+	log     string
+	exited  chan struct{}
 }
 
 func (l *lanManager) pid() int { return l.cmd.Process.Pid }
 
-// linkURL is the WebSocket URL masters dial.
-func (l *lanManager) linkURL() string { return "ws" + strings.TrimPrefix(l.url, "http") + "/v1/link" }
+// linkURL is the WebSocket URL masters dial: wss, or ws with -insecure.
+func (l *lanManager) linkURL() string { return "ws" + strings.TrimPrefix(l.url, "http") + lanwire.Path }
+
+// transport checks the LAN manager's certificate against its CA, as
+// allexctl -ca does.
+func (l *lanManager) transport() http.RoundTripper {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if l.ca != nil {
+		tr.TLSClientConfig = lanpki.ClientConfig(l.ca, nil)
+	}
+	return tr
+}
+
+// adminClient calls the admin API with the LAN manager's own token.
+func (l *lanManager) adminClient() *adminclient.Client {
+	c := adminclient.New(l.url, l.token)
+	if l.ca != nil {
+		c.WithCA(l.ca)
+	}
+	return c
+}
+
+// masterToken is what the simulated masters link with: a join token made
+// on the LAN manager (each master joins with it, as allexmaster does), or
+// with -insecure the LAN manager's own token.
+func (l *lanManager) masterToken(ctx context.Context) (string, error) {
+	if l.ca == nil {
+		return l.token, nil
+	}
+	out, err := l.adminClient().CreateToken(ctx, adminapi.RoleMaster, time.Hour, "scale bench masters")
+	if err != nil {
+		return "", fmt.Errorf("make a master token: %w", err)
+	}
+	return out.Token, nil
+}
 
 // startLanManager starts bin on a free loopback port with a fresh data
 // dir in dir, a new token and the default fencing flags, pinned to cpus;
 // its log goes to dir/lanmanager.log. flags are added to its command line. A negative nice lets it win its
-// CPU from other processes on a shared machine.
-func startLanManager(bin, dir string, cpus []int, nice int, flags []string, within time.Duration) (*lanManager, error) {
+// CPU from other processes on a shared machine. It speaks TLS, as by
+// default, unless insecure (-insecure: plain HTTP and WebSockets).
+func startLanManager(bin, dir string, cpus []int, nice int, flags []string, insecure bool, within time.Duration) (*lanManager, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
-	l := &lanManager{url: fmt.Sprintf("http://127.0.0.1:%d", port), token: hex.EncodeToString(tok),
-		log: filepath.Join(dir, "lanmanager.log"), exited: make(chan struct{})}
+	scheme := "https"
+	if insecure {
+		scheme = "http"
+		flags = append([]string{"-insecure"}, flags...)
+	}
+	l := &lanManager{url: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), token: hex.EncodeToString(tok),
+		dataDir: filepath.Join(dir, "data"), log: filepath.Join(dir, "lanmanager.log"), exited: make(chan struct{})}
 	logf, err := os.Create(l.log)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
 	args := append([]string{bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"-data", filepath.Join(dir, "data"), "-token", l.token}, flags...)
+		"-data", l.dataDir, "-token", l.token}, flags...)
 	cmd, err := pinned(cpus, nice, "exec", args...)
 	if err != nil {
 		return nil, err
@@ -103,15 +154,37 @@ func freePort() (int, error) {
 }
 
 // waitHealthy polls /healthz until it answers, the process exits or
-// within has passed.
+// within has passed. Over TLS it first waits for the CA the LAN manager
+// makes in its data dir on first start, and checks its certificate by it.
 func (l *lanManager) waitHealthy(within time.Duration) error {
 	deadline := time.Now().Add(within)
-	c := &http.Client{Timeout: time.Second}
+	overTLS := strings.HasPrefix(l.url, "https://")
+	var c *http.Client
+	defer func() {
+		if c != nil {
+			c.CloseIdleConnections()
+		}
+	}()
 	for time.Now().Before(deadline) {
 		select {
 		case <-l.exited:
 			return fmt.Errorf("allexlanmanager exited at start (%v); see %s", l.cmd.ProcessState, l.log)
 		default:
+		}
+		if overTLS && l.ca == nil {
+			if b, err := os.ReadFile(filepath.Join(l.dataDir, "tls", "ca.crt")); err == nil {
+				if ca, err := lanpki.ParseCertPEM(b); err == nil {
+					l.ca = x509.NewCertPool()
+					l.ca.AddCert(ca)
+				}
+			}
+			if l.ca == nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+		}
+		if c == nil {
+			c = &http.Client{Timeout: time.Second, Transport: l.transport()}
 		}
 		if resp, err := c.Get(l.url + "/healthz"); err == nil {
 			resp.Body.Close()
@@ -149,9 +222,10 @@ type worker struct {
 
 func (w *worker) pid() int { return w.cmd.Process.Pid }
 
-// startWorker starts a worker process for masters [first, first+count).
-func startWorker(cpus []int, lm *lanManager, first, count, maxProcs int, dialWithin time.Duration) (*worker, error) {
-	cmd, err := pinned(cpus, 0, "worker", "-url", lm.linkURL(), "-token", lm.token,
+// startWorker starts a worker process for masters [first, first+count),
+// which link to lm with token (LANManager.masterToken).
+func startWorker(cpus []int, lm *lanManager, token string, first, count, maxProcs int, dialWithin time.Duration) (*worker, error) {
+	cmd, err := pinned(cpus, 0, "worker", "-url", lm.linkURL(), "-token", token,
 		"-first", fmt.Sprint(first), "-count", fmt.Sprint(count), "-max", fmt.Sprint(maxProcs), "-dial-timeout", dialWithin.String())
 	if err != nil {
 		return nil, err

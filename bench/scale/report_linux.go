@@ -116,9 +116,14 @@ func (r *result) rows() [][2]string {
 		}
 		return fmt.Sprintf("%.0f µs", float64(cpu/time.Duration(r.placedTotal))/float64(time.Microsecond))
 	}
+	link := "TLS (wss): each master joined with a join token and links with its certificate"
+	if o.insecure {
+		link = "plain WebSockets with the LAN manager's token (-insecure)"
+	}
 	c := r.counts()
 	rows := [][2]string{
 		{"masters × needs (batch)", fmt.Sprintf("%d × %d (%d per request), maxprocesses %d, %d worker processes", o.masters, o.needs, o.batch, o.maxProcs, r.workers)},
+		{"LAN link", link},
 		{"needs", done},
 		{"placements/s", fmt.Sprintf("%.0f", rate)},
 		{"all batches accepted after", ms(r.addTook)},

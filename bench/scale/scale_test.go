@@ -58,8 +58,32 @@ func TestEndToEnd(t *testing.T) {
 	if r.lmCPU <= 0 || r.lmMem.peakKB <= 0 || r.lmPeakFDs <= 0 {
 		t.Errorf("LAN manager CPU %v, peak RSS %d kB, peak fds %d: want each measured", r.lmCPU, r.lmMem.peakKB, r.lmPeakFDs)
 	}
-	if md := r.markdown(); !strings.Contains(md, "| placements/s |") {
-		t.Errorf("markdown has no placements row:\n%s", md)
+	if md := r.markdown(); !strings.Contains(md, "| placements/s |") || !strings.Contains(md, "| LAN link | TLS (wss)") {
+		t.Errorf("markdown has no placements row, or does not say the link was TLS:\n%s", md)
+	}
+}
+
+// TestEndToEndInsecure runs the bench smaller against a LAN manager run
+// with -insecure: plain WebSockets, masters link with its token.
+func TestEndToEndInsecure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs allexlanmanager")
+	}
+	o, err := parseOptions([]string{"-insecure", "-masters", "2", "-needs", "20", "-batch", "10", "-single-rate", "0", "-timeout", "1m"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := runBench(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.complete || r.placed != 20 || len(r.lost) != 0 {
+		t.Errorf("placed %d, complete %v, lost %q: want all 20, no lost link", r.placed, r.complete, r.lost)
+	}
+	if md := r.markdown(); !strings.Contains(md, "| LAN link | plain WebSockets") {
+		t.Errorf("markdown does not say the link was plain:\n%s", md)
 	}
 }
 
@@ -120,10 +144,21 @@ func TestWorkerInputRefused(t *testing.T) {
 		{"-url", "ws://x", "-token", "t", "-count", "0"},
 		{"-token", "t", "-count", "1"},
 		{"-url", "ws://x", "-token", "t", "-count", "1", "-first", "-1"},
+		{"-url", "http://x", "-token", "t", "-count", "1"},
+		// Over TLS the masters join: the token must pin the CA.
+		{"-url", "wss://x", "-token", "t", "-count", "1"},
+		{"-url", "wss://x", "-token", "abcdef.0123456789abcdefghijklmnopqrstuv", "-count", "1"},
 	} {
 		if _, err := parseWorkerArgs(args); err == nil || !strings.Contains(err.Error(), "worker: want") {
 			t.Errorf("%q: got %v, want a worker flags error", args, err)
 		}
+	}
+	pinned := "K10" + strings.Repeat("ab", 32) + "::abcdef.0123456789abcdefghijklmnopqrstuv"
+	if w, err := parseWorkerArgs([]string{"-url", "wss://x/v1/link", "-token", pinned, "-count", "1"}); err != nil || w.join == nil || w.join.ID != "abcdef" {
+		t.Errorf("a wss -url with a join token: %+v, %v", w, err)
+	}
+	if got := joinURL("wss://127.0.0.1:9/v1/link"); got != "https://127.0.0.1:9/v1/join" {
+		t.Errorf("joinURL = %q", got)
 	}
 	for line, want := range map[string]string{
 		"kill 3":   `unknown command "kill 3"`,

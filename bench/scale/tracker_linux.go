@@ -48,10 +48,10 @@ func newTracker() *tracker {
 
 // run watches until ctx is done, opening the stream again when it ends.
 // started is closed once the first stream is open.
-func (t *tracker) run(ctx context.Context, url, token string, started chan<- struct{}) {
+func (t *tracker) run(ctx context.Context, c *http.Client, url, token string, started chan<- struct{}) {
 	once := sync.OnceFunc(func() { close(started) })
 	for ctx.Err() == nil {
-		err := t.watch(ctx, url, token, once)
+		err := t.watch(ctx, c, url, token, once)
 		if ctx.Err() != nil {
 			return
 		}
@@ -67,13 +67,13 @@ func (t *tracker) run(ctx context.Context, url, token string, started chan<- str
 }
 
 // watch reads one stream; opened is called when its headers arrived.
-func (t *tracker) watch(ctx context.Context, url, token string, opened func()) error {
+func (t *tracker) watch(ctx context.Context, c *http.Client, url, token string, opened func()) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/services/watch?module="+module, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}

@@ -6,11 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/allex-go/allex/lanpki"
 )
 
 // A worker process runs masters [first, first+count) and talks to the
@@ -27,6 +30,9 @@ type workerArgs struct {
 	first, count int
 	max          int
 	dialTimeout  time.Duration
+	// join is the parsed -token when -url is wss://: each master joins
+	// with it and links with the certificate it got.
+	join *lanpki.Token
 }
 
 func parseWorkerArgs(args []string) (workerArgs, error) {
@@ -43,6 +49,17 @@ func parseWorkerArgs(args []string) (workerArgs, error) {
 	}
 	if w.url == "" || w.token == "" || w.first < 0 || w.count <= 0 || w.max < 0 {
 		return w, fmt.Errorf("worker: want -url, -token, -first >= 0, -count > 0, -max >= 0; got %q", args)
+	}
+	switch {
+	case strings.HasPrefix(w.url, "ws://"):
+	case strings.HasPrefix(w.url, "wss://"):
+		tok, err := lanpki.ParseToken(w.token)
+		if err != nil || tok.CAHash == "" {
+			return w, fmt.Errorf("worker: want a join token carrying the CA's fingerprint (K10…::id.secret) with a wss:// -url (%v)", err)
+		}
+		w.join = &tok
+	default:
+		return w, fmt.Errorf("worker: want a ws:// or wss:// -url; got %q", w.url)
 	}
 	return w, nil
 }
@@ -82,7 +99,7 @@ func runWorker(w workerArgs, stdin io.Reader, stdout io.Writer) error {
 		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.dialTimeout)
-	err = connectAll(ctx, masters, w.url, w.token)
+	err = connectAll(ctx, masters, w)
 	cancel()
 	if err != nil {
 		return err
@@ -120,8 +137,8 @@ func parseDrop(line string, first, count int) (int, error) {
 }
 
 // connectAll connects the masters a few at a time, as masters booting
-// together would.
-func connectAll(ctx context.Context, masters []*master, url, token string) error {
+// together would; over TLS each joins first.
+func connectAll(ctx context.Context, masters []*master, w workerArgs) error {
 	const parallel = 8
 	sem := make(chan struct{}, parallel)
 	errs := make(chan error, len(masters))
@@ -132,7 +149,15 @@ func connectAll(ctx context.Context, masters []*master, url, token string) error
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs <- m.connect(ctx, url, token)
+			if w.join == nil {
+				errs <- m.connect(ctx, w.url, http.Header{"Authorization": {"Bearer " + w.token}}, nil)
+				return
+			}
+			cfg, err := m.join(ctx, joinURL(w.url), *w.join)
+			if err == nil {
+				err = m.connect(ctx, w.url, nil, cfg)
+			}
+			errs <- err
 		}()
 	}
 	wg.Wait()
