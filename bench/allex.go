@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,12 +152,31 @@ func (a *allexSystem) launchPass(ctx context.Context, o *options, n int, accept 
 	if err != nil {
 		return nil, timing{}, err
 	}
-	in.client = adminclient.New("http://"+addr(lmPort), allexToken)
+	// It speaks TLS, as by default: the admin client checks it by the CA
+	// it makes in its data dir on first start, and the master joins with
+	// a master token made through the admin API (as `allexlanmanager
+	// token create` does), then links with its certificate.
+	caFile := filepath.Join(dir, "lm", "tls", "ca.crt")
 	if err := pollUntil(ctx, 30*time.Second, in.lm, func() error {
+		if in.client == nil {
+			b, err := os.ReadFile(caFile)
+			if err != nil {
+				return err
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(b) {
+				return fmt.Errorf("%s: no certificate", caFile)
+			}
+			in.client = adminclient.New("https://"+addr(lmPort), allexToken).WithCA(pool)
+		}
 		_, err := in.client.Machines(ctx)
 		return err
 	}); err != nil {
 		return nil, timing{}, fmt.Errorf("LAN manager not answering: %w\n%s", err, in.lm.tail())
+	}
+	joinToken, err := in.client.CreateToken(ctx, adminapi.RoleMaster, time.Hour, "bench master")
+	if err != nil {
+		return nil, timing{}, fmt.Errorf("master token: %w", err)
 	}
 
 	in.size = max(600, n+100)
@@ -166,7 +186,7 @@ func (a *allexSystem) launchPass(ctx context.Context, o *options, n int, accept 
 	cfg := map[string]any{
 		"lanmanageraddress": "127.0.0.1",
 		"lanmanagerport":    lmPort,
-		"token":             allexToken,
+		"token":             joinToken.Token,
 		"machineid":         allexMachine,
 		"portrangestart":    map[string]int{"tcp": in.base, "http": in.base + in.size, "ws": in.base + 2*in.size},
 		"portrangesize":     in.size,
