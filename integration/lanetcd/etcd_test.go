@@ -4,8 +4,11 @@ package lanetcd_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -16,7 +19,9 @@ import (
 	"github.com/allex-go/allex/internal/e2e"
 	"github.com/allex-go/allex/internal/etcdtest"
 	"github.com/allex-go/allex/internal/netns"
+	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -25,10 +30,101 @@ const token = "etcd-test-token"
 // lm is one allexlanmanager on the shared etcd.
 type lm struct {
 	*e2e.Proc
-	url  string
+	url  string // https://host:port
 	dir  string
 	args []string
 	host *netns.Host // nil on loopback
+	// dial is how the test reaches it (nil: from its own namespace).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ca is the LAN's CA, which every LAN manager of the LAN shares
+	// (kept in etcd; none is written to the data dir).
+	ca *x509.Certificate
+}
+
+// addr is l's host:port, as masters are given it (https by default).
+func (l *lm) addr() string { return strings.TrimPrefix(l.url, "https://") }
+
+// learnCA takes the LAN's CA from a TLS handshake with l, which sends
+// its certificate and the CA that signed it: the last of the chain. It
+// tries again for a while: a handshake under way when a standby is
+// elected and hands its socket over is cut off.
+func (l *lm) learnCA(t testing.TB) {
+	t.Helper()
+	if l.ca != nil {
+		return
+	}
+	e2e.Eventually(t, 10*time.Second, func() (err error) {
+		l.ca, err = l.fetchCA()
+		return err
+	})
+}
+
+// fetchCA shakes hands with l without checking its certificate and
+// returns the last certificate it sent, once it has checked that the
+// first is a LAN manager's, signed by it.
+func (l *lm) fetchCA() (*x509.Certificate, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	dial := l.dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	raw, err := dial(ctx, "tcp", l.addr())
+	if err != nil {
+		return nil, fmt.Errorf("the LAN's CA from %s: %w", l.url, err)
+	}
+	defer raw.Close()
+	conn := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, ServerName: lanpki.ServerName, InsecureSkipVerify: true})
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("the LAN's CA from %s: handshake: %w", l.url, err)
+	}
+	chain := conn.ConnectionState().PeerCertificates
+	if len(chain) < 2 {
+		return nil, fmt.Errorf("the LAN's CA from %s: the server sent %d certificates, want its own and the CA", l.url, len(chain))
+	}
+	ca := chain[len(chain)-1]
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, DNSName: lanpki.ServerName,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); !ca.IsCA || err != nil {
+		return nil, fmt.Errorf("the LAN's CA from %s: the last certificate (CA: %v) does not sign the first: %v", l.url, ca.IsCA, err)
+	}
+	return ca, nil
+}
+
+// pinned is the LAN's root token carrying its CA's fingerprint: the
+// admin client trusts that CA alone.
+func (l *lm) pinned() string {
+	return "K10" + strings.TrimPrefix(lanpki.Fingerprint(l.ca), "sha256:") + "::" + token
+}
+
+// httpClient calls l over TLS, trusting the LAN's CA, with timeout
+// bounding each request.
+func (l *lm) httpClient(timeout time.Duration) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(l.ca)
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext:     l.dial,
+		TLSClientConfig: lanpki.ClientConfig(pool, nil),
+	}}
+}
+
+// joinToken makes a master join token (role master, never expiring)
+// through l, leader or standby (which forwards it).
+func (l *lm) joinToken(t testing.TB) string {
+	t.Helper()
+	var tok string
+	e2e.Eventually(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		out, err := l.client().CreateToken(ctx, adminapi.RoleMaster, 0, "lanetcd test master")
+		tok = out.Token
+		return err
+	})
+	if _, _, ok := adminclient.SplitPin(tok); !ok {
+		t.Fatalf("join token %q carries no CA fingerprint", tok)
+	}
+	return tok
 }
 
 func startLM(t testing.TB, store, name string) *lm {
@@ -44,7 +140,7 @@ func startLMTTL(t testing.TB, store, name string, ttl time.Duration, extra ...st
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	args := append([]string{"-addr", addr, "-data", filepath.Join(dir, name), "-token", token,
 		"-store", store, "-leader-ttl", ttl.String(), "-log-level", "debug"}, extra...)
-	l := &lm{url: "http://" + addr, dir: dir, args: args}
+	l := &lm{url: "https://" + addr, dir: dir, args: args}
 	l.start(t)
 	return l
 }
@@ -55,9 +151,17 @@ func (l *lm) start(t testing.TB) {
 	t.Helper()
 	l.Proc = e2e.Start(t, l.dir, e2e.Bins.LAN, l.args...)
 	l.WaitOutput("standing by for the leadership", 30*time.Second)
+	l.learnCA(t)
 }
 
-func (l *lm) client() *adminclient.Client { return adminclient.New(l.url, token) }
+// client is an admin client of l with the pinned root token.
+func (l *lm) client() *adminclient.Client {
+	c := adminclient.New(l.url, l.pinned())
+	if l.dial != nil {
+		c.HTTP.Transport.(*http.Transport).DialContext = l.dial
+	}
+	return c
+}
 
 func (l *lm) needs(t *testing.T) []string {
 	t.Helper()
@@ -80,7 +184,7 @@ func (l *lm) standby(t *testing.T, leader string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", l.url+lanwire.Path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := l.httpClient(10 * time.Second).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +287,20 @@ func pair(t testing.TB, store string) (leader, standby *lm) {
 	t.Helper()
 	leader = startLM(t, store, "a")
 	leader.WaitOutput("elected: leading the LAN", 30*time.Second)
-	return leader, startLM(t, store, "b")
+	standby = startLM(t, store, "b")
+	sameCA(t, leader, standby)
+	return leader, standby
+}
+
+// sameCA checks that LAN managers of one LAN serve with one CA, the one
+// the first made and sealed in etcd.
+func sameCA(t testing.TB, first *lm, others ...*lm) {
+	t.Helper()
+	for _, l := range others {
+		if !l.ca.Equal(first.ca) {
+			t.Fatalf("%s serves with CA %s, %s with %s", l.url, lanpki.Fingerprint(l.ca), first.url, lanpki.Fingerprint(first.ca))
+		}
+	}
 }
 
 func trimScheme(urls []string) []string {
@@ -248,15 +365,16 @@ func startMasterAs(t testing.TB, id string, ls ...*lm) *e2e.Proc {
 	t.Helper()
 	var addrs []string
 	for _, l := range ls {
-		addrs = append(addrs, strings.TrimPrefix(l.url, "http://"))
+		addrs = append(addrs, l.addr())
 	}
+	join := ls[0].joinToken(t)
 	dir := e2e.ShortDir(t)
 	const size = 100
 	base := e2e.FreeBlock(t, 3*size)
 	e2e.WriteFile(t, dir, "allexmasterconfig.json", fmt.Sprintf(
 		`{"lanmanageraddress":%q,"token":%q,"machineid":%q,"address":"127.0.0.1",`+
 			`"portrangestart":{"tcp":%d,"http":%d,"ws":%d},"portrangesize":%d,"socket":%q,"statedir":%q,"modules":{%s}}`,
-		strings.Join(addrs, ","), token, id, base, base+size, base+2*size, size,
+		strings.Join(addrs, ","), join, id, base, base+size, base+2*size, size,
 		filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
 	m := e2e.Start(t, dir, e2e.Bins.Master, "-log-level", "debug")
 	m.WaitOutput("allexmaster running", 30*time.Second)

@@ -105,7 +105,8 @@ func (r *nemesis) leader() *lm {
 }
 
 func (r *nemesis) health(l *lm) string {
-	c := r.n.from.HTTPClient(time.Second)
+	c := l.httpClient(time.Second)
+	defer c.CloseIdleConnections()
 	resp, err := c.Get(l.url + "/healthz")
 	if err != nil {
 		return ""

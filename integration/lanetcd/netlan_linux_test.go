@@ -24,6 +24,7 @@ type netLAN struct {
 	store   string
 	from    *netns.Host
 	members []*netns.Host
+	first   *lm // the first LAN manager started, whose CA all share
 }
 
 // newNetLAN builds the namespaces (the etcd hosts and others) and starts
@@ -57,10 +58,14 @@ func (n *netLAN) startLM(t *testing.T, name string, extra ...string) *lm {
 	h := n.lan.Host(name)
 	dir := e2e.ShortDir(t)
 	addr := net.JoinHostPort(h.IP, "23552")
-	l := &lm{url: "http://" + addr, dir: dir, host: h}
+	l := &lm{url: "https://" + addr, dir: dir, host: h, dial: n.from.DialContext}
 	l.args = append([]string{"-addr", addr, "-advertise", l.url, "-data", filepath.Join(dir, "data"),
 		"-token", token, "-store", n.store, "-log-level", "debug"}, extra...)
 	n.run(t, l)
+	if n.first == nil {
+		n.first = l
+	}
+	sameCA(t, n.first, l)
 	return l
 }
 
@@ -71,14 +76,11 @@ func (n *netLAN) run(t *testing.T, l *lm) {
 	cmd.Dir = l.dir
 	l.Proc = e2e.StartCmd(t, cmd)
 	l.WaitOutput("standing by for the leadership", 30*time.Second)
+	l.learnCA(t)
 }
 
 // client is an admin client of l, dialling from the test's host.
-func (n *netLAN) client(l *lm) *adminclient.Client {
-	c := adminclient.New(l.url, token)
-	c.HTTP = n.from.HTTPClient(0)
-	return c
-}
+func (n *netLAN) client(l *lm) *adminclient.Client { return l.client() }
 
 // startMaster starts master id on host name, given the LAN managers'
 // addresses in the order of lms.
@@ -87,13 +89,14 @@ func (n *netLAN) startMaster(t *testing.T, name, id string, lms ...*lm) *e2e.Pro
 	h := n.lan.Host(name)
 	var addrs []string
 	for _, l := range lms {
-		addrs = append(addrs, strings.TrimPrefix(l.url, "http://"))
+		addrs = append(addrs, l.addr())
 	}
+	join := lms[0].joinToken(t)
 	dir := e2e.ShortDir(t)
 	e2e.WriteFile(t, dir, "allexmasterconfig.json", fmt.Sprintf(
 		`{"lanmanageraddress":%q,"token":%q,"machineid":%q,"address":%q,`+
 			`"portrangestart":{"tcp":15000,"http":16000,"ws":17000},"socket":%q,"statedir":%q,"modules":{%s}}`,
-		strings.Join(addrs, ","), token, id, h.IP, filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
+		strings.Join(addrs, ","), join, id, h.IP, filepath.Join(dir, "m.sock"), filepath.Join(dir, "state"), e2e.DemoModule("demo")))
 	cmd := h.Command(e2e.Bins.Master, "-log-level", "debug")
 	cmd.Dir = dir
 	m := e2e.StartCmd(t, cmd)
