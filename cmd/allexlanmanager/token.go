@@ -36,7 +36,8 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	lan := fs.String("lan", "https://"+lanmanager.DefaultAddr, "the LAN manager's URL")
 	data := fs.String("data", "./allexlanmanager.d", "its data directory: the token and tls/ca.crt are read from there")
-	tokenFile := fs.String("token-file", "", "an admin token (default: <data>/token)")
+	token := fs.String("token", "", "an admin token (default: the one in -token-file)")
+	tokenFile := fs.String("token-file", "", "a file holding an admin token (default: <data>/token)")
 	caFile := fs.String("ca", "", "the LAN's CA certificate (default: <data>/tls/ca.crt)")
 	role := fs.String("role", adminapi.RoleMaster, "create: master (joins a machine), admin (reads and writes) or read (services, watch, needs, machines)")
 	ttl := fs.Duration("ttl", 24*time.Hour, "create: the token expires after this (0: never)")
@@ -44,7 +45,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	c, err := tokenClient(*lan, *data, *tokenFile, *caFile)
+	c, err := tokenClient(*lan, *data, *token, *tokenFile, *caFile)
 	if err != nil {
 		return err
 	}
@@ -70,15 +71,18 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return fmt.Errorf("token %s: unexpected arguments %q", verb, fs.Args())
 }
 
-func tokenClient(lan, data, tokenFile, caFile string) (*adminclient.Client, error) {
-	if tokenFile == "" {
-		tokenFile = filepath.Join(data, "token")
+func tokenClient(lan, data, token, tokenFile, caFile string) (*adminclient.Client, error) {
+	if token == "" {
+		if tokenFile == "" {
+			tokenFile = filepath.Join(data, "token")
+		}
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w (give -data, -token or -token-file)", err)
+		}
+		token = strings.TrimSpace(string(b))
 	}
-	b, err := os.ReadFile(tokenFile)
-	if err != nil {
-		return nil, fmt.Errorf("admin token: %w (give -data or -token-file)", err)
-	}
-	c := adminclient.New(lan, strings.TrimSpace(string(b)))
+	c := adminclient.New(lan, token)
 	if !strings.HasPrefix(lan, "https://") {
 		return c, nil
 	}
