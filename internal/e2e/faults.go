@@ -60,7 +60,7 @@ func StartFaultLAN(t testing.TB, dataDir string, port int, token string, extra .
 		return err
 	})
 	if l.JoinToken == "" {
-		l.JoinToken = MakeToken(t, l.URL(), dataDir, "master")
+		l.JoinToken = MakeToken(t, l.URL(), dataDir, "master", "-token", token)
 	}
 	return l
 }

@@ -38,8 +38,8 @@ type LAN struct {
 	// create` (the LAN token itself with -insecure).
 	URL, Token, JoinToken string
 	Insecure              bool
-	wrap, args     []string
-	restartedProcs []*Proc
+	wrap, args            []string
+	restartedProcs        []*Proc
 
 	// blocks are the port ranges handed to this LAN's masters: a block is
 	// only free until its master's children bind it, so later masters
@@ -113,7 +113,7 @@ func StartLAN(t testing.TB, o LANOpts) *LAN {
 	if !o.Insecure {
 		l.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
 		l.Token = PinnedToken(t, l.Data, o.Token)
-		l.JoinToken = MakeToken(t, l.URL, l.Data, "master")
+		l.JoinToken = MakeToken(t, l.URL, l.Data, "master", "-token", o.Token)
 	}
 	return l
 }
