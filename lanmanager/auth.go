@@ -179,6 +179,8 @@ func (p principal) describe() string {
 		return "machine " + p.machine
 	case rolePeer:
 		return "a LAN manager"
+	case adminapi.RoleAdmin:
+		return "an admin token"
 	}
 	return "a " + p.role + " token"
 }

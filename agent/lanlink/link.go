@@ -382,6 +382,9 @@ func (l *Link) Run(ctx context.Context) error {
 		}
 		l.setState(StateDisconnected, err)
 		switch {
+		case errors.Is(err, ErrUnauthorized) && l.cfg.TLS != nil:
+			l.log.Error("LAN manager refused this master's certificate (a LAN manager with another CA, or not joined)", "url", l.url, "error", err)
+			backoff = l.cfg.BackoffMax
 		case errors.Is(err, ErrUnauthorized):
 			l.log.Error("LAN manager refused the token; check the master's LAN token", "url", l.url, "error", err)
 			backoff = l.cfg.BackoffMax

@@ -336,6 +336,7 @@ func (g *globals) machines(ctx context.Context, args []string) error {
 func (g *globals) revokeMachine(ctx context.Context, args []string) error {
 	fs := g.subFlags("machines revoke")
 	reason := fs.String("reason", "", "why, kept with the revocation and sent to the master")
+	force := fs.Bool("force", false, "revoke an id the LAN manager does not list (a machine that is off and holds nothing)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -348,6 +349,16 @@ func (g *globals) revokeMachine(ctx context.Context, args []string) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	if !*force {
+		// A revocation is for good: a mistyped id must not be cut off.
+		list, err := c.Machines(cctx)
+		if err != nil {
+			return fmt.Errorf("LAN manager at %s: %w", g.lan, err)
+		}
+		if !slices.ContainsFunc(list, func(m adminapi.MachineInfo) bool { return m.ID == fs.Arg(0) }) {
+			return fmt.Errorf("machines revoke: the LAN manager lists no machine %q (allexctl machines); -force revokes it anyway, for good", fs.Arg(0))
+		}
+	}
 	if err := c.RevokeMachine(cctx, fs.Arg(0), *reason); err != nil {
 		return fmt.Errorf("LAN manager at %s: %w", g.lan, err)
 	}

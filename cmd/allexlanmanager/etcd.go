@@ -250,7 +250,16 @@ func (e *etcdLAN) serveStandby(watch http.HandlerFunc, cut *unreached) (stop fun
 		}
 		unavailable(w, leader, msg)
 	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
+	// Requests, not connections, end with the standby: a TLS handshake
+	// under way at the election is not cut off, and its request gets an
+	// answer (the leader's name) instead of a dropped connection.
+	endWithStandby := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(base, cancel)()
+		mux.ServeHTTP(w, r.WithContext(ctx))
+	})
+	hs := &http.Server{Handler: endWithStandby, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
 	var sl net.Listener = ln
 	if e.tls != nil {

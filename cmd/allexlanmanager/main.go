@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fset.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fset.StringVar(&storeKind, "store", "bolt", "bolt (in -data), memory (state lost on exit), or etcd://host:port[,host:port...][/prefix] (shared by several LAN managers, one leading; needs -token or -token-file)")
 	leaderTTL := fset.Duration("leader-ttl", 2*time.Second, "with -store etcd: the leader's etcd lease; a standby takes over this long after the leader dies")
-	advertise := fset.String("advertise", "", "with -store etcd: the address standbys name as the leader's (default: http://<-addr>)")
+	advertise := fset.String("advertise", "", "with -store etcd: the address standbys name as the leader's (default: https://<-addr>, or http:// with -insecure)")
 	showVersion := fset.Bool("version", false, "print the version and exit")
 	var tf tlsFlags
 	tf.register(fset)

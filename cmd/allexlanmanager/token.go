@@ -34,7 +34,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	verb := args[0]
 	fs := flag.NewFlagSet("allexlanmanager token "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	lan := fs.String("lan", "https://"+lanmanager.DefaultAddr, "the LAN manager's URL")
+	lan := fs.String("lan", lanmanager.DefaultAddr, "the LAN manager: host:port (HTTPS) or its URL")
 	data := fs.String("data", "./allexlanmanager.d", "its data directory: the token and tls/ca.crt are read from there")
 	token := fs.String("token", "", "an admin token (default: the one in -token-file)")
 	tokenFile := fs.String("token-file", "", "a file holding an admin token (default: <data>/token)")
@@ -44,6 +44,9 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	desc := fs.String("description", "", "create: a note kept with the token")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if !strings.Contains(*lan, "://") {
+		*lan = "https://" + *lan
 	}
 	c, err := tokenClient(*lan, *data, *token, *tokenFile, *caFile)
 	if err != nil {

@@ -40,7 +40,7 @@ func TestHandWrittenConfigTakesDefaults(t *testing.T) {
 	sock := filepath.Join(dir, "m.sock")
 	e2e.WriteFile(t, dir, "allexmasterconfig.json", "\xEF\xBB\xBF"+fmt.Sprintf(
 		`{"lanmanagerport":%d,"token":%q,"machineid":"hand","address":"127.0.0.1","portrangestart":{"tcp":%d},"portrangesize":10,"socket":%q,"statedir":%q}`,
-		lan.Port, lan.Token, base, sock, filepath.Join(dir, "state")))
+		lan.Port, lan.JoinToken, base, sock, filepath.Join(dir, "state")))
 	m := e2e.Start(t, dir, e2e.Bins.Master)
 	m.WaitOutput("allexmaster running", wait)
 	lan.WaitConnected(t, wait, "hand")
@@ -165,8 +165,8 @@ func TestFixedPortNeedsItsProtocol(t *testing.T) {
 		t.Errorf("needs add -fixed without -protocols: %v %q", err, errOut)
 	}
 	req, _ := http.NewRequest("POST", lan.URL+"/v1/needs", strings.NewReader(`{"instance":"f1","module":"demo","fixedports":{"tcp":9000}}`))
-	req.Header.Set("Authorization", "Bearer "+lan.Token)
-	resp, err := http.DefaultClient.Do(req)
+	req.Header.Set("Authorization", "Bearer "+lan.Bearer())
+	resp, err := lan.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

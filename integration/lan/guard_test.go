@@ -19,7 +19,7 @@ import (
 // but never says hello is closed once -hello-timeout has passed.
 func TestLinkWithoutHelloClosed(t *testing.T) {
 	lan := e2e.StartLAN(t, e2e.LANOpts{Extra: []string{"-hello-timeout", "1s"}})
-	r, _, err := dialRaw(t, lan, lan.Token) // it pings every 100ms
+	r, _, err := dialRaw(t, lan, "silent", lan.Bearer()) // it pings every 100ms
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestAdminInputChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Header.Set("Authorization", auth)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := lan.HTTPClient().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,10 +69,10 @@ func TestAdminInputChecks(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if st, body := call("GET", "/v1/needs", "bearer "+lan.Token, ""); st != http.StatusOK {
+	if st, body := call("GET", "/v1/needs", "bearer "+lan.Bearer(), ""); st != http.StatusOK {
 		t.Errorf("lower-case bearer: %d %s", st, body)
 	}
-	st, body := call("POST", "/v1/needs", "Bearer "+lan.Token, `{"instance":"r1","module":"demo","module":"other"}`)
+	st, body := call("POST", "/v1/needs", "Bearer "+lan.Bearer(), `{"instance":"r1","module":"demo","module":"other"}`)
 	if st != http.StatusBadRequest || !strings.Contains(body, `duplicate field \"module\"`) {
 		t.Errorf("repeated key: %d %s", st, body)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/allex-go/allex/internal/e2e"
 	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/lanmanager/adminclient"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -71,8 +72,12 @@ func processGone(pid int) bool {
 
 func TestTokenRefused(t *testing.T) {
 	lan := e2e.StartLAN(t, e2e.LANOpts{})
-	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1", Token: "not-the-token"})
-	m.WaitOutput("LAN manager refused the token", wait)
+	// A join token of the LAN's CA whose secret is wrong: the join is
+	// refused, so the master never links.
+	fp, _, _ := adminclient.SplitPin(lan.Token)
+	wrong := "K10" + strings.TrimPrefix(fp, "sha256:") + "::abcdef.0123456789abcdef0123456789abcdef"
+	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1", Token: wrong})
+	m.WaitOutput("missing or wrong bearer token", wait)
 	if ms := lan.Machines(t); len(ms) != 0 {
 		t.Errorf("LAN manager lists machines for a refused master: %+v", ms)
 	}
@@ -759,7 +764,7 @@ func TestCtlAgainstLANManager(t *testing.T) {
 	if _, errOut, err := lan.Ctl(t, "needs", "add", "-module", "demo", "c1"); err == nil || !strings.Contains(errOut, "c1") {
 		t.Errorf("adding a duplicate need: err %v, stderr %q", err, errOut)
 	}
-	if _, errOut, err := e2e.Ctl(t, "unused", "-lan", lan.URL, "-token", "wrong", "services"); err == nil || !strings.Contains(strings.ToLower(errOut), "unauthorized") {
+	if _, errOut, err := e2e.Ctl(t, "unused", "-lan", lan.URL, "-token", e2e.PinnedToken(t, lan.Data, "wrong"), "services"); err == nil || !strings.Contains(strings.ToLower(errOut), "unauthorized") {
 		t.Errorf("wrong token: err %v, stderr %q", err, errOut)
 	}
 }
@@ -798,9 +803,18 @@ type rawLink struct {
 	conn *websocket.Conn
 }
 
-func dialRaw(t *testing.T, lan *e2e.LAN, token string) (*rawLink, *http.Response, error) {
+// dialRaw links with token, and over TLS with a certificate for machine
+// (none when machine is "").
+func dialRaw(t *testing.T, lan *e2e.LAN, machine, token string) (*rawLink, *http.Response, error) {
 	url := fmt.Sprintf("ws://127.0.0.1:%d%s", lan.Port, lanwire.Path)
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	if !lan.Insecure {
+		url = "wss" + strings.TrimPrefix(url, "ws")
+		d.TLSClientConfig = lan.ClientTLS()
+		if machine != "" {
+			d.TLSClientConfig = lan.MasterTLS(t, machine)
+		}
+	}
 	conn, resp, err := d.Dial(url, http.Header{"Authorization": {"Bearer " + token}})
 	if err != nil {
 		return nil, resp, err
@@ -882,13 +896,13 @@ func TestMalformedFramesRefused(t *testing.T) {
 	lan.AddNeeds(t, demoNeed("d1"), lanwire.Need{Instance: "p1", Module: "nobody"})
 	before := lan.WaitServices(t, wait, "d1")
 
-	if _, resp, err := dialRaw(t, lan, "wrong"); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+	if _, resp, err := dialRaw(t, lan, "", "wrong"); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("link with a wrong token: err %v, response %+v", err, resp)
 	}
 
 	// A hello without an identity (which a master keeps in its state
 	// dir) is a bad first frame: the link is closed.
-	anon, _, err := dialRaw(t, lan, lan.Token)
+	anon, _, err := dialRaw(t, lan, "anon", lan.Bearer())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -913,7 +927,7 @@ func TestMalformedFramesRefused(t *testing.T) {
 		t.Error("LAN manager lists the machine of a hello without an identity")
 	}
 
-	r, _, err := dialRaw(t, lan, lan.Token)
+	r, _, err := dialRaw(t, lan, "raw", lan.Bearer())
 	if err != nil {
 		t.Fatal(err)
 	}
