@@ -461,3 +461,53 @@ func TestFlagsOverrideConfig(t *testing.T) {
 		t.Errorf("master listens on the config's socket despite -socket")
 	}
 }
+
+// TestSocketGroup: with "socketgroup", the machine socket (0660) belongs
+// to that group, and a user in it uses allexctl without root; a user
+// outside it is refused by the socket's mode, with a hint.
+func TestSocketGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run allexctl as other users")
+	}
+	const group, uid = 1, 65534 // daemon, nobody
+	m := e2e.StartMaster(t, 5, fmt.Sprintf(`,"socketgroup":"%d"`, group))
+	if err := os.Chmod(m.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(m.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Gid != group || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket: group %d, mode %v; want %d, 0660", st.Gid, fi.Mode().Perm(), group)
+	}
+	// The tests' binaries are in a private dir: give others a copy.
+	pub, err := os.MkdirTemp("", "allexpub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pub) })
+	bin := filepath.Join(pub, "allexctl")
+	b, err := os.ReadFile(e2e.Bins.Ctl)
+	if err == nil {
+		err = os.WriteFile(bin, b, 0o755)
+	}
+	if err == nil {
+		err = os.Chmod(pub, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := func(gid uint32) (string, error) {
+		cmd := exec.Command(bin, "-socket", m.Socket, "ps")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := as(group); err != nil || !strings.HasPrefix(out, "INSTANCE") {
+		t.Errorf("a member of the group: %v\n%s", err, out)
+	}
+	if out, err := as(uid); err == nil || !strings.Contains(out, "permission denied") || !strings.Contains(out, "socketgroup") {
+		t.Errorf("a user outside the group: %v\n%s", err, out)
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -19,12 +21,18 @@ import (
 // ErrInUse is returned by Listen when a live process answers on the socket.
 var ErrInUse = errors.New("socket in use by a live process")
 
-// Listen opens the machine socket at path with mode 0660. It first takes
+// Listen opens the machine socket at path with mode 0660, owned by the
+// master's user and, when group is not "", by that group (a name or a
+// numeric id), whose members may then use allexctl. It first takes
 // the lock <path>.lock for the listener's life, so that of two masters
 // started at once on one socket exactly one goes on; then an existing
 // socket file is removed only when nothing answers on it, and a live owner
 // (or a path that is not a socket) makes Listen fail.
-func Listen(path string) (net.Listener, error) {
+func Listen(path, group string) (net.Listener, error) {
+	gid, err := lookupGroup(group)
+	if err != nil {
+		return nil, err
+	}
 	lock := flock.New(path + ".lock")
 	ok, err := lock.TryLock()
 	if err != nil {
@@ -33,7 +41,7 @@ func Listen(path string) (net.Listener, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: %w: another allexmaster holds %s.lock", path, ErrInUse, path)
 	}
-	ln, err := listenLocked(path)
+	ln, err := listenLocked(path, gid)
 	if err != nil {
 		_ = lock.Unlock()
 		return nil, err
@@ -42,7 +50,22 @@ func Listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-func listenLocked(path string) (*unixListener, error) {
+// lookupGroup resolves a group name or id; "" is -1 (the master's own).
+func lookupGroup(group string) (int, error) {
+	if group == "" {
+		return -1, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		g, err = user.LookupGroupId(group)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("socketgroup %q: no such group", group)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func listenLocked(path string, gid int) (*unixListener, error) {
 	if err := clearStale(path); err != nil {
 		return nil, err
 	}
@@ -59,6 +82,11 @@ func listenLocked(path string) (*unixListener, error) {
 		ln.Close()
 		os.Remove(tmp)
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if err := os.Lchown(tmp, -1, gid); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("socketgroup: give %s to group %d: %w (the master must run as root or be a member of the group)", path, gid, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		ln.Close()

@@ -4,10 +4,14 @@ package server
 
 import (
 	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -31,7 +35,7 @@ func TestListenOneOwner(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				lns[i], errs[i] = Listen(path)
+				lns[i], errs[i] = Listen(path, "")
 			}()
 		}
 		wg.Wait()
@@ -58,5 +62,30 @@ func TestListenOneOwner(t *testing.T) {
 		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("round %d: socket left after Close: %v", round, err)
 		}
+	}
+}
+
+// TestListenSocketGroup: the socket is given to the group named, by name
+// or id; an unknown group is refused before anything is created.
+func TestListenSocketGroup(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Listen(filepath.Join(dir, "a.sock"), "no-such-group-allex"); err == nil || !strings.Contains(err.Error(), `socketgroup "no-such-group-allex": no such group`) {
+		t.Fatalf("unknown group: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.sock")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("socket made for an unknown group: %v", err)
+	}
+	gid := os.Getgid()
+	ln, err := Listen(filepath.Join(dir, "b.sock"), strconv.Itoa(gid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, err := os.Stat(filepath.Join(dir, "b.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Gid) != gid || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket group %d mode %v; want %d 0660", st.Gid, fi.Mode().Perm(), gid)
 	}
 }

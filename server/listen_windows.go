@@ -15,7 +15,11 @@ var ErrInUse = errors.New("pipe in use by a live process")
 
 // Listen opens the machine pipe. Named pipes vanish with their owner, so
 // there is no stale file to clear; a live owner makes creation fail.
-func Listen(path string) (net.Listener, error) {
+// group (socketgroup) is not supported on Windows.
+func Listen(path, group string) (net.Listener, error) {
+	if group != "" {
+		return nil, fmt.Errorf("socketgroup %q: not supported on Windows (the pipe admits its owner and administrators)", group)
+	}
 	ln, err := winio.ListenPipe(path, &winio.PipeConfig{
 		// Owner and local administrators and system only, the pipe
 		// counterpart of mode 0660.

@@ -65,7 +65,7 @@ func startMachine(t *testing.T, modules map[string]config.Module) *machine {
 	case err := <-runDone:
 		t.Fatalf("agent ended before it was ready: %v", err)
 	}
-	ln, err := Listen(sock)
+	ln, err := Listen(sock, "")
 	if err != nil {
 		cancel()
 		<-runDone

@@ -380,7 +380,7 @@ func TestLogs(t *testing.T) {
 // path free for the next.
 func TestMachineSocketOwner(t *testing.T) {
 	m := startMachine(t, nil)
-	if _, err := Listen(m.socket); !errors.Is(err, ErrInUse) {
+	if _, err := Listen(m.socket, ""); !errors.Is(err, ErrInUse) {
 		t.Fatalf("second Listen on a served socket: %v, want ErrInUse", err)
 	}
 	if _, err := m.c.Status(call(t), &allexv1.StatusRequest{}); err != nil {
@@ -396,7 +396,7 @@ func TestMachineSocketOwner(t *testing.T) {
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := Listen(path)
+	ln, err := Listen(path, "")
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -414,7 +414,7 @@ func TestMachineSocketOwner(t *testing.T) {
 	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left after the server stopped: %v", err)
 	}
-	again, err := Listen(path)
+	again, err := Listen(path, "")
 	if err != nil {
 		t.Fatalf("Listen after the server stopped: %v", err)
 	}
@@ -424,7 +424,7 @@ func TestMachineSocketOwner(t *testing.T) {
 	if err := os.WriteFile(plain, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen(plain); err == nil || !strings.Contains(err.Error(), "is not a socket") {
+	if _, err := Listen(plain, ""); err == nil || !strings.Contains(err.Error(), "is not a socket") {
 		t.Errorf("Listen over a regular file: %v", err)
 	}
 	if b, err := os.ReadFile(plain); err != nil || string(b) != "keep me" {

@@ -61,6 +61,9 @@ type Config struct {
 	PortRangeSize int `json:"portrangesize,omitempty"`
 	// Socket defaults to machinesock.Default.
 	Socket string `json:"socket,omitempty"`
+	// SocketGroup, a group name or id, owns the socket with the master's
+	// user: its members may use allexctl on this machine (mode 0660).
+	SocketGroup string `json:"socketgroup,omitempty"`
 	// MachineID defaults to the host name.
 	MachineID string `json:"machineid,omitempty"`
 	// Address is the IP announced to the LAN manager; by default the

@@ -106,12 +106,13 @@ func TestREADMEKeyTable(t *testing.T) {
 	cfg = cfg.WithDefaults("")
 	// Defaults the README describes in words, and what they are in code.
 	described := map[string]string{
-		"machineid": "host name",
-		"address":   "local address of the link",
-		"token":     "none",
-		"tokenfile": "none",
+		"machineid":   "host name",
+		"address":     "local address of the link",
+		"token":       "none",
+		"tokenfile":   "none",
+		"socketgroup": "none",
 	}
-	if cfg.MachineID != hostMachineID() || cfg.Address != "" || cfg.Token != "" || cfg.TokenFile != "" {
+	if cfg.MachineID != hostMachineID() || cfg.Address != "" || cfg.Token != "" || cfg.TokenFile != "" || cfg.SocketGroup != "" {
 		t.Fatalf("machineid %q, address %q, token %q, tokenfile %q: not what the README describes", cfg.MachineID, cfg.Address, cfg.Token, cfg.TokenFile)
 	}
 	documented := map[string]bool{}

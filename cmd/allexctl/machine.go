@@ -72,6 +72,10 @@ func (g *globals) rpcErr(err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		if strings.Contains(st.Message(), "permission denied") {
+			return fmt.Errorf("allexmaster on %s: permission denied: the socket (mode 0660) admits the master's user and its group; "+
+				"run as one of them, or ask for your group in the master's \"socketgroup\"", g.socket)
+		}
 		return fmt.Errorf("allexmaster on %s is unavailable: %s", g.socket, st.Message())
 	case codes.FailedPrecondition:
 		return errors.New(st.Message()) // a sentence saying what to do instead

@@ -191,7 +191,7 @@ func serve(ctx context.Context, cfg config.Config, token string, log hclog.Logge
 	}
 	defer dir.Close()
 	out.SetFile(filepath.Join(cfg.StateDir, statedir.LogName))
-	ln, err := server.Listen(cfg.Socket)
+	ln, err := server.Listen(cfg.Socket, cfg.SocketGroup)
 	if err != nil {
 		return err
 	}
