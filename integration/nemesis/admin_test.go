@@ -5,6 +5,7 @@ package nemesis
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,13 +13,17 @@ import (
 	"time"
 
 	"github.com/allex-go/allex/internal/netns"
+	"github.com/allex-go/allex/lanpki"
 )
 
 // admin speaks the LAN manager's admin HTTP API as JSON on the wire, not
 // through lanmanager/adminclient: the checker must keep compiling while
 // the LAN manager's Go types are rewritten, and reads only the fields
-// every version has. Unknown fields are ignored.
+// every version has. Unknown fields are ignored. It speaks plain HTTP
+// until trust gives it the LAN's CA, then HTTPS.
 type admin struct {
+	ip          string
+	port        int
 	base, token string
 	http        *http.Client
 }
@@ -40,8 +45,29 @@ type needStatus struct {
 
 // newAdmin calls the LAN manager at ip:port from inside namespace from.
 func newAdmin(from *netns.Host, ip string, port int, token string) *admin {
-	return &admin{base: fmt.Sprintf("http://%s:%d", ip, port), token: token, http: from.HTTPClient(2 * time.Second)}
+	return &admin{ip: ip, port: port, base: fmt.Sprintf("http://%s:%d", ip, port), token: token, http: from.HTTPClient(2 * time.Second)}
 }
+
+// trust switches a to HTTPS, checking the LAN manager's certificate
+// against the CA in caPEM as allexctl -ca does (it must name
+// lanpki.ServerName, whatever address was dialled). Called before
+// anything else uses a: it is not safe to call concurrently with calls.
+func (a *admin) trust(caPEM []byte) error {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("the LAN's CA: no PEM certificate")
+	}
+	tr, ok := a.http.Transport.(*http.Transport)
+	if !ok {
+		return fmt.Errorf("the admin client's transport is a %T", a.http.Transport)
+	}
+	tr.TLSClientConfig = lanpki.ClientConfig(pool, nil)
+	a.base = fmt.Sprintf("https://%s:%d", a.ip, a.port)
+	return nil
+}
+
+// url is the LAN manager's base URL (https once trust was called).
+func (a *admin) url() string { return a.base }
 
 func (a *admin) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, bytes.NewReader(body))

@@ -3,6 +3,7 @@
 package nemesis
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,8 +11,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -36,10 +39,16 @@ type cluster struct {
 	lan             *netns.LAN
 	bin, dir, token string
 	tokenFile       string
-	prefix          string // of every instance name of this run
-	began           time.Time
-	nice            int // added to the daemons' niceness: the test's own
+	// joinToken is the masters' config "token" over TLS: a master token
+	// made with `allexlanmanager token create` once the LAN manager first
+	// runs. Masters on a fresh state dir (the first runs, clones) join
+	// with it; restarted ones keep their certificate in <statedir>/lan.
+	joinToken string
+	prefix    string // of every instance name of this run
+	began     time.Time
+	nice      int // added to the daemons' niceness: the test's own
 
+	trusted bool // the admin client speaks HTTPS with the LAN's CA
 	lm      *lanManager
 	masters []*master
 	admin   *admin
@@ -54,6 +63,7 @@ type cluster struct {
 
 type lanManager struct {
 	host *netns.Host
+	data string // its -data: the CA is in tls/ca.crt
 	args []string
 	proc *proc
 	runs int
@@ -78,14 +88,20 @@ func newCluster(t *testing.T, lan *netns.LAN, bin string, p params) *cluster {
 		t.Fatal(err)
 	}
 	lm := lan.Host("lm")
-	c.lm = &lanManager{host: lm, args: append([]string{"-addr", net.JoinHostPort(lm.IP, strconv.Itoa(lmPort)),
-		"-data", filepath.Join(c.dir, "lm"), "-token-file", c.tokenFile, "-log-level", "info"}, p.lmFlags...)}
+	c.lm = &lanManager{host: lm, data: filepath.Join(c.dir, "lm")}
+	// Without -insecure the LAN manager serves HTTPS and makes its CA in
+	// its data dir on the first start.
+	c.lm.args = []string{"-addr", net.JoinHostPort(lm.IP, strconv.Itoa(lmPort)),
+		"-data", c.lm.data, "-token-file", c.tokenFile, "-log-level", "info"}
+	if p.lan == lanInsecure {
+		c.lm.args = append(c.lm.args, "-insecure")
+	}
+	c.lm.args = append(c.lm.args, p.lmFlags...)
 	c.admin = newAdmin(lm, lm.IP, lmPort, c.token)
 	c.chk = newChecker(c.prefix, c.admin, sampleEvery)
 	for _, id := range []string{"m1", "m2", "m3"} {
 		m := &master{id: id, host: lan.Host(id), dir: filepath.Join(c.dir, id)}
 		m.socket = filepath.Join(m.dir, "m.sock")
-		c.writeConfig(m.dir, id, m.host, m.socket)
 		c.chk.addSupervisor(m.socket, id, m.host, false)
 		c.masters = append(c.masters, m)
 	}
@@ -95,7 +111,10 @@ func newCluster(t *testing.T, lan *netns.LAN, bin string, p params) *cluster {
 	return c
 }
 
-// writeConfig writes a master's allexmasterconfig.json in dir.
+// writeConfig writes a master's allexmasterconfig.json in dir. Over TLS
+// its "token" is the join token (made by setup); otherwise it links over
+// plain WebSockets with the shared token (with "laninsecure", a key
+// masters from before TLS refuse).
 func (c *cluster) writeConfig(dir, id string, h *netns.Host, socket string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		c.t.Fatal(err)
@@ -103,7 +122,6 @@ func (c *cluster) writeConfig(dir, id string, h *netns.Host, socket string) {
 	cfg := map[string]any{
 		"lanmanageraddress": c.lan.Host("lm").IP,
 		"lanmanagerport":    lmPort,
-		"tokenfile":         c.tokenFile,
 		"machineid":         id,
 		"address":           h.IP,
 		"portrangestart":    map[string]int{"tcp": tcpBase, "http": tcpBase + portsEach, "ws": tcpBase + 2*portsEach},
@@ -114,6 +132,17 @@ func (c *cluster) writeConfig(dir, id string, h *netns.Host, socket string) {
 			"command": c.childCommand(), "args": []string{"demochild"},
 			"protocols": []string{"tcp"}, "readiness": "ports", "stoptimeout": "2s",
 		}},
+	}
+	switch c.p.lan {
+	case lanTLS:
+		if c.joinToken == "" {
+			c.t.Fatal("nemesis: a master's config written before the join token was made")
+		}
+		cfg["token"] = c.joinToken
+	case lanInsecure:
+		cfg["tokenfile"], cfg["laninsecure"] = c.tokenFile, true
+	default:
+		cfg["tokenfile"] = c.tokenFile
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := os.WriteFile(filepath.Join(dir, "allexmasterconfig.json"), b, 0o644); err != nil {
@@ -152,11 +181,48 @@ func (c *cluster) startLM() error {
 		if !p.running() {
 			return fmt.Errorf("allexlanmanager exited (%s):\n%s", exitErr(p.err), tail(p.log, 20))
 		}
+		if c.p.lan == lanTLS && !c.trusted {
+			// The first start makes the CA; later ones keep it. The
+			// checker is not sampling yet.
+			caPEM, err := os.ReadFile(filepath.Join(c.lm.data, "tls", "ca.crt"))
+			if err != nil {
+				return fmt.Errorf("the LAN's CA: %w", err)
+			}
+			if err := c.admin.trust(caPEM); err != nil {
+				return err
+			}
+			c.trusted = true
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := c.admin.needs(ctx)
 		return err
 	})
+}
+
+// makeJoinToken makes the masters' join token as an operator would:
+// `allexlanmanager token create -role master -ttl 0` against the running
+// LAN manager, run on its host (the root namespace has no route to the
+// LAN), as its administrator (-token-file) trusting the CA in its data
+// dir.
+func (c *cluster) makeJoinToken() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), startBound)
+	defer cancel()
+	args := []string{"netns", "exec", c.lm.host.NS, filepath.Join(c.bin, "allexlanmanager"), "token", "create",
+		"-lan", c.admin.url(), "-data", c.lm.data, "-token-file", c.tokenFile,
+		"-role", "master", "-ttl", "0", "-description", "nemesis masters"}
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	tok := strings.TrimSpace(string(out))
+	if err == nil && (tok == "" || strings.ContainsAny(tok, " \n")) {
+		err = fmt.Errorf("unexpected output %q", out)
+	}
+	if err != nil {
+		return "", fmt.Errorf("allexlanmanager token create: %w\n%s", err, stderr.Bytes())
+	}
+	return tok, nil
 }
 
 // startMaster starts m on its dir and waits until its socket answers.
@@ -191,6 +257,16 @@ func waitSocket(p *proc, socket string) error {
 func (c *cluster) setup() {
 	if err := c.startLM(); err != nil {
 		c.t.Fatal(err)
+	}
+	if c.p.lan == lanTLS {
+		tok, err := c.makeJoinToken()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.joinToken = tok
+	}
+	for _, m := range c.masters {
+		c.writeConfig(m.dir, m.id, m.host, m.socket)
 	}
 	for _, m := range c.masters {
 		if err := c.startMaster(m); err != nil {

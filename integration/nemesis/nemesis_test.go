@@ -22,7 +22,7 @@ import (
 // Against other binaries (e.g. a checkout of an older tree):
 //
 //	-nemesis.bin /tmp/allex-before/bin -nemesis.lmflags "-heartbeat 1s -grace 5s" \
-//	    -nemesis.assert=false -nemesis.report
+//	    -nemesis.lan pretls -nemesis.assert=false -nemesis.report
 var (
 	flagBin      = flag.String("nemesis.bin", "", "directory holding the allexmaster and allexlanmanager to test (default: build this tree's)")
 	flagSeed     = flag.Uint64("nemesis.seed", 0, "seed of the operations' order and targets (0: from the clock; the seed used is logged)")
@@ -32,6 +32,7 @@ var (
 	flagAssert   = flag.Bool("nemesis.assert", true, "fail on an overlap, a lost need, a second master that does not refuse or harms the live one, or a slow recovery; false only measures")
 	flagNeeds    = flag.Int("nemesis.needs", 30, "needs added at the start")
 	flagBounds   = flag.String("nemesis.bounds", defaultBounds, "most time back to exactly one published copy per need, per operation kind")
+	flagLAN      = flag.String("nemesis.lan", lanTLS, "how the LAN speaks: tls (masters join with a token made by allexlanmanager token create), insecure (allexlanmanager -insecure, masters \"laninsecure\" with the shared token) or pretls (binaries from before TLS: plain HTTP, the shared token)")
 	flagSettle   = flag.Duration("nemesis.settle", 45*time.Second, "most time to wait, after a fault ends, for every need to be back to one copy before the next operation")
 )
 
@@ -70,14 +71,25 @@ type params struct {
 	needs    int
 	bounds   map[string]time.Duration
 	settle   time.Duration
+	lan      string // lanTLS, lanInsecure or lanPreTLS
 }
+
+// The ways the LAN can speak (-nemesis.lan).
+const (
+	lanTLS      = "tls"
+	lanInsecure = "insecure"
+	lanPreTLS   = "pretls"
+)
 
 func parseParams(t *testing.T) params {
 	t.Helper()
 	p := params{seed: *flagSeed, duration: *flagDuration, lmFlags: strings.Fields(*flagLMFlags),
-		needs: *flagNeeds, settle: *flagSettle, bounds: map[string]time.Duration{}}
+		needs: *flagNeeds, settle: *flagSettle, lan: *flagLAN, bounds: map[string]time.Duration{}}
 	if p.seed == 0 {
 		p.seed = uint64(time.Now().UnixNano())
+	}
+	if p.lan != lanTLS && p.lan != lanInsecure && p.lan != lanPreTLS {
+		t.Fatalf("-nemesis.lan %q: want %s, %s or %s", p.lan, lanTLS, lanInsecure, lanPreTLS)
 	}
 	if p.needs < 1 || p.needs > 500 {
 		t.Fatalf("-nemesis.needs %d: want 1 to 500", p.needs)
@@ -102,12 +114,16 @@ func parseParams(t *testing.T) params {
 // spare host, clone, is for clones), adds the needs, then plays faults in
 // random order while the checker samples; see checker_test.go for what
 // is counted and report_test.go for the report.
+//
+// The LAN speaks TLS by default (-nemesis.lan): the harness trusts the CA
+// the LAN manager makes in its data dir, and the masters join with a
+// master token made by allexlanmanager token create.
 func TestNemesis(t *testing.T) {
 	p := parseParams(t)
 	lan := netns.NewLAN(t, "lm", "m1", "m2", "m3", "clone")
 	bin := binDir(t)
-	t.Logf("nemesis: seed %d (rerun: -nemesis.seed %d), duration %s, binaries %s, LAN manager flags %q",
-		p.seed, p.seed, p.duration, bin, strings.Join(p.lmFlags, " "))
+	t.Logf("nemesis: seed %d (rerun: -nemesis.seed %d), duration %s, binaries %s, LAN manager flags %q, LAN %s",
+		p.seed, p.seed, p.duration, bin, strings.Join(p.lmFlags, " "), p.lan)
 	c := newCluster(t, lan, bin, p)
 	orig, back, err := raisePriority()
 	if err != nil {
