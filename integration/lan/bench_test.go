@@ -35,11 +35,19 @@ func reportLatencies(b *testing.B, ds []time.Duration) {
 	b.ReportMetric(ms(ds[len(ds)-1]), "max_ms")
 }
 
+// links are the two ways a master links: TLS with its certificate (the
+// default) and plain WebSockets (-insecure, laninsecure). Each benchmark
+// runs both in turn, so -count alternates them on one machine.
+var links = []struct {
+	name     string
+	insecure bool
+}{{"tls", false}, {"plain", true}}
+
 // benchLAN is one LAN manager and one master able to run n needs.
-func benchLAN(b *testing.B, n int) (*e2e.LAN, *e2e.Master, *e2e.Watcher) {
+func benchLAN(b *testing.B, n int, insecure bool) (*e2e.LAN, *e2e.Master, *e2e.Watcher) {
 	// The kill benchmark kills the same services over and over on purpose,
 	// which the crash-loop guard would otherwise slow down.
-	lan := e2e.StartLAN(b, e2e.LANOpts{Heartbeat: time.Second, Lease: 5 * time.Second, Extra: []string{"-crashloop-limit", "-1"}})
+	lan := e2e.StartLAN(b, e2e.LANOpts{Heartbeat: time.Second, Lease: 5 * time.Second, Extra: []string{"-crashloop-limit", "-1"}, Insecure: insecure})
 	w := lan.Watch(b, "")
 	m := e2e.StartLANMaster(b, lan, e2e.MasterOpts{MachineID: "m1", Size: n + 10})
 	lan.WaitConnected(b, wait, "m1")
@@ -85,11 +93,18 @@ func drain(b *testing.B, lan *e2e.LAN, m *e2e.Master, insts []string) {
 }
 
 // BenchmarkNeedToPublished times each need from the admin API call adding
-// it to its "up" event on the watch stream, with one master.
+// it to its "up" event on the watch stream, with one master, over TLS and
+// plain links.
 func BenchmarkNeedToPublished(b *testing.B) {
+	for _, l := range links {
+		b.Run(l.name, func(b *testing.B) { needToPublished(b, l.insecure) })
+	}
+}
+
+func needToPublished(b *testing.B, insecure bool) {
 	b.Run("200-at-once", func(b *testing.B) {
 		const n, workers = 200, 8
-		lan, m, w := benchLAN(b, n)
+		lan, m, w := benchLAN(b, n, insecure)
 		var lat []time.Duration
 		var total, adding time.Duration
 		b.ResetTimer()
@@ -159,7 +174,7 @@ func BenchmarkNeedToPublished(b *testing.B) {
 	})
 	b.Run("one-at-a-time", func(b *testing.B) {
 		const n = 200
-		lan, m, w := benchLAN(b, n)
+		lan, m, w := benchLAN(b, n, insecure)
 		var lat []time.Duration
 		b.ResetTimer()
 		for it := 0; it < b.N; it++ {
@@ -192,8 +207,14 @@ func BenchmarkNeedToPublished(b *testing.B) {
 // over a second, as a serving child would have: its master restarts it at
 // once, where a child dying within its first second is backed off.
 func BenchmarkKillToRepublished(b *testing.B) {
+	for _, l := range links {
+		b.Run(l.name, func(b *testing.B) { killToRepublished(b, l.insecure) })
+	}
+}
+
+func killToRepublished(b *testing.B, insecure bool) {
 	const services, kills = 100, 100
-	lan, _, w := benchLAN(b, services)
+	lan, _, w := benchLAN(b, services, insecure)
 	insts := names("k", services)
 	var needs []lanwire.Need
 	for _, inst := range insts {
