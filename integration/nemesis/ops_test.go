@@ -30,8 +30,10 @@ var kindOrder = []string{"kill", "stop", "cut", "lmkill", "clone", "second", "se
 
 // opRecord is one operation and what the checker saw of it.
 type opRecord struct {
-	N                    int
-	Kind, Target         string
+	N            int
+	Kind, Target string
+	// Held: the copies the target ran when the fault began.
+	Held                 int
 	Added                string // the need added just before the fault
 	AddErr               string
 	Start, End, Settled  time.Time // End: the fault is over (restarted, continued, healed, gone)
@@ -96,7 +98,7 @@ func (c *cluster) run(kind string, rng *rand.Rand) *opRecord {
 	op := &opRecord{N: len(c.ops) + 1, Kind: kind}
 	c.ops = append(c.ops, op)
 	m := c.pickMaster(rng)
-	op.Target = m.id
+	op.Target, op.Held = m.id, len(c.chk.copiesOf(m.socket))
 	var err error
 	switch kind {
 	case "kill":

@@ -49,11 +49,11 @@ func (c *cluster) report(res checkResults) string {
 	for _, k := range kindOrder {
 		s := stats[k]
 		if s == nil {
-			fmt.Fprintf(w, "%s\t0\t\t\t\t\t\t\t\t\t%s\n", opKinds[k].title, c.p.bounds[k])
+			fmt.Fprintf(w, "%s\t0\t\t\t\t\t\t\t\t\t%s\n", opKinds[k].title, c.p.boundText(k))
 			continue
 		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", opKinds[k].title, s.ran, s.withOverlaps, s.doubled,
-			round(s.longest), worstMedian(s.back), worstMedian(s.serving), s.unrecovered, s.relapses, round(s.worstNotOK), c.p.bounds[k])
+			round(s.longest), worstMedian(s.back), worstMedian(s.serving), s.unrecovered, s.relapses, round(s.worstNotOK), c.p.boundText(k))
 	}
 	w.Flush()
 	for _, k := range []string{"second", "secondsock"} {
