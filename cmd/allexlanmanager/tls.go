@@ -40,7 +40,7 @@ func (f *tlsFlags) register(fs *flag.FlagSet) {
 func (f *tlsFlags) check() error {
 	given := f.cert != "" || f.key != "" || f.ca != "" || f.caKey != ""
 	switch {
-	case f.insecure && given:
+	case f.insecure && (given || len(f.sans) > 0):
 		return errors.New("-insecure serves plain HTTP: give no -tls-* flags with it")
 	case given && (f.cert == "" || f.key == "" || f.ca == ""):
 		return errors.New("-tls-cert, -tls-key and -tls-ca go together (-tls-ca-key is optional)")

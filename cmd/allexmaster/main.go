@@ -55,7 +55,7 @@ func main() {
 type flags struct {
 	config, socket, lanAddr, address, machineID, token, tokenFile, stateDir, logLevel string
 	lanPort, maxProcs                                                                 int
-	noLAN, logJSON, dev, version                                                      bool
+	noLAN, lanInsecure, logJSON, dev, version                                         bool
 	demo                                                                              devFlags
 }
 
@@ -70,8 +70,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, map[string]bool, error
 	fs.BoolVar(&f.noLAN, "no-lan", false, "run without a LAN manager")
 	fs.StringVar(&f.address, "address", "", "IP announced to the LAN manager (overrides address)")
 	fs.StringVar(&f.machineID, "machine-id", "", "machine id (overrides machineid)")
-	fs.StringVar(&f.token, "token", "", "LAN link token (overrides token)")
-	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the LAN link token (overrides tokenfile)")
+	fs.StringVar(&f.token, "token", "", "join token, or the shared LAN token with -lan-insecure (overrides token)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (overrides tokenfile)")
+	fs.BoolVar(&f.lanInsecure, "lan-insecure", false, "link over plain WebSockets to a LAN manager run with -insecure (overrides laninsecure)")
 	fs.StringVar(&f.stateDir, "state-dir", "", "logs and state directory (overrides statedir)")
 	fs.IntVar(&f.maxProcs, "max-processes", -1, "most children to run, 0 unlimited (overrides maxprocesses)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -170,6 +171,9 @@ func applyFlags(cfg config.Config, f *flags, set map[string]bool) config.Config 
 	}
 	if set["token-file"] {
 		cfg.Token, cfg.TokenFile = "", f.tokenFile
+	}
+	if set["lan-insecure"] {
+		cfg.LanInsecure = f.lanInsecure
 	}
 	if set["state-dir"] {
 		cfg.StateDir = f.stateDir
