@@ -107,6 +107,18 @@ func isTokenString(s string, n int) bool {
 	return len(s) == n && strings.Trim(s, tokenAlphabet) == ""
 }
 
+// SplitPin splits any credential carrying a CA fingerprint,
+// "K10<64 hex>::rest" (a made token, or the LAN manager's own token so
+// pinned), into the fingerprint ("sha256:<hex>") and the bearer part.
+func SplitPin(s string) (fingerprint, bearer string, ok bool) {
+	pin, bearer, found := strings.Cut(strings.TrimSpace(s), "::")
+	hash, prefixed := strings.CutPrefix(pin, tokenPrefix)
+	if !found || !prefixed || !isLowerHex(hash) || bearer == "" {
+		return "", "", false
+	}
+	return fingerprintPrefix + hash, bearer, true
+}
+
 // String is the token as given to an operator: the full form when it pins
 // a CA, else the bare one.
 func (t Token) String() string {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -40,7 +41,7 @@ func (g *globals) lanClient() (*adminclient.Client, error) {
 		return nil, errors.New("the LAN manager needs a token: pass -token or -token-file (or set ALLEX_LAN_TOKEN)")
 	}
 	c := adminclient.New(g.lan, token)
-	_, _, pinned := adminclient.SplitPin(token)
+	_, _, pinned := lanpki.SplitPin(token)
 	switch {
 	case g.ca != "":
 		b, err := os.ReadFile(g.ca)

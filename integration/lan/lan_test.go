@@ -21,7 +21,7 @@ import (
 
 	"github.com/allex-go/allex/internal/e2e"
 	"github.com/allex-go/allex/lanmanager/adminapi"
-	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
 
@@ -74,7 +74,7 @@ func TestTokenRefused(t *testing.T) {
 	lan := e2e.StartLAN(t, e2e.LANOpts{})
 	// A join token of the LAN's CA whose secret is wrong: the join is
 	// refused, so the master never links.
-	fp, _, _ := adminclient.SplitPin(lan.Token)
+	fp, _, _ := lanpki.SplitPin(lan.Token)
 	wrong := "K10" + strings.TrimPrefix(fp, "sha256:") + "::abcdef.0123456789abcdef0123456789abcdef"
 	m := e2e.StartLANMaster(t, lan, e2e.MasterOpts{MachineID: "m1", Token: wrong})
 	m.WaitOutput("missing or wrong bearer token", wait)

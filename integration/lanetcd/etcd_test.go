@@ -121,7 +121,7 @@ func (l *lm) joinToken(t testing.TB) string {
 		tok = out.Token
 		return err
 	})
-	if _, _, ok := adminclient.SplitPin(tok); !ok {
+	if _, _, ok := lanpki.SplitPin(tok); !ok {
 		t.Fatalf("join token %q carries no CA fingerprint", tok)
 	}
 	return tok

@@ -17,7 +17,7 @@ import (
 
 // Bearer is the LAN manager's own token as sent in Authorization.
 func (l *LAN) Bearer() string {
-	if _, b, ok := adminclient.SplitPin(l.Token); ok {
+	if _, b, ok := lanpki.SplitPin(l.Token); ok {
 		return b
 	}
 	return l.Token
@@ -34,7 +34,7 @@ func (l *LAN) ClientTLS() *tls.Config {
 	if l.Insecure {
 		return nil
 	}
-	fp, _, _ := adminclient.SplitPin(l.Token)
+	fp, _, _ := lanpki.SplitPin(l.Token)
 	cfg, _ := lanpki.PinnedConfig(fp)
 	return cfg
 }

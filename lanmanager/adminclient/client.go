@@ -77,7 +77,7 @@ type Client struct {
 // alone; otherwise give the CA with WithCA.
 func New(baseURL, token string) *Client {
 	c := &Client{base: strings.TrimRight(baseURL, "/"), token: token, HTTP: &http.Client{}}
-	if fp, bearer, ok := SplitPin(token); ok {
+	if fp, bearer, ok := lanpki.SplitPin(token); ok {
 		cfg, _ := lanpki.PinnedConfig(fp)
 		c.token = bearer
 		c.HTTP.Transport = transport(cfg)
@@ -98,17 +98,6 @@ func transport(cfg *tls.Config) *http.Transport {
 	return tr
 }
 
-// SplitPin splits a token carrying a CA fingerprint, "K10<64 hex>::rest",
-// into the fingerprint ("sha256:<hex>") and the bearer part.
-func SplitPin(token string) (fingerprint, bearer string, ok bool) {
-	token = strings.TrimSpace(token)
-	rest, found := strings.CutPrefix(token, "K10")
-	hash, bearer, sep := strings.Cut(rest, "::")
-	if !found || !sep || len(hash) != 64 || bearer == "" {
-		return "", "", false
-	}
-	return "sha256:" + hash, bearer, true
-}
 
 // LeaderHeader names, on a standby's 503, the LAN manager that leads
 // (LAN managers sharing etcd).
