@@ -98,7 +98,6 @@ func transport(cfg *tls.Config) *http.Transport {
 	return tr
 }
 
-
 // LeaderHeader names, on a standby's 503, the LAN manager that leads
 // (LAN managers sharing etcd).
 const LeaderHeader = lanwire.LeaderHeader
