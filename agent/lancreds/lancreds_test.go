@@ -11,7 +11,7 @@ import (
 
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/adminapi"
-	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/allex-go/allex/lanmanager/lanmanagertest"
 	"github.com/allex-go/allex/lanpki"
 )
 
@@ -22,27 +22,7 @@ func startLAN(t *testing.T) (*lanmanager.Server, *lanpki.CA, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.IssueServer([]string{"127.0.0.1"}, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := lanmanager.New(lanmanager.Config{Addr: "127.0.0.1:0", Token: "root", Store: store.NewMemory(),
-		TLS: lanpki.ServerConfig(cert, ca.Pool()), CA: ca, CertTTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	srv := lanmanagertest.Start(t, lanmanagertest.WithTLS(t, lanmanager.Config{Token: "root", CertTTL: time.Hour}, ca))
 	return srv, ca, "https://" + srv.Addr().String()
 }
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/allex-go/allex/agent/lanlink"
 	"github.com/allex-go/allex/lanmanager"
-	"github.com/allex-go/allex/lanmanager/store"
+	"github.com/allex-go/allex/lanmanager/lanmanagertest"
 	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -76,34 +76,7 @@ func (s *tlsSide) everConnected() bool {
 // this process.
 func tlsLAN(t *testing.T, ca *lanpki.CA) (*lanmanager.Server, int) {
 	t.Helper()
-	cert, err := ca.IssueServer([]string{"127.0.0.1"}, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := lanmanager.New(lanmanager.Config{
-		Addr: "127.0.0.1:0", Token: "tok", Store: store.NewMemory(), Heartbeat: 200 * time.Millisecond,
-		TLS: lanpki.ServerConfig(cert, ca.Pool()), CA: ca,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("lanmanager Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("lanmanager did not stop")
-		}
-	})
+	srv := lanmanagertest.Start(t, lanmanagertest.WithTLS(t, lanmanager.Config{Heartbeat: 200 * time.Millisecond}, ca))
 	return srv, srv.Addr().(*net.TCPAddr).Port
 }
 

@@ -11,34 +11,14 @@ import (
 	"github.com/allex-go/allex/lanmanager"
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/adminclient"
+	"github.com/allex-go/allex/lanmanager/lanmanagertest"
 	"github.com/allex-go/allex/lanmanager/store"
 	"github.com/allex-go/allex/lanwire"
 )
 
 func startServer(t *testing.T) string {
 	t.Helper()
-	srv, err := lanmanager.New(lanmanager.Config{Addr: "127.0.0.1:0", Token: "tok", Store: store.NewMemory()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("Run did not return")
-		}
-	})
-	return "http://" + srv.Addr().String()
+	return "http://" + lanmanagertest.Start(t, lanmanager.Config{}).Addr().String()
 }
 
 func TestClient(t *testing.T) {
