@@ -32,7 +32,7 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return resp.Body.Close()
+	return drainClose(resp)
 }
 
 // RevokeMachine cuts a machine off for good: its link is closed, it is
@@ -43,7 +43,7 @@ func (c *Client) RevokeMachine(ctx context.Context, id, reason string) error {
 	if err != nil {
 		return err
 	}
-	return resp.Body.Close()
+	return drainClose(resp)
 }
 
 func (c *Client) postJSON(ctx context.Context, path string, body []byte, v any) error {
@@ -51,7 +51,7 @@ func (c *Client) postJSON(ctx context.Context, path string, body []byte, v any) 
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp)
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		return fmt.Errorf("LAN manager POST %s: decode: %w", path, err)
 	}

@@ -152,7 +152,7 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp)
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		return fmt.Errorf("LAN manager GET %s: decode: %w", path, err)
 	}
@@ -179,7 +179,7 @@ func (c *Client) postNeeds(ctx context.Context, what string, v any) error {
 	if err != nil {
 		return err
 	}
-	return resp.Body.Close()
+	return drainClose(resp)
 }
 
 // RemoveNeed removes a need (stopping its service if one runs).
@@ -188,7 +188,7 @@ func (c *Client) RemoveNeed(ctx context.Context, instance string) error {
 	if err != nil {
 		return err
 	}
-	return resp.Body.Close()
+	return drainClose(resp)
 }
 
 // Needs lists every need and its state.
@@ -277,4 +277,12 @@ func (c *Client) WatchSince(ctx context.Context, module string, since int64, fn 
 		return fmt.Errorf("watch: %w", err)
 	}
 	return ErrStreamEnded
+}
+
+// drainClose reads what is left of an answer before closing it, so that
+// its connection is kept for the next call (a new TLS connection costs a
+// handshake).
+func drainClose(resp *http.Response) error {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	return resp.Body.Close()
 }
