@@ -180,7 +180,7 @@ func TestRolesOfTokens(t *testing.T) {
 	if err == nil || !strings.Contains(errOut, "403") || !strings.Contains(errOut, "needs the admin role; this caller is a read token") {
 		t.Errorf("read token adding a need: %v %q", err, errOut)
 	}
-	if _, errOut, err := ctl("machines", "revoke", "m9"); err == nil || !strings.Contains(errOut, "403") {
+	if _, errOut, err := ctl("machines", "revoke", "-force", "m9"); err == nil || !strings.Contains(errOut, "403") {
 		t.Errorf("read token revoking: %v %q", err, errOut)
 	}
 	if n := lan.Needs(t); len(n) != 0 {
