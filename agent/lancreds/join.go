@@ -45,8 +45,9 @@ func (c *Creds) step(ctx context.Context) time.Duration {
 			return due.Sub(c.cfg.Now())
 		}
 	}
+	expired := cert != nil && !c.cfg.Now().Before(cert.Leaf.NotAfter)
 	how, err := "join", error(nil)
-	if cert == nil {
+	if cert == nil || (expired && c.token.ID != "") {
 		err = c.join(ctx)
 	} else {
 		how, err = "renew", c.renew(ctx, cert)

@@ -81,21 +81,32 @@ func New(cfg Config) (*Creds, error) {
 	if err := c.load(); err != nil {
 		return nil, err
 	}
-	if c.cert != nil {
-		return c, nil
+	tok, err := joinToken(cfg)
+	switch {
+	case err == nil:
+		// Kept even beside a certificate: it joins again should the
+		// certificate expire before a renewal gets through.
+		c.token = tok
+	case c.cert == nil:
+		return nil, err
 	}
+	return c, nil
+}
+
+// joinToken reads cfg.Token; one without a CA fingerprint is refused,
+// since nothing could be checked before its secret is sent.
+func joinToken(cfg Config) (lanpki.Token, error) {
 	if cfg.Token == "" {
-		return nil, fmt.Errorf("no certificate in %s and no join token: give the master a token made with `allexlanmanager token create` (its config's \"token\"), or set \"laninsecure\" for a LAN manager run with -insecure", cfg.Dir)
+		return lanpki.Token{}, fmt.Errorf("no certificate in %s and no join token: give the master a token made with `allexlanmanager token create` (its config's \"token\"), or set \"laninsecure\" for a LAN manager run with -insecure", cfg.Dir)
 	}
 	tok, err := lanpki.ParseToken(cfg.Token)
 	if err != nil {
-		return nil, fmt.Errorf("join token: %w", err)
+		return tok, fmt.Errorf("join token: %w", err)
 	}
 	if tok.CAHash == "" {
-		return nil, errors.New("join token: it carries no CA fingerprint (K10<sha256>::id.secret), so the LAN manager could not be checked before the secret is sent")
+		return tok, errors.New("join token: it carries no CA fingerprint (K10<sha256>::id.secret), so the LAN manager could not be checked before the secret is sent")
 	}
-	c.token = tok
-	return c, nil
+	return tok, nil
 }
 
 // load reads Dir's certificate; one for another machine, or expired, is

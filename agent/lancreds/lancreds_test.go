@@ -127,3 +127,27 @@ func TestRevokedCannotRenew(t *testing.T) {
 		t.Fatalf("token without a pin: %v", err)
 	}
 }
+
+// TestExpiredJoinsAgain: a certificate that expired before a renewal got
+// through (the LAN manager was away) is replaced by joining again with
+// the token, which the master keeps.
+func TestExpiredJoinsAgain(t *testing.T) {
+	srv, _, url := startLAN(t)
+	now := time.Now()
+	cfg := Config{Dir: t.TempDir(), MachineID: "m1", Token: masterToken(t, srv), URLs: []string{url}, Now: func() time.Time { return now }}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := c.current()
+	now = first.Leaf.NotAfter.Add(time.Minute)
+	if wait := c.step(context.Background()); wait != 0 {
+		t.Fatalf("no new certificate (next try in %v)", wait)
+	}
+	if got, _ := c.current(); got.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
+		t.Fatal("kept the expired certificate")
+	}
+}
