@@ -49,6 +49,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	fset := flag.NewFlagSet("allexlanmanager", flag.ContinueOnError)
 	fset.SetOutput(stderr)
+	fset.Usage = func() {
+		fmt.Fprintln(stderr, "usage: allexlanmanager [flags]\n       allexlanmanager token create|ls|revoke [flags]   (tokens for masters, admins and readers)\nflags:")
+		fset.PrintDefaults()
+	}
 	var cfg lanmanager.Config
 	var needs listFlag
 	var tokenFile, logLevel, storeKind string
