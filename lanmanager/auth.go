@@ -23,10 +23,7 @@ import (
 //   - a bearer token: the LAN manager's own (-token: admin; over plain
 //     HTTP also a master's link, as before TLS) or a token made with
 //     `allexlanmanager token create`, whose role says what it may do.
-const (
-	roleMachine = "machine"
-	rolePeer    = "lanmanager"
-)
+const roleMachine = "machine"
 
 type principal struct {
 	role    string
@@ -87,18 +84,11 @@ var (
 // machine's certificate is ErrForbidden.
 func (s *Server) who(r *http.Request, now time.Time) (principal, error) {
 	t := s.creds.Load()
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		leaf := r.TLS.PeerCertificates[0]
-		id, isMachine := lanpki.MachineOf(leaf)
-		if lanpki.IsLANManager(leaf) {
-			id, isMachine = r.Header.Get(lanwire.RelayedMachineHeader), r.Header.Get(lanwire.RelayedMachineHeader) != ""
+	if id := certMachine(r); id != "" {
+		if rv, ok := t.revoked[id]; ok {
+			return principal{}, fmt.Errorf("%w: machine %s was revoked at %s", adminapi.ErrForbidden, id, rv.At.UTC().Format(time.RFC3339))
 		}
-		if isMachine {
-			if rv, ok := t.revoked[id]; ok {
-				return principal{}, fmt.Errorf("%w: machine %s was revoked at %s", adminapi.ErrForbidden, id, rv.At.UTC().Format(time.RFC3339))
-			}
-			return principal{role: roleMachine, machine: id}, nil
-		}
+		return principal{role: roleMachine, machine: id}, nil
 	}
 	bearer, ok := bearerOf(r)
 	if !ok {
@@ -147,6 +137,21 @@ func checkBearer(bearer, root string, lookup func(id string) (store.Token, bool)
 // MayRead says whether role may make read calls.
 func MayRead(role string) bool { return principal{role: role}.may(adminapi.RoleRead) }
 
+// certMachine is the machine r's certificate speaks for: a master's own,
+// or the one a LAN manager relays (a LAN manager's certificate without
+// that header speaks for nobody: a forwarded call carries its bearer).
+func certMachine(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return ""
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	if lanpki.IsLANManager(leaf) {
+		return r.Header.Get(lanwire.RelayedMachineHeader)
+	}
+	id, _ := lanpki.MachineOf(leaf)
+	return id
+}
+
 // bearerOf reads "Authorization: Bearer <token>"; the scheme's case does
 // not matter and more than one space may follow it (RFC 7235, 2.1).
 func bearerOf(r *http.Request) (string, bool) {
@@ -177,8 +182,6 @@ func (p principal) describe() string {
 	switch p.role {
 	case roleMachine:
 		return "machine " + p.machine
-	case rolePeer:
-		return "a LAN manager"
 	case adminapi.RoleAdmin:
 		return "an admin token"
 	}
