@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -247,21 +248,53 @@ func Client(t testing.TB, socket string) allexv1.MachineManagerClient {
 	return allexv1.NewMachineManagerClient(conn)
 }
 
-// FreeBlock finds n consecutive ports that are free right now, so tests
-// never assume fixed ports are unused. Blocks come from below the kernel's
-// ephemeral range (32768 and up on Linux): there the source ports of the
-// tests' own connections never land in a child's range, and a busy machine
-// still has large free blocks.
+// FreeBlock finds n consecutive ports that are free right now and were
+// not handed out before in this test process, so tests never assume fixed
+// ports are unused: a block is only free until its master's children bind
+// it, so a second master must not be given it meanwhile. Blocks come from
+// below the kernel's ephemeral range (32768 and up on Linux): there the
+// source ports of the tests' own connections never land in a child's
+// range, and a busy machine still has large free blocks.
 func FreeBlock(t testing.TB, n int) int {
 	t.Helper()
+	handed.Lock()
+	defer handed.Unlock()
 	for attempt := 0; attempt < 500; attempt++ {
 		base := rangeLow + rand.IntN(rangeHigh-rangeLow-n)
-		if bindable(base, n) {
-			return base
+		if handed.overlaps(base, base+n) || !bindable(base, n) {
+			continue
 		}
+		handed.blocks = append(handed.blocks, [2]int{base, base + n})
+		// Cleanups run last first: the block is free again once what
+		// the test started on it has stopped.
+		t.Cleanup(func() { handed.release(base) })
+		return base
 	}
 	t.Fatalf("no free block of %d ports in %d-%d", n, rangeLow, rangeHigh)
 	return 0
+}
+
+// handed are the blocks FreeBlock gave out in this process.
+var handed portBlocks
+
+type portBlocks struct {
+	sync.Mutex
+	blocks [][2]int
+}
+
+func (h *portBlocks) release(base int) {
+	h.Lock()
+	defer h.Unlock()
+	h.blocks = slices.DeleteFunc(h.blocks, func(b [2]int) bool { return b[0] == base })
+}
+
+func (h *portBlocks) overlaps(lo, hi int) bool {
+	for _, b := range h.blocks {
+		if lo < b[1] && b[0] < hi {
+			return true
+		}
+	}
+	return false
 }
 
 // WriteFile writes a file in dir.

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -40,12 +39,6 @@ type LAN struct {
 	Insecure              bool
 	wrap, args            []string
 	restartedProcs        []*Proc
-
-	// blocks are the port ranges handed to this LAN's masters: a block is
-	// only free until its master's children bind it, so later masters
-	// must avoid it explicitly.
-	mu     sync.Mutex
-	blocks [][2]int
 }
 
 // LANOpts tunes StartLAN; zero values take test-friendly defaults.
@@ -383,7 +376,7 @@ func StartLANMaster(t testing.TB, l *LAN, o MasterOpts) *Master {
 		o.Modules = DemoModule("demo")
 	}
 	dir := ShortDir(t)
-	base := l.freeRange(t, 3*o.Size)
+	base := FreeBlock(t, 3*o.Size)
 	WriteFile(t, dir, "allexmasterconfig.json", LANMasterConfig(dir, base, o.Size, l.Port, o.Token, o.MachineID, o.Modules, o.Extra))
 	m := &Master{Dir: dir, Socket: filepath.Join(dir, "m.sock"), TCP: base, HTTP: base + o.Size, WS: base + 2*o.Size}
 	m.Proc = Start(t, dir, Bins.Master, "-log-level", "debug")
@@ -398,33 +391,6 @@ const (
 	rangeLow  = 20000
 	rangeHigh = 32700
 )
-
-// freeRange finds n consecutive ports, bindable right now on every
-// interface and not handed to another master of l.
-func (l *LAN) freeRange(t testing.TB, n int) int {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for attempt := 0; attempt < 500; attempt++ {
-		base := rangeLow + rand.IntN(rangeHigh-rangeLow-n)
-		if l.overlaps(base, base+n) || !bindable(base, n) {
-			continue
-		}
-		l.blocks = append(l.blocks, [2]int{base, base + n})
-		return base
-	}
-	t.Fatalf("no free block of %d ports in %d-%d", n, rangeLow, rangeHigh)
-	return 0
-}
-
-func (l *LAN) overlaps(lo, hi int) bool {
-	for _, b := range l.blocks {
-		if lo < b[1] && b[0] < hi {
-			return true
-		}
-	}
-	return false
-}
 
 func bindable(base, n int) bool {
 	for p := base; p < base+n; p++ {
