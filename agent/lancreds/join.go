@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -65,35 +67,94 @@ func (c *Creds) step(ctx context.Context) time.Duration {
 }
 
 func (c *Creds) join(ctx context.Context) error {
-	pinned, _ := lanpki.PinnedConfig(c.token.CAHash)
-	return c.request(ctx, "/v1/join", pinned, "Bearer "+c.token.Bearer())
+	var errs []error
+	for _, base := range c.cfg.URLs {
+		is, err := join(ctx, base, c.token, c.cfg.MachineID, nil)
+		if err == nil {
+			return c.keep(is, "/v1/join")
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Creds) renew(ctx context.Context, cert *tls.Certificate) error {
 	cfg := c.TLS()
 	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-	return c.request(ctx, "/v1/renew", cfg, "")
-}
-
-// request asks each LAN manager in turn for a certificate for a new key,
-// and keeps the first one given.
-func (c *Creds) request(ctx context.Context, path string, cfg *tls.Config, auth string) error {
-	keyPEM, csrPEM, err := lanpki.NewMasterKey(c.cfg.MachineID)
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(adminapi.JoinRequest{Machine: c.cfg.MachineID, CSR: string(csrPEM)})
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, TLSHandshakeTimeout: 5 * time.Second}}
+	hc := client(cfg, nil)
 	defer hc.CloseIdleConnections()
 	var errs []error
 	for _, base := range c.cfg.URLs {
-		ans, err := post(ctx, hc, base+path, auth, body)
+		is, err := ask(ctx, hc, base+"/v1/renew", "", c.cfg.MachineID)
 		if err == nil {
-			return c.keep(ans, keyPEM, path)
+			return c.keep(is, "/v1/renew")
 		}
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Join gets machine a certificate from the LAN manager at base
+// (https://host:port) with a join token, as a master does on its first
+// start: the LAN manager's CA is checked against the token in the TLS
+// handshake, before the secret leaves. dial, when not nil, makes the
+// connection (a simulated master dials from its own address). It returns
+// the certificate, with its key, and the LAN's CA; harnesses that play
+// masters use it.
+func Join(ctx context.Context, base string, tok lanpki.Token, machine string, dial Dial) (tls.Certificate, *x509.Certificate, error) {
+	is, err := join(ctx, base, tok, machine, dial)
+	return is.cert, is.ca, err
+}
+
+// Dial makes a connection, as net.Dialer.DialContext does.
+type Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func join(ctx context.Context, base string, tok lanpki.Token, machine string, dial Dial) (issued, error) {
+	pinned, _ := lanpki.PinnedConfig(tok.CAHash)
+	hc := client(pinned, dial)
+	defer hc.CloseIdleConnections()
+	is, err := ask(ctx, hc, base+"/v1/join", "Bearer "+tok.Bearer(), machine)
+	if err == nil && lanpki.Fingerprint(is.ca) != tok.CAHash {
+		err = fmt.Errorf("%s: the CA given is not the token's", base)
+	}
+	return is, err
+}
+
+func client(cfg *tls.Config, dial Dial) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DialContext: dial, TLSHandshakeTimeout: 5 * time.Second}}
+}
+
+// issued is a certificate a LAN manager gave, with its key and the LAN's
+// CA, parsed and as PEM.
+type issued struct {
+	cert                   tls.Certificate
+	ca                     *x509.Certificate
+	keyPEM, certPEM, caPEM []byte
+}
+
+// ask posts a CSR for a new key of machine to url and checks what comes
+// back: a certificate for that key and that machine, and a CA.
+func ask(ctx context.Context, hc *http.Client, url, auth, machine string) (issued, error) {
+	keyPEM, csrPEM, err := lanpki.NewMasterKey(machine)
+	if err != nil {
+		return issued{}, err
+	}
+	body, _ := json.Marshal(adminapi.JoinRequest{Machine: machine, CSR: string(csrPEM)})
+	ans, err := post(ctx, hc, url, auth, body)
+	if err != nil {
+		return issued{}, err
+	}
+	is := issued{keyPEM: keyPEM, certPEM: []byte(ans.Cert), caPEM: []byte(ans.CA)}
+	if is.cert, err = lanpki.LoadKeyPair(is.certPEM, keyPEM); err != nil {
+		return issued{}, fmt.Errorf("%s: the certificate given: %w", url, err)
+	}
+	if is.ca, err = lanpki.ParseCertPEM(is.caPEM); err != nil {
+		return issued{}, fmt.Errorf("%s: the CA given: %w", url, err)
+	}
+	if id, ok := lanpki.MachineOf(is.cert.Leaf); !ok || id != machine {
+		return issued{}, fmt.Errorf("%s: the certificate given is not machine %s's", url, machine)
+	}
+	return is, nil
 }
 
 func post(ctx context.Context, hc *http.Client, url, auth string, body []byte) (adminapi.JoinAnswer, error) {
@@ -129,20 +190,9 @@ func post(ctx context.Context, hc *http.Client, url, auth string, body []byte) (
 	return ans, nil
 }
 
-// keep checks what the LAN manager gave, writes it (key first, each file
-// whole) and starts using it.
-func (c *Creds) keep(ans adminapi.JoinAnswer, keyPEM []byte, path string) error {
-	cert, err := lanpki.LoadKeyPair([]byte(ans.Cert), keyPEM)
-	if err != nil {
-		return fmt.Errorf("the certificate given: %w", err)
-	}
-	ca, err := lanpki.ParseCertPEM([]byte(ans.CA))
-	if err != nil {
-		return fmt.Errorf("the CA given: %w", err)
-	}
-	if id, ok := lanpki.MachineOf(cert.Leaf); !ok || id != c.cfg.MachineID {
-		return fmt.Errorf("the certificate given is not machine %s's", c.cfg.MachineID)
-	}
+// keep writes what a LAN manager gave (key first, each file whole) and
+// starts using it.
+func (c *Creds) keep(is issued, path string) error {
 	if err := os.MkdirAll(c.cfg.Dir, 0o700); err != nil {
 		return err
 	}
@@ -150,13 +200,13 @@ func (c *Creds) keep(ans adminapi.JoinAnswer, keyPEM []byte, path string) error 
 		name string
 		data []byte
 		perm os.FileMode
-	}{{keyFile, keyPEM, 0o600}, {certFile, []byte(ans.Cert), 0o644}, {caFile, []byte(ans.CA), 0o644}} {
+	}{{keyFile, is.keyPEM, 0o600}, {certFile, is.certPEM, 0o644}, {caFile, is.caPEM, 0o644}} {
 		if err := writeFile(filepath.Join(c.cfg.Dir, f.name), f.data, f.perm); err != nil {
 			return err
 		}
 	}
-	c.set(&cert, ca)
-	c.log.Info("got a LAN certificate", "via", path, "machine", c.cfg.MachineID, "notafter", cert.Leaf.NotAfter.UTC(), "renewat", lanpki.RenewAt(cert.Leaf).UTC())
+	c.set(&is.cert, is.ca)
+	c.log.Info("got a LAN certificate", "via", path, "machine", c.cfg.MachineID, "notafter", is.cert.Leaf.NotAfter.UTC(), "renewat", lanpki.RenewAt(is.cert.Leaf).UTC())
 	return nil
 }
 

@@ -198,16 +198,5 @@ func (c *Creds) verifyServer(cs tls.ConnectionState) error {
 	if ca == nil {
 		return errors.New("lancreds: no CA yet (not joined)")
 	}
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("lancreds: the LAN manager showed no certificate")
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	inter := x509.NewCertPool()
-	for _, ic := range cs.PeerCertificates[1:] {
-		inter.AddCert(ic)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: lanpki.ServerName,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	return err
+	return lanpki.VerifyServer(cs.PeerCertificates, ca)
 }

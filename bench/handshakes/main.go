@@ -18,13 +18,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/allex-go/allex/agent/lancreds"
 	"github.com/allex-go/allex/internal/procfs"
 	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanmanager/adminclient"
@@ -168,23 +167,7 @@ func masterTLS(l *lm) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, csrPEM, err := lanpki.NewMasterKey("bench")
-	if err != nil {
-		return nil, err
-	}
-	body, _ := json.Marshal(adminapi.JoinRequest{Machine: "bench", CSR: string(csrPEM)})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+l.addr+"/v1/join", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+tok.Bearer())
-	resp, err := admin.HTTP.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var ans adminapi.JoinAnswer
-	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("join: HTTP %d %v", resp.StatusCode, err)
-	}
-	cert, err := lanpki.LoadKeyPair([]byte(ans.Cert), keyPEM)
+	cert, _, err := lancreds.Join(ctx, "https://"+l.addr, tok, "bench", nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,8 +18,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/allex-go/allex/agent/lancreds"
 	"github.com/allex-go/allex/agent/lanlink"
-	"github.com/allex-go/allex/lanmanager/adminapi"
 	"github.com/allex-go/allex/lanpki"
 	"github.com/allex-go/allex/lanwire"
 )
@@ -102,10 +99,10 @@ func (m *master) dialer() *net.Dialer {
 	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: m.ip.AsSlice()}}
 }
 
-// joinURL is the join endpoint of the LAN manager whose link URL (wss) is
-// link.
-func joinURL(link string) string {
-	return "https://" + strings.TrimSuffix(strings.TrimPrefix(link, "wss://"), lanwire.Path) + "/v1/join"
+// lanBase is the base URL of the LAN manager whose link URL (wss) is
+// link, where the master joins.
+func lanBase(link string) string {
+	return "https://" + strings.TrimSuffix(strings.TrimPrefix(link, "wss://"), lanwire.Path)
 }
 
 // join gets the master its certificate as allexmaster does
@@ -114,47 +111,9 @@ func joinURL(link string) string {
 // token's secret. It returns the link's TLS configuration: that CA, and
 // the certificate, whose CN is the master's machine id.
 func (m *master) join(ctx context.Context, url string, tok lanpki.Token) (*tls.Config, error) {
-	id := masterID(m.idx)
-	keyPEM, csrPEM, err := lanpki.NewMasterKey(id)
+	cert, ca, err := lancreds.Join(ctx, url, tok, masterID(m.idx), m.dialer().DialContext)
 	if err != nil {
 		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
-	}
-	body, _ := json.Marshal(adminapi.JoinRequest{Machine: id, CSR: string(csrPEM)})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+tok.Bearer())
-	req.Header.Set("Content-Type", "application/json")
-	pinned, _ := lanpki.PinnedConfig(tok.CAHash)
-	tr := &http.Transport{DialContext: m.dialer().DialContext, TLSClientConfig: pinned, TLSHandshakeTimeout: 30 * time.Second}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("master %d: join: HTTP %s: %s", m.idx, resp.Status, strings.TrimSpace(string(b)))
-	}
-	var ans adminapi.JoinAnswer
-	if err := json.Unmarshal(b, &ans); err != nil {
-		return nil, fmt.Errorf("master %d: join: %w", m.idx, err)
-	}
-	cert, err := lanpki.LoadKeyPair([]byte(ans.Cert), keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("master %d: join: the certificate given: %w", m.idx, err)
-	}
-	ca, err := lanpki.ParseCertPEM([]byte(ans.CA))
-	if err != nil || lanpki.Fingerprint(ca) != tok.CAHash {
-		return nil, fmt.Errorf("master %d: join: the CA given is not the token's (%v)", m.idx, err)
-	}
-	if got, _ := lanpki.MachineOf(cert.Leaf); got != id {
-		return nil, fmt.Errorf("master %d: join: the certificate given is machine %q's", m.idx, got)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)

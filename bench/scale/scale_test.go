@@ -157,8 +157,8 @@ func TestWorkerInputRefused(t *testing.T) {
 	if w, err := parseWorkerArgs([]string{"-url", "wss://x/v1/link", "-token", pinned, "-count", "1"}); err != nil || w.join == nil || w.join.ID != "abcdef" {
 		t.Errorf("a wss -url with a join token: %+v, %v", w, err)
 	}
-	if got := joinURL("wss://127.0.0.1:9/v1/link"); got != "https://127.0.0.1:9/v1/join" {
-		t.Errorf("joinURL = %q", got)
+	if got := lanBase("wss://127.0.0.1:9/v1/link"); got != "https://127.0.0.1:9" {
+		t.Errorf("lanBase = %q", got)
 	}
 	for line, want := range map[string]string{
 		"kill 3":   `unknown command "kill 3"`,

@@ -153,7 +153,7 @@ func connectAll(ctx context.Context, masters []*master, w workerArgs) error {
 				errs <- m.connect(ctx, w.url, http.Header{"Authorization": {"Bearer " + w.token}}, nil)
 				return
 			}
-			cfg, err := m.join(ctx, joinURL(w.url), *w.join)
+			cfg, err := m.join(ctx, lanBase(w.url), *w.join)
 			if err == nil {
 				err = m.connect(ctx, w.url, nil, cfg)
 			}

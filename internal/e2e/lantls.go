@@ -3,14 +3,13 @@
 package e2e
 
 import (
-	"bytes"
+	"context"
 	"crypto/tls"
-	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/allex-go/allex/lanmanager/adminapi"
+	"github.com/allex-go/allex/agent/lancreds"
 	"github.com/allex-go/allex/lanmanager/adminclient"
 	"github.com/allex-go/allex/lanpki"
 )
@@ -51,26 +50,11 @@ func (l *LAN) MasterTLS(t testing.TB, machine string) *tls.Config {
 	if err != nil {
 		t.Fatalf("join token: %v", err)
 	}
-	keyPEM, csrPEM, err := lanpki.NewMasterKey(machine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(adminapi.JoinRequest{Machine: machine, CSR: string(csrPEM)})
-	req, _ := http.NewRequest(http.MethodPost, l.URL+"/v1/join", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+tok.Bearer())
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: l.ClientTLS()}}
-	resp, err := hc.Do(req)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cert, _, err := lancreds.Join(ctx, l.URL, tok, machine, nil)
 	if err != nil {
 		t.Fatalf("join as %s: %v", machine, err)
-	}
-	defer resp.Body.Close()
-	var ans adminapi.JoinAnswer
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&ans) != nil {
-		t.Fatalf("join as %s: HTTP %d", machine, resp.StatusCode)
-	}
-	cert, err := lanpki.LoadKeyPair([]byte(ans.Cert), keyPEM)
-	if err != nil {
-		t.Fatal(err)
 	}
 	cfg := l.ClientTLS()
 	cfg.Certificates = []tls.Certificate{cert}
