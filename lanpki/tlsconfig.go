@@ -73,9 +73,21 @@ func verifyPinned(chain []*x509.Certificate, fingerprint string) (*x509.Certific
 	if err := checkIsCA(ca); err != nil {
 		return nil, fmt.Errorf("LAN manager's CA: %w", err)
 	}
+	if err := VerifyServer(chain[:len(chain)-1], ca); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// VerifyServer checks that chain (a leaf, then any intermediates) is a
+// LAN manager's certificate from ca: it names ServerName and serves.
+func VerifyServer(chain []*x509.Certificate, ca *x509.Certificate) error {
+	if len(chain) == 0 {
+		return errors.New("the LAN manager showed no certificate")
+	}
 	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
 	roots.AddCert(ca)
-	for _, c := range chain[1 : len(chain)-1] {
+	for _, c := range chain[1:] {
 		intermediates.AddCert(c)
 	}
 	_, err := chain[0].Verify(x509.VerifyOptions{
@@ -85,7 +97,7 @@ func verifyPinned(chain []*x509.Certificate, fingerprint string) (*x509.Certific
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("LAN manager's certificate: %w", err)
+		return fmt.Errorf("LAN manager's certificate: %w", err)
 	}
-	return ca, nil
+	return nil
 }

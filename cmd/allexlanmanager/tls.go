@@ -149,7 +149,7 @@ func (f *tlsFlags) operatorFiles() (*serverTLS, error) {
 	if !lanpki.IsLANManager(cert.Leaf) {
 		return nil, fmt.Errorf("-tls-cert: want a server certificate carrying the DNS name %s (clients verify it)", lanpki.ServerName)
 	}
-	if _, err := cert.Leaf.Verify(x509VerifyOpts(ca)); err != nil {
+	if err := lanpki.VerifyServer([]*x509.Certificate{cert.Leaf}, ca.Cert); err != nil {
 		return nil, fmt.Errorf("-tls-cert is not signed by -tls-ca: %w", err)
 	}
 	cert.Certificate = append(cert.Certificate, ca.Cert.Raw)
@@ -176,8 +176,4 @@ func hostsOf(addrs ...string) []string {
 		}
 	}
 	return hosts
-}
-
-func x509VerifyOpts(ca *lanpki.CA) x509.VerifyOptions {
-	return x509.VerifyOptions{Roots: ca.Pool(), DNSName: lanpki.ServerName, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 }
